@@ -1,0 +1,230 @@
+"""Sans-I/O reading of ALM webhook bodies: bytes in, a validated batch (or a challenge) out.
+
+The envelope is validated strictly and the event bodies loosely: both dialects ALM is
+known to send are accepted (``timestamp``/``data`` of the usage guide and
+``eventTime``/``eventInitiator``/``eventData`` of the setup guide), unknown fields are
+kept, and every event is kept exactly as received for the Kafka record's value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from bridge.errors import InvalidBatch
+
+_INT64_MIN: Final = -(2**63)
+_UINT64_MAX: Final = 2**64 - 1
+_MAX_ID_CHARS: Final = 512
+# Epoch values at or above this are milliseconds (1e11 seconds is the year 5138).
+_EPOCH_MS_THRESHOLD: Final = 100_000_000_000
+_CHALLENGE_MAX_CHARS: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one body may hold, beyond its size in bytes."""
+
+    max_events: int = 5000
+    max_depth: int = 32
+    max_string_chars: int = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One ALM event: the object as received plus the fields the bridge needs."""
+
+    raw: Mapping[str, Any]
+    event_id: str
+    name: str
+    time: str | None
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A validated ALM webhook batch."""
+
+    account_id: int
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A verification challenge sent in a POST body."""
+
+    value: str
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidBatch(f"{name} is not valid JSON", code="invalid_json")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidBatch(f"duplicate JSON key {key[:64]!r}", code="duplicate_key")
+            seen.add(key)
+    return obj
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
+)
+
+
+def decode_json(body: bytes, limits: Limits) -> Any:
+    """Strict JSON: UTF-8 only, no duplicate keys, bounded depth, strings and numbers."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidBatch(f"body is not UTF-8 (byte {exc.start})", code="invalid_utf8") from None
+    try:
+        value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
+    except json.JSONDecodeError as exc:
+        raise InvalidBatch(f"invalid JSON: {exc.msg} at {exc.pos}", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidBatch("JSON nested too deeply", code="too_deep") from None
+    except ValueError as exc:  # integers longer than Python's digit limit
+        raise InvalidBatch(f"number out of range: {exc}", code="number_out_of_range") from None
+    if _skip_ws(text, end) != len(text):
+        raise InvalidBatch(f"extra data after JSON at {end}", code="invalid_json")
+    _check_tree(value, limits)
+    return value
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    length = len(text)
+    while pos < length and text[pos] in " \t\n\r":
+        pos += 1
+    return pos
+
+
+def _check_tree(root: Any, limits: Limits) -> None:
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    max_depth = limits.max_depth
+    max_chars = limits.max_string_chars
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > max_depth:
+                raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
+            for key, child in node.items():
+                if len(key) > max_chars:
+                    raise InvalidBatch("a JSON key is too long", code="string_too_long")
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            if depth > max_depth:
+                raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str):
+            if len(node) > max_chars:
+                raise InvalidBatch(
+                    f"a string is longer than {max_chars} characters", code="string_too_long"
+                )
+        elif isinstance(node, bool) or node is None:
+            continue
+        elif isinstance(node, int):
+            if not _INT64_MIN <= node <= _UINT64_MAX:
+                raise InvalidBatch("an integer is outside 64 bits", code="number_out_of_range")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise InvalidBatch("a number is too large", code="number_out_of_range")
+
+
+def parse_body(body: bytes, limits: Limits | None = None) -> Batch | Challenge:
+    """Read an ALM POST body. Raises :class:`InvalidBatch` with a field-naming detail."""
+    doc = decode_json(body, limits or Limits())
+    if not isinstance(doc, dict):
+        raise InvalidBatch("the body must be a JSON object", code="invalid_envelope")
+    if "challenge" in doc and "events" not in doc:
+        return Challenge(check_challenge(doc["challenge"]))
+    return _batch(doc, limits or Limits())
+
+
+def check_challenge(value: object) -> str:
+    """A challenge value that is safe to echo: a short printable string."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > _CHALLENGE_MAX_CHARS
+        or not value.isprintable()
+    ):
+        raise InvalidBatch(
+            f"challenge must be a printable string of 1 to {_CHALLENGE_MAX_CHARS} characters",
+            code="invalid_challenge",
+        )
+    return value
+
+
+def _batch(doc: dict[str, Any], limits: Limits) -> Batch:
+    account_id = doc.get("accountId")
+    if isinstance(account_id, bool) or not isinstance(account_id, int) or account_id < 0:
+        raise InvalidBatch("accountId must be a non-negative integer", code="invalid_envelope")
+    events = doc.get("events")
+    if not isinstance(events, list):
+        raise InvalidBatch("events must be an array", code="invalid_envelope")
+    if len(events) > limits.max_events:
+        raise InvalidBatch(
+            f"events holds {len(events)} events, more than {limits.max_events}",
+            code="too_many_events",
+        )
+    return Batch(account_id, tuple(_event(e, i) for i, e in enumerate(events)))
+
+
+def _event(raw: object, index: int) -> Event:
+    where = f"events[{index}]"
+    if not isinstance(raw, dict):
+        raise InvalidBatch(f"{where} must be an object", code="invalid_event")
+    event_id = raw.get("eventId")
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        event_id = str(event_id)
+    if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > _MAX_ID_CHARS:
+        raise InvalidBatch(f"{where}.eventId must be a non-empty string", code="invalid_event")
+    name = raw.get("eventName")
+    if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ID_CHARS:
+        raise InvalidBatch(f"{where}.eventName must be a non-empty string", code="invalid_event")
+    data = raw.get("data")
+    if data is None:
+        data = raw.get("eventData")
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
+        raise InvalidBatch(f"{where}.data must be an object", code="invalid_event")
+    when = raw.get("timestamp")
+    if when is None:
+        when = raw.get("eventTime")
+    return Event(raw=raw, event_id=event_id, name=name, time=normalize_time(when), data=data)
+
+
+def normalize_time(value: object) -> str | None:
+    """An ALM time (epoch s or ms, number or digits, or ISO-8601) as RFC 3339 UTC."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        if isinstance(value, int | float):
+            moment = _from_epoch(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            if text.lstrip("-").isdigit():
+                moment = _from_epoch(int(text))
+            else:
+                moment = datetime.fromisoformat(text)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+        else:
+            return None
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _from_epoch(value: float) -> datetime:
+    seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
+    return datetime.fromtimestamp(seconds, UTC)

@@ -1,0 +1,56 @@
+"""The seen-event window: which ``(accountId, eventId)`` pairs Kafka already acknowledged.
+
+Bounded by count and by age, so memory stays bounded whatever ALM sends. It lives in
+one process: it suppresses the re-sends ALM makes after a timeout or a 503 to the same
+replica, not every duplicate (see the README's "Duplicates" section).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+
+class SeenWindow:
+    """Insertion-ordered set of acknowledged event keys with count and age limits."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 100_000,
+        max_age_seconds: float = 86_400.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_age_seconds = max_age_seconds
+        self._clock = clock
+        self._seen: OrderedDict[tuple[int, str], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, key: tuple[int, str]) -> bool:
+        stamp = self._seen.get(key)
+        if stamp is None:
+            return False
+        return self._clock() - stamp <= self.max_age_seconds
+
+    def add(self, key: tuple[int, str]) -> None:
+        if self.max_entries <= 0:
+            return
+        now = self._clock()
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        seen = self._seen
+        while len(seen) > self.max_entries:
+            seen.popitem(last=False)
+        horizon = now - self.max_age_seconds
+        while seen:
+            oldest = next(iter(seen.values()))
+            if oldest >= horizon:
+                break
+            seen.popitem(last=False)

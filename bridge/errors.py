@@ -1,0 +1,53 @@
+"""The bridge's exceptions: one base, a few narrow subclasses, each mapped to one outcome."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+    code: str = "bridge_error"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid; the process must not start."""
+
+    code = "invalid_config"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class AuthError(BridgeError):
+    """The request did not prove it comes from ALM; reason is a short closed code."""
+
+    code = "unauthorized"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail, code="unauthorized")
+        self.reason = reason
+
+
+class InvalidBatch(BridgeError):
+    """The body authenticated but is not a batch the bridge can ever accept."""
+
+    code = "invalid_batch"
+
+
+class AccountNotAccepted(BridgeError):
+    """The batch's accountId is not one this receiver accepts."""
+
+    code = "account_not_accepted"
+
+
+class PublishUnavailable(BridgeError):
+    """Kafka did not acknowledge every record within the deadline."""
+
+    code = "kafka_unavailable"

@@ -1,0 +1,319 @@
+"""HTTP handlers, kept thin: read, call the core, map the outcome to a status.
+
+Domain errors become statuses here and only here. Unexpected exceptions are logged
+once with their traceback and answered 500 by the middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Final
+
+import orjson
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge.alm import Challenge, check_challenge
+from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
+from bridge.ingest import Ingestor
+from bridge.logs import get_logger
+from bridge.metrics import UNKNOWN_RECEIVER, Metrics
+from bridge.settings import Receiver
+
+log = get_logger("bridge.http")
+
+_JSON: Final = "application/json"
+_CHUNK: Final = 64 * 1024
+# A body that may be an unauthenticated challenge is read up to this size only.
+_CHALLENGE_BODY_LIMIT: Final = 4096
+
+
+@dataclass(slots=True)
+class State:
+    """Mutable per-process state shared by the handlers."""
+
+    ingestor: Ingestor
+    metrics: Metrics
+    shutting_down: bool = False
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self.idle.clear()
+        self.metrics.inflight.inc()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        self.metrics.inflight.dec()
+        if self.inflight == 0:
+            self.idle.set()
+
+    def ready(self) -> bool:
+        return self.ingestor.publisher.connected and not self.shutting_down
+
+
+STATE: Final = web.AppKey("state", State)
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def error_response(
+    status: HTTPStatus, code: str, detail: str, *, retry_after: int | None = None
+) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": code, "detail": detail}),
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+def _bind(**values: object) -> None:
+    structlog.contextvars.bind_contextvars(**values)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One canonical log line per webhook request, with a request id and its duration."""
+    structlog.contextvars.clear_contextvars()
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    is_webhook = request.path.startswith("/webhooks/")
+    if is_webhook:
+        _bind(request_id=request_id, method=request.method, path=request.path)
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    except Exception:
+        log.exception("unhandled_error")
+        response = error_response(
+            HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "unexpected error; see the logs"
+        )
+    response.headers["X-Request-Id"] = request_id
+    if is_webhook:
+        duration = time.monotonic() - started
+        state = request.app[STATE]
+        receiver = request.match_info.get("receiver", "")
+        label = receiver if receiver in state.ingestor.receivers else UNKNOWN_RECEIVER
+        state.metrics.http_requests.labels(label, _status_class(response.status)).inc()
+        state.metrics.request_duration.labels(label).observe(duration)
+        emit = log.warning if response.status >= 500 else log.info
+        emit("request", status=response.status, duration_ms=round(duration * 1000, 2))
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    kafka = state.ingestor.publisher.connected
+    ready = state.ready()
+    state.metrics.ready.set(1 if ready else 0)
+    body = {"ready": ready, "kafka": kafka, "shuttingDown": state.shutting_down}
+    return web.json_response(
+        body, status=HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[STATE].metrics.registry
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def _receiver(request: web.Request) -> Receiver | None:
+    return request.app[STATE].ingestor.receivers.get(request.match_info["receiver"])
+
+
+def _not_found(request: web.Request) -> web.Response:
+    return error_response(
+        HTTPStatus.NOT_FOUND,
+        "unknown_receiver",
+        f"no receiver named {request.match_info['receiver'][:64]!r}",
+    )
+
+
+async def webhook_get(request: web.Request) -> web.Response:
+    """The verification challenge (``?challenge=``) or a reachability probe."""
+    receiver = _receiver(request)
+    if receiver is None:
+        return _not_found(request)
+    _bind(receiver=receiver.name)
+    if "challenge" not in request.query:
+        return web.Response(status=HTTPStatus.OK)
+    try:
+        value = check_challenge(request.query["challenge"])
+    except InvalidBatch as exc:
+        return error_response(HTTPStatus.BAD_REQUEST, exc.code, exc.detail)
+    _bind(outcome="challenge")
+    return web.Response(text=value, content_type="text/plain")
+
+
+def _is_json(content_type: str) -> bool:
+    mime = content_type.lower()
+    return mime in {"", "application/json"} or mime.endswith("+json") or mime.endswith("/json")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _challenge_reply(challenge: Challenge) -> web.Response:
+    _bind(outcome="challenge")
+    return web.Response(body=orjson.dumps({"challenge": challenge.value}), content_type=_JSON)
+
+
+async def webhook_post(request: web.Request) -> web.Response:
+    """An ALM batch (or a challenge) for the named receiver."""
+    state = request.app[STATE]
+    receiver = _receiver(request)
+    if receiver is None:
+        return _not_found(request)
+    _bind(receiver=receiver.name)
+    settings = state.ingestor.settings
+    batches = state.metrics.batches
+    retry_after = settings.retry_after_seconds
+    if state.shutting_down:
+        batches.labels(receiver.name, "unavailable").inc()
+        _bind(outcome="unavailable")
+        return error_response(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the bridge is shutting down; send again",
+            retry_after=retry_after,
+        )
+    if state.inflight >= settings.max_inflight_batches:
+        batches.labels(receiver.name, "throttled").inc()
+        _bind(outcome="throttled")
+        return error_response(
+            HTTPStatus.TOO_MANY_REQUESTS,
+            "too_many_batches",
+            f"more than {settings.max_inflight_batches} batches in flight",
+            retry_after=1,
+        )
+    state.enter()
+    try:
+        return await _accept(request, state, receiver)
+    finally:
+        state.leave()
+
+
+async def _accept(request: web.Request, state: State, receiver: Receiver) -> web.Response:
+    settings = state.ingestor.settings
+    deadline = time.monotonic() + settings.publish_timeout_ms / 1000
+    batches = state.metrics.batches
+    name = receiver.name
+
+    def rejected(status: HTTPStatus, code: str, detail: str) -> web.Response:
+        batches.labels(name, "rejected").inc()
+        _bind(outcome="rejected", error=code)
+        return error_response(status, code, detail)
+
+    def unauthorized(exc: AuthError) -> web.Response:
+        batches.labels(name, "unauthorized").inc()
+        state.metrics.auth_failures.labels(name, exc.reason).inc()
+        _bind(outcome="unauthorized", auth_reason=exc.reason)
+        return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail)
+
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        return rejected(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "body_too_large",
+            f"body of {length} bytes is larger than {settings.max_body_bytes}",
+        )
+    if not _is_json(request.content_type if "Content-Type" in request.headers else ""):
+        return rejected(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            f"expected application/json, got {request.content_type[:64]!r}",
+        )
+    verifier = receiver.verifier
+    try:
+        verifier.precheck(request.headers)
+        auth_error: AuthError | None = None
+    except AuthError as exc:
+        auth_error = exc
+    if auth_error is not None and not receiver.unauthenticated_challenge:
+        return unauthorized(auth_error)
+    limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
+    try:
+        body = await _read_body(request, limit)
+    except _TooLarge:
+        if auth_error is not None:
+            return unauthorized(auth_error)
+        return rejected(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "body_too_large",
+            f"body is larger than {settings.max_body_bytes} bytes",
+        )
+    if auth_error is None:
+        try:
+            verifier.verify(request.headers, body)
+        except AuthError as exc:
+            auth_error = exc
+    if auth_error is not None:
+        challenge = _unauthenticated_challenge(state, receiver, body)
+        return _challenge_reply(challenge) if challenge else unauthorized(auth_error)
+    try:
+        summary = await state.ingestor.ingest(receiver, body, deadline=deadline)
+    except AccountNotAccepted as exc:
+        return rejected(HTTPStatus.FORBIDDEN, exc.code, exc.detail)
+    except InvalidBatch as exc:
+        return rejected(HTTPStatus.BAD_REQUEST, exc.code, exc.detail)
+    except PublishUnavailable as exc:
+        batches.labels(name, "unavailable").inc()
+        _bind(outcome="unavailable", error=exc.detail)
+        return error_response(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            exc.code,
+            exc.detail,
+            retry_after=settings.retry_after_seconds,
+        )
+    if isinstance(summary, Challenge):
+        return _challenge_reply(summary)
+    batches.labels(name, summary.outcome).inc()
+    _bind(
+        outcome=summary.outcome,
+        account_id=summary.account_id,
+        events=summary.received,
+        published=summary.published,
+        duplicates=summary.duplicates,
+        dead_lettered=summary.dead_lettered,
+    )
+    return web.Response(body=orjson.dumps(summary.as_json()), content_type=_JSON)
+
+
+def _unauthenticated_challenge(state: State, receiver: Receiver, body: bytes) -> Challenge | None:
+    if not receiver.unauthenticated_challenge or len(body) > _CHALLENGE_BODY_LIMIT:
+        return None
+    try:
+        parsed = state.ingestor.parse(body)
+    except InvalidBatch:
+        return None
+    return parsed if isinstance(parsed, Challenge) else None

@@ -1,0 +1,132 @@
+"""Prometheus metric families, all built in one place on one registry.
+
+Labels are small closed sets only: receiver names from the configuration (plus
+``unknown``), status classes, outcomes, event families and reason codes. No label ever
+carries an id, an account or a raw path.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge import __version__
+from bridge.routing import FAMILIES
+
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10)
+BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+OUTCOMES: Final = (
+    "published",
+    "duplicate",
+    "dead_lettered",
+    "rejected",
+    "unauthorized",
+    "unavailable",
+    "throttled",
+)
+AUTH_REASONS: Final = ("missing", "malformed", "mismatch")
+STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
+UNKNOWN_RECEIVER: Final = "unknown"
+
+
+class Metrics:
+    """Every metric the bridge exports."""
+
+    def __init__(
+        self, *, registry: CollectorRegistry | None = None, receivers: Iterable[str] = ()
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "almbridge_http_requests",
+            "Webhook requests answered, by receiver and status class.",
+            ["receiver", "status_class"],
+            registry=r,
+        )
+        self.batches = Counter(
+            "almbridge_batches",
+            "Webhook batches by outcome.",
+            ["receiver", "outcome"],
+            registry=r,
+        )
+        self.events_published = Counter(
+            "almbridge_events_published",
+            "Events acknowledged by Kafka, by receiver and event family.",
+            ["receiver", "family"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "almbridge_auth_failures",
+            "Requests that failed authentication, by reason.",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "almbridge_request_duration_seconds",
+            "Time from request start to response, webhook routes only.",
+            ["receiver"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.publish_duration = Histogram(
+            "almbridge_publish_duration_seconds",
+            "Time for Kafka to acknowledge every record of a batch.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.batch_events = Histogram(
+            "almbridge_batch_events",
+            "Events per accepted batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "almbridge_inflight_batches", "Batches being processed now.", registry=r
+        )
+        self.kafka_up = Gauge(
+            "almbridge_kafka_up", "1 when the producer reaches the Kafka cluster.", registry=r
+        )
+        self.ready = Gauge("almbridge_ready", "1 when /readyz answers 200.", registry=r)
+        self.duplicates = Counter(
+            "almbridge_duplicates_suppressed",
+            "Events not published again because Kafka already acknowledged them.",
+            ["receiver"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "almbridge_dead_letters",
+            "Records written to the dead-letter topic, by reason.",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.last_publish = Gauge(
+            "almbridge_last_publish_timestamp_seconds",
+            "Unix time of the last batch Kafka fully acknowledged.",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "almbridge_build_info",
+            "Build metadata; the value is always 1.",
+            ["version", "python_version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        for name in [*receivers, UNKNOWN_RECEIVER]:
+            self._precreate(name)
+
+    def _precreate(self, receiver: str) -> None:
+        for status_class in STATUS_CLASSES:
+            self.http_requests.labels(receiver, status_class)
+        self.request_duration.labels(receiver)
+        if receiver == UNKNOWN_RECEIVER:
+            return
+        for outcome in OUTCOMES:
+            self.batches.labels(receiver, outcome)
+        for fam in FAMILIES:
+            self.events_published.labels(receiver, fam)
+        for reason in AUTH_REASONS:
+            self.auth_failures.labels(receiver, reason)
+        self.duplicates.labels(receiver)

@@ -1,0 +1,301 @@
+"""The Kafka producer's lifecycle, and "publish these records, all of them, within a deadline".
+
+A batch is answered 2xx only when every record is acknowledged (``acks=all``, idempotent
+producer). Every wait is bounded: aiokafka can block in ``send`` (metadata, a full
+buffer) and in ``stop`` while the cluster is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
+
+from bridge.errors import BridgeError, InvalidBatch, PublishUnavailable
+from bridge.logs import get_logger
+from bridge.routing import Record
+from bridge.settings import Settings, sasl_password
+
+log = get_logger("bridge.publisher")
+
+_FATAL_NAMES = ("SaslAuthenticationFailed", "AuthenticationFailedError", "SSLError")
+
+
+class KafkaStartError(BridgeError):
+    """The cluster refused the bridge's credentials or certificate: retrying will not help."""
+
+    code = "kafka_start_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Every record was acknowledged: how many, and how long it took."""
+
+    records: int
+    duration_seconds: float
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by the producer and the admin client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": settings.kafka_client_id,
+        "security_protocol": settings.kafka_security_protocol,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+    }
+    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        context.check_hostname = settings.kafka_ssl_check_hostname
+        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile), str(settings.kafka_ssl_keyfile)
+            )
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = sasl_password(settings)
+    return options
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors that a retry cannot fix: bad credentials, an untrusted certificate."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError) or type(current).__name__ in _FATAL_NAMES:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class Publisher:
+    """One idempotent producer per process, started and stopped safely, checked for health."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        on_connected: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._on_connected = on_connected
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._known_topics: set[str] = set()
+        self._topic_lock = asyncio.Lock()
+        self._connected = False
+        self._started = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def _set_connected(self, value: bool) -> None:
+        if value != self._connected:
+            log.info("kafka_connected" if value else "kafka_disconnected")
+        self._connected = value
+        if self._on_connected is not None:
+            self._on_connected(value)
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        s = self._settings
+        return AIOKafkaProducer(
+            **client_options(s),
+            acks="all",
+            enable_idempotence=True,
+            compression_type=None
+            if s.kafka_compression_type == "none"
+            else s.kafka_compression_type,
+            linger_ms=s.kafka_linger_ms,
+            max_batch_size=s.kafka_max_batch_bytes,
+            max_request_size=max(s.kafka_max_batch_bytes, s.max_record_bytes + 1024),
+        )
+
+    async def start(self, timeout_seconds: float) -> None:
+        """Connect once; raises :class:`KafkaStartError` on fatal errors, else may retry."""
+        if self._started:
+            return
+        producer = self._new_producer()
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await producer.start()
+        except BaseException as exc:
+            await self._stop_quietly(producer, 2.0)
+            if is_fatal(exc):
+                raise KafkaStartError(_describe(exc)) from exc
+            if isinstance(exc, TimeoutError | KafkaError | OSError):
+                raise PublishUnavailable(f"cannot reach Kafka: {_describe(exc)}") from exc
+            raise
+        self._producer = producer
+        self._started = True
+        self._set_connected(True)
+        if self._settings.kafka_auto_create_topics:
+            self._admin = AIOKafkaAdminClient(**client_options(self._settings))
+            try:
+                async with asyncio.timeout(timeout_seconds):
+                    await self._admin.start()
+                    self._known_topics.update(await self._admin.list_topics())
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.warning("kafka_admin_unavailable", error=_describe(exc))
+
+    async def stop(self, timeout_seconds: float) -> None:
+        """Flush and stop; bounded, and safe to call twice or after a failed start."""
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        self._started = False
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(min(2.0, timeout_seconds)):
+                    await admin.close()
+        if producer is not None:
+            await self._stop_quietly(producer, timeout_seconds)
+        self._set_connected(False)
+
+    @staticmethod
+    async def _stop_quietly(producer: AIOKafkaProducer, timeout_seconds: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await producer.stop()
+        except TimeoutError:
+            log.warning("kafka_stop_timed_out", timeout_seconds=timeout_seconds)
+        except Exception as exc:  # stopping must never raise into shutdown
+            log.warning("kafka_stop_failed", error=_describe(exc))
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def check(self, timeout_seconds: float) -> bool:
+        """Ask the cluster for metadata; updates and returns the connection state."""
+        producer = self._producer
+        if producer is None:
+            self._set_connected(False)
+            return False
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                ok = bool(await producer.client.fetch_all_metadata())
+        except (TimeoutError, KafkaError, OSError):
+            ok = False
+        self._set_connected(ok)
+        return ok
+
+    async def _ensure_topics(self, topics: set[str]) -> None:
+        missing = topics - self._known_topics
+        if not missing or self._admin is None:
+            return
+        async with self._topic_lock:
+            missing -= self._known_topics
+            if not missing:
+                return
+            s = self._settings
+            new = [
+                NewTopic(t, s.kafka_topic_partitions, s.kafka_topic_replication_factor)
+                for t in sorted(missing)
+            ]
+            try:
+                response = await self._admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                response = None
+            errors = (
+                getattr(response, "topic_errors", None) or getattr(response, "topics", None) or []
+            )
+            for entry in errors:
+                name, code = entry[0], entry[1]
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    log.warning("kafka_topic_create_failed", topic=name, error_code=code)
+            self._known_topics.update(missing)
+            log.info("kafka_topics_created", topics=sorted(missing))
+
+    async def publish(
+        self,
+        records: Sequence[Record],
+        *,
+        timeout_seconds: float,
+        on_ack: Callable[[int], None] | None = None,
+    ) -> PublishResult:
+        """Produce ``records`` in order and wait until Kafka acknowledged all of them.
+
+        Raises :class:`PublishUnavailable` when that does not happen within the deadline,
+        and :class:`InvalidBatch` when the cluster rejects a record for its size.
+        ``on_ack(i)`` is called for every record Kafka acknowledges, also after the
+        deadline, so that late acknowledgements still count as seen.
+        """
+        producer = self._producer
+        if producer is None:
+            raise PublishUnavailable("the Kafka producer is not connected")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + timeout_seconds
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._ensure_topics({r.topic for r in records})
+                for index, record in enumerate(records):
+                    future = await producer.send(
+                        record.topic, record.value, key=record.key, headers=record.headers
+                    )
+                    if on_ack is not None:
+                        future.add_done_callback(_ack_callback(on_ack, index))
+                    futures.append(future)
+        except TimeoutError:
+            self._set_connected(False)
+            raise PublishUnavailable(
+                f"Kafka did not accept {len(records) - len(futures)} of {len(records)} "
+                f"records within {timeout_seconds:.1f}s"
+            ) from None
+        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+            raise InvalidBatch(f"a record is too large: {exc}", code="record_too_large") from exc
+        except KafkaError as exc:
+            self._set_connected(False)
+            raise PublishUnavailable(f"Kafka refused a record: {_describe(exc)}") from exc
+        if futures:
+            remaining = max(0.0, deadline - loop.time())
+            done, pending = await asyncio.wait(futures, timeout=remaining)
+            if pending:
+                self._set_connected(False)
+                raise PublishUnavailable(
+                    f"Kafka acknowledged {len(done)} of {len(futures)} records "
+                    f"within {timeout_seconds:.1f}s"
+                )
+            for future in futures:
+                failure = future.exception()
+                if isinstance(failure, MessageSizeTooLargeError | RecordTooLargeError):
+                    raise InvalidBatch(
+                        f"a record is too large: {failure}", code="record_too_large"
+                    ) from failure
+                if failure is not None:
+                    self._set_connected(False)
+                    raise PublishUnavailable(f"Kafka did not store a record: {_describe(failure)}")
+        self._set_connected(True)
+        return PublishResult(len(futures), loop.time() - started)
+
+
+def _ack_callback(
+    on_ack: Callable[[int], None], index: int
+) -> Callable[[asyncio.Future[Any]], None]:
+    def callback(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            on_ack(index)
+
+    return callback
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
