@@ -1,0 +1,421 @@
+"""Every status of the contract, through the real app and a real Kafka broker."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from bridge.auth import basic_authorization, sign_hmac
+from bridge.settings import AuthSettings, DeadLetterSettings, RoutingSettings
+from tests.app.conftest import SECRET, MakeBridge, receiver_settings, sample
+from tests.kafka_fixtures import consume_all
+
+pytestmark = pytest.mark.kafka
+
+
+def headers_of(record: Any) -> dict[str, bytes]:
+    return dict(record.headers)
+
+
+async def test_sample_batch_lands_on_topics_with_keys_and_cloudevents_headers(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = await make_bridge()
+    body = sample("mixed-realtime")
+
+    response = await bridge.post(body)
+
+    assert response.status == 200
+    assert await response.json() == {
+        "received": 5,
+        "published": 5,
+        "duplicates": 0,
+        "deadLettered": 0,
+    }
+    completed = await consume_all(bridge.bootstrap, bridge.topic("course_completed"), expected=1)
+    assert len(completed) == 1
+    record = completed[0]
+    assert record.key == b"1234:51001:course:771203_902114"
+    value = orjson.loads(record.value)
+    assert value["accountId"] == 1234
+    assert value["data"]["hasPassed"] is True
+    headers = headers_of(record)
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_id"] == b"c1d8a0b2-1111-4e6f-9a3b-000000000001"
+    assert headers["ce_type"] == b"com.adobe.learningmanager.COURSE_COMPLETED"
+    assert headers["ce_source"] == b"https://learningmanager.adobe.com/accounts/1234"
+    assert headers["ce_time"] == b"2025-11-02T10:30:00.000Z"
+    assert headers["content-type"] == b"application/json"
+    assert headers["alm_account_id"] == b"1234"
+    assert headers["alm_event_name"] == b"COURSE_COMPLETED"
+    assert headers["alm_receiver"] == b"alm"
+    responses = await consume_all(
+        bridge.bootstrap, bridge.topic("response_asyncapi_usergroup_user_added"), expected=1
+    )
+    assert responses[0].key == b"1234:user-group-sync-2026-11-02-0001"
+    stats = await consume_all(bridge.bootstrap, bridge.topic("ci_stats"), expected=1)
+    assert stats[0].key == b"1234:course:771203_902114"
+    lo = await consume_all(
+        bridge.bootstrap, bridge.topic("learning_object_modification"), expected=1
+    )
+    assert lo[0].key == b"1234:course:771203"
+    assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="published") == 1
+    assert (
+        bridge.metric("almbridge_events_published_total", receiver="alm", family="completion") == 1
+    )
+
+
+async def test_setup_guide_dialect_is_accepted_and_kept_as_received(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.post(sample("setup-guide-dialect"))
+
+    assert response.status == 200
+    records = await consume_all(
+        bridge.bootstrap, bridge.topic("course_enrollment_batch"), expected=1
+    )
+    value = orjson.loads(records[0].value)
+    assert value["eventData"]["loInstanceId"] == "course:1250_3301"
+    assert value["eventInitiator"] == "1173"
+    assert records[0].key == b"1010:1238:course:1250_3301"
+    assert headers_of(records[0])["ce_time"] == b"2025-11-02T09:30:00.000Z"
+
+
+async def test_batch_order_is_kept_for_records_sharing_a_key(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    events = [
+        {
+            "eventId": f"order-{i}",
+            "eventName": "LEARNER_PROGRESS",
+            "timestamp": 1762079400000 + i,
+            "data": {"userId": 7, "loInstanceId": "course:1_2", "progressPercent": i * 10},
+        }
+        for i in range(10)
+    ]
+    body = orjson.dumps({"accountId": 5, "events": events})
+
+    assert (await bridge.post(body)).status == 200
+
+    records = await consume_all(bridge.bootstrap, bridge.topic("learner_progress"), expected=10)
+    assert [orjson.loads(r.value)["eventId"] for r in records] == [f"order-{i}" for i in range(10)]
+
+
+async def test_resent_batch_publishes_nothing_new(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    body = sample("enrollment-batch")
+
+    first = await bridge.post(body)
+    second = await bridge.post(body)
+
+    assert (await first.json())["published"] == 2
+    assert await second.json() == {
+        "received": 2,
+        "published": 0,
+        "duplicates": 2,
+        "deadLettered": 0,
+    }
+    records = await consume_all(
+        bridge.bootstrap, bridge.topic("course_enrollment_batch"), timeout_s=5
+    )
+    assert len(records) == 2
+    assert bridge.metric("almbridge_duplicates_suppressed_total", receiver="alm") == 2
+
+
+async def test_empty_batch_is_acknowledged(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.post(b'{"accountId": 1, "events": []}')
+
+    assert response.status == 200
+    assert (await response.json())["received"] == 0
+
+
+async def test_unknown_receiver_is_404(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.post(sample("enrollment-batch"), receiver="nope")
+
+    assert response.status == 404
+    assert (await response.json())["error"] == "unknown_receiver"
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing"),
+        ({"X-ALM-Signature": "zz-not-hex"}, "malformed"),
+        ({"X-ALM-Signature": "00" * 32}, "mismatch"),
+    ],
+)
+async def test_bad_signature_is_401_and_nothing_published(
+    make_bridge: MakeBridge, headers: dict[str, str], reason: str
+) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.post(sample("enrollment-batch"), signed=False, headers=headers)
+
+    assert response.status == 401
+    assert (await response.json())["error"] == f"auth_{reason}"
+    assert bridge.metric("almbridge_auth_failures_total", receiver="alm", reason=reason) == 1
+    records = await consume_all(
+        bridge.bootstrap, bridge.topic("course_enrollment_batch"), timeout_s=2
+    )
+    assert records == []
+
+
+async def test_signature_of_another_body_is_rejected(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    body = sample("enrollment-batch")
+    tampered = body.replace(b"51001", b"51009")
+
+    response = await bridge.post(
+        tampered, signed=False, headers={"X-ALM-Signature": sign_hmac(body, SECRET)}
+    )
+
+    assert response.status == 401
+
+
+async def test_basic_auth_receiver(make_bridge: MakeBridge) -> None:
+    prefix = "tbasic" + base64.b32encode(SECRET[:5]).decode().lower()
+    receiver = receiver_settings(
+        prefix,
+        auth=AuthSettings(
+            method="basic", credentials=[SecretStr("alm:pw1"), SecretStr("other:pw2")]
+        ),
+    )
+    bridge = await make_bridge(receivers=[receiver], prefix=prefix)
+
+    ok = await bridge.post(
+        b'{"accountId": 1, "events": []}',
+        signed=False,
+        headers={"Authorization": basic_authorization("other", "pw2")},
+    )
+    wrong = await bridge.post(
+        b'{"accountId": 1, "events": []}',
+        signed=False,
+        headers={"Authorization": basic_authorization("alm", "nope")},
+    )
+
+    assert ok.status == 200
+    assert wrong.status == 401
+
+
+async def test_body_over_the_cap_is_413_from_content_length(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge(max_body_bytes=2048)
+    body = b'{"accountId": 1, "events": [' + b" " * 4096 + b"]}"
+
+    response = await bridge.post(body)
+
+    assert response.status == 413
+    assert (await response.json())["error"] == "body_too_large"
+
+
+async def test_chunked_body_over_the_cap_is_413(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge(max_body_bytes=2048)
+
+    async def chunks() -> Any:
+        for _ in range(8):
+            yield b" " * 1024
+
+    response = await bridge.client.post(
+        "/webhooks/alm",
+        data=chunks(),
+        headers={"Content-Type": "application/json", "X-ALM-Signature": "00" * 32},
+    )
+
+    assert response.status == 413
+
+
+async def test_non_json_content_type_is_415(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.post(sample("enrollment-batch"), headers={"Content-Type": "text/plain"})
+
+    assert response.status == 415
+
+
+async def test_json_with_charset_is_accepted(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.post(
+        b'{"accountId": 1, "events": []}',
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+
+    assert response.status == 200
+
+
+async def test_malformed_batch_is_400_naming_the_field_under_reject_policy(
+    make_bridge: MakeBridge,
+) -> None:
+    prefix = "treject"
+    receiver = receiver_settings(
+        prefix, dead_letter=DeadLetterSettings(policy="reject", topic="treject.dlq")
+    )
+    bridge = await make_bridge(receivers=[receiver], prefix=prefix)
+    body = b'{"accountId": 1, "events": [{"eventName": "COURSE_COMPLETED"}]}'
+
+    response = await bridge.post(body)
+
+    assert response.status == 400
+    error = await response.json()
+    assert error["error"] == "invalid_event"
+    assert "events[0].eventId" in error["detail"]
+    assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="rejected") == 1
+
+
+async def test_malformed_batch_is_dead_lettered_and_acknowledged(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    body = b'{"accountId": "1234", "events": []}'
+
+    response = await bridge.post(body)
+
+    assert response.status == 200
+    summary = await response.json()
+    assert summary["deadLettered"] == 1
+    assert summary["deadLetterReason"] == "invalid_envelope"
+    records = await consume_all(bridge.bootstrap, bridge.dead_letter_topic, expected=1)
+    assert len(records) == 1
+    assert records[0].value == body
+    headers = headers_of(records[0])
+    assert headers["dlq_reason"] == b"invalid_envelope"
+    assert b"accountId" in headers["dlq_error"]
+    assert headers["alm_receiver"] == b"alm"
+    assert (
+        bridge.metric("almbridge_dead_letters_total", receiver="alm", reason="invalid_envelope")
+        == 1
+    )
+
+
+async def test_account_not_accepted_is_403_and_nothing_published(
+    make_bridge: MakeBridge,
+) -> None:
+    prefix = "tacct"
+    bridge = await make_bridge(receivers=[receiver_settings(prefix, accounts=[99])], prefix=prefix)
+
+    response = await bridge.post(sample("enrollment-batch"))
+
+    assert response.status == 403
+    assert (await response.json())["error"] == "account_not_accepted"
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_topic"),
+    [("template", "made_up_event_x"), ("catchall", "catchall"), ("deadletter", "deadletter")],
+)
+async def test_unknown_event_name_follows_the_policy(
+    make_bridge: MakeBridge, policy: str, expected_topic: str
+) -> None:
+    prefix = f"tunl{policy}"
+    receiver = receiver_settings(
+        prefix,
+        routing=RoutingSettings(
+            topic_template=f"{prefix}.{{event}}",
+            unlisted=policy,  # type: ignore[arg-type]
+            catchall_topic=f"{prefix}.catchall",
+        ),
+    )
+    bridge = await make_bridge(receivers=[receiver], prefix=prefix)
+    body = orjson.dumps(
+        {
+            "accountId": 3,
+            "events": [{"eventId": "u1", "eventName": "MADE_UP:EVENT_X", "data": {}}],
+        }
+    )
+
+    response = await bridge.post(body)
+
+    assert response.status == 200
+    summary = await response.json()
+    assert summary["received"] == 1
+    assert summary["published"] + summary["deadLettered"] == 1
+    records = await consume_all(bridge.bootstrap, f"{prefix}.{expected_topic}", expected=1)
+    assert [orjson.loads(r.value)["eventId"] for r in records] == ["u1"]
+    if policy == "deadletter":
+        assert headers_of(records[0])["dlq_reason"] == b"unlisted_event"
+
+
+async def test_get_challenge_is_echoed_as_text(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.client.get("/webhooks/alm", params={"challenge": "abc-123"})
+
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    assert await response.text() == "abc-123"
+
+
+async def test_post_challenge_is_echoed_even_without_a_signature(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.post(b'{"challenge": "xyz"}', signed=False)
+
+    assert response.status == 200
+    assert await response.json() == {"challenge": "xyz"}
+
+
+@pytest.mark.parametrize("value", ["", "a" * 300, "bad\nvalue"])
+async def test_challenge_that_is_not_short_printable_is_400(
+    make_bridge: MakeBridge, value: str
+) -> None:
+    bridge = await make_bridge()
+
+    got = await bridge.client.get("/webhooks/alm", params={"challenge": value})
+    posted = await bridge.post(json.dumps({"challenge": value}).encode())
+
+    assert got.status == 400
+    assert posted.status == 400
+
+
+async def test_plain_get_is_a_reachability_probe(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    response = await bridge.client.get("/webhooks/alm")
+
+    assert response.status == 200
+    assert await response.read() == b""
+
+
+async def test_inflight_limit_answers_429_with_retry_after(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge(max_inflight_batches=2)
+    bridge.state.inflight = 2
+
+    response = await bridge.post(sample("enrollment-batch"))
+
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "1"
+    assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="throttled") == 1
+
+
+async def test_health_ready_and_metrics(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+
+    health = await bridge.client.get("/healthz")
+    ready = await bridge.client.get("/readyz")
+    metrics = await bridge.client.get("/metrics")
+
+    assert health.status == 200
+    assert ready.status == 200
+    assert (await ready.json())["kafka"] is True
+    text = await metrics.text()
+    assert "almbridge_build_info" in text
+    assert "almbridge_kafka_up 1.0" in text
+
+
+async def test_kafka_unreachable_answers_503_with_retry_after(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge(kafka_bootstrap_servers="127.0.0.1:1", publish_timeout_ms=500)
+
+    response = await bridge.post(sample("enrollment-batch"))
+    ready = await bridge.client.get("/readyz")
+
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+    assert ready.status == 503
+    assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="unavailable") == 1
