@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaError,
     MessageSizeTooLargeError,
@@ -137,10 +138,13 @@ class Publisher:
                 await producer.start()
         except BaseException as exc:
             await self._stop_quietly(producer, 2.0)
-            if is_fatal(exc):
-                raise KafkaStartError(_describe(exc)) from exc
             if isinstance(exc, TimeoutError | KafkaError | OSError):
-                raise PublishUnavailable(f"cannot reach Kafka: {_describe(exc)}") from exc
+                # aiokafka logs why bootstrapping failed and raises a generic error;
+                # one direct connection tells bad credentials from an unreachable cluster.
+                cause = await self._probe(min(timeout_seconds, 5.0)) or exc
+                if is_fatal(cause):
+                    raise KafkaStartError(_describe(cause)) from exc
+                raise PublishUnavailable(f"cannot reach Kafka: {_describe(cause)}") from exc
             raise
         self._producer = producer
         self._started = True
@@ -153,6 +157,19 @@ class Publisher:
                     self._known_topics.update(await self._admin.list_topics())
             except (TimeoutError, KafkaError, OSError) as exc:
                 log.warning("kafka_admin_unavailable", error=_describe(exc))
+
+    async def _probe(self, timeout_seconds: float) -> BaseException | None:
+        """The error of one direct connection to the first bootstrap server, if any."""
+        options = client_options(self._settings)
+        first = options.pop("bootstrap_servers").split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                conn = await create_conn(host.strip("[]"), int(port), **options)
+        except (ValueError, TimeoutError, KafkaError, OSError) as exc:
+            return exc
+        conn.close()
+        return None
 
     async def stop(self, timeout_seconds: float) -> None:
         """Flush and stop; bounded, and safe to call twice or after a failed start."""
