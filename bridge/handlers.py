@@ -15,7 +15,7 @@ from typing import Final
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -183,6 +183,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
 def _challenge_reply(challenge: Challenge) -> web.Response:
     _bind(outcome="challenge")
     return web.Response(body=orjson.dumps({"challenge": challenge.value}), content_type=_JSON)
@@ -263,7 +267,14 @@ async def _accept(request: web.Request, state: State, receiver: Receiver) -> web
         return unauthorized(auth_error)
     limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
     try:
-        body = await _read_body(request, limit)
+        async with asyncio.timeout_at(asyncio.get_running_loop().time() + _remaining(deadline)):
+            body = await _read_body(request, limit)
+    except TimeoutError:
+        return rejected(
+            HTTPStatus.REQUEST_TIMEOUT, "body_timeout", "the body did not arrive in time"
+        )
+    except (ConnectionError, ClientPayloadError):
+        return rejected(HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early")
     except _TooLarge:
         if auth_error is not None:
             return unauthorized(auth_error)
