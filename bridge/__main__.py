@@ -12,7 +12,7 @@ import typer
 
 from bridge.errors import ConfigError
 from bridge.sender import send_command
-from bridge.settings import load_settings, resolve
+from bridge.settings import load_settings, resolve, unknown_environment
 
 app = typer.Typer(
     name="alm-bridge",
@@ -32,6 +32,11 @@ ConfigOption = Annotated[
 ]
 
 
+def _warn_unknown_environment() -> None:
+    for name in unknown_environment():
+        typer.echo(f"alm-bridge: warning: {name} is not a setting and is ignored", err=True)
+
+
 def _fail(exc: ConfigError) -> typer.Exit:
     typer.echo("alm-bridge: invalid configuration:", err=True)
     for problem in exc.problems:
@@ -46,6 +51,7 @@ def serve(config: ConfigOption = None) -> None:
     from bridge.logs import configure
     from bridge.publisher import KafkaStartError
 
+    _warn_unknown_environment()
     try:
         settings = load_settings(config)
         resolve(settings)
@@ -71,6 +77,7 @@ def _run(coro: object) -> int:
 @app.command("check-config")
 def check_config(config: ConfigOption = None) -> None:
     """Validate the configuration and print it with secrets masked."""
+    _warn_unknown_environment()
     try:
         settings = load_settings(config)
         receivers = resolve(settings)

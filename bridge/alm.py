@@ -190,13 +190,12 @@ def _event(raw: object, index: int) -> Event:
     name = raw.get("eventName")
     if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ID_CHARS:
         raise InvalidBatch(f"{where}.eventName must be a non-empty string", code="invalid_event")
-    data = raw.get("data")
-    if data is None:
-        data = raw.get("eventData")
+    data_field = "data" if raw.get("data") is not None else "eventData"
+    data = raw.get(data_field)
     if data is None:
         data = {}
     elif not isinstance(data, dict):
-        raise InvalidBatch(f"{where}.data must be an object", code="invalid_event")
+        raise InvalidBatch(f"{where}.{data_field} must be an object", code="invalid_event")
     when = raw.get("timestamp")
     if when is None:
         when = raw.get("eventTime")

@@ -134,6 +134,8 @@ class HmacAuth:
             if prefixed.group(1).lower() != self.algorithm:
                 raise AuthError("malformed", "signature prefix names another algorithm")
             text = prefixed.group(2).strip()
+        if not text:
+            raise AuthError("malformed", "signature is empty")
         try:
             if self.encoding == "hex":
                 return bytes.fromhex(text)
@@ -188,7 +190,7 @@ def secret_from_text(text: str) -> bytes:
     published, so accept: a JSON object with a single string value, a JSON object with a
     well-known field name, a JSON string, or plain text.
     """
-    stripped = text.strip()
+    stripped = text.lstrip("\ufeff").strip()
     if not stripped:
         raise ValueError("the secret is empty")
     if stripped[0] in '{"':

@@ -24,7 +24,7 @@ Headers = list[tuple[str, bytes]]
 
 MAX_TOPIC_CHARS: Final = 249
 _ILLEGAL_TOPIC_CHARS: Final = re.compile(r"[^a-z0-9._-]")
-_LEGAL_TOPIC: Final = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_LEGAL_TOPIC: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 ENROLLMENT: Final = frozenset(
     {"COURSE_ENROLLMENT", "LEARNING_PATH_ENROLLMENT", "CERTIFICATION_ENROLLMENT"}
@@ -119,14 +119,14 @@ def legal_topic(topic: str) -> str:
     if cleaned in {"", ".", ".."}:
         cleaned = f"_{cleaned}"
     if len(cleaned) > MAX_TOPIC_CHARS:
-        digest = hashlib.sha256(topic.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(topic.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         cleaned = f"{cleaned[: MAX_TOPIC_CHARS - 17]}-{digest}"
     return cleaned
 
 
 def is_legal_topic(topic: str) -> bool:
     """Whether Kafka accepts ``topic`` as a topic name."""
-    return bool(_LEGAL_TOPIC.match(topic)) and topic not in {".", ".."}
+    return bool(_LEGAL_TOPIC.fullmatch(topic)) and topic not in {".", ".."}
 
 
 @dataclass(frozen=True, slots=True)

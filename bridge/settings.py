@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -95,22 +96,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BRIDGE_", frozen=True, extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    metrics_port: int = Field(0, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     config_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
-    publish_timeout_ms: int = Field(3000, ge=100, le=60_000)
-    shutdown_timeout_seconds: float = Field(15.0, gt=0, le=600)
-    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
-    max_inflight_batches: int = Field(64, ge=1)
-    max_events_per_batch: int = Field(5000, ge=1)
-    max_json_depth: int = Field(32, ge=4, le=512)
-    max_string_chars: int = Field(65_536, ge=64)
-    max_record_bytes: int = Field(1_000_000, ge=1024)
-    retry_after_seconds: int = Field(5, ge=1, le=3600)
-    dedupe_max_entries: int = Field(100_000, ge=0)
-    dedupe_max_age_seconds: float = Field(86_400.0, gt=0)
+    publish_timeout_ms: int = Field(default=3000, ge=100, le=60_000)
+    shutdown_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_inflight_batches: int = Field(default=64, ge=1)
+    max_events_per_batch: int = Field(default=5000, ge=1)
+    max_json_depth: int = Field(default=32, ge=4, le=512)
+    max_string_chars: int = Field(default=65_536, ge=64)
+    max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+    dedupe_max_entries: int = Field(default=100_000, ge=0)
+    dedupe_max_age_seconds: float = Field(default=86_400.0, gt=0)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = "alm-kafka-bridge"
@@ -124,12 +125,12 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_check_hostname: bool = True
     kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
-    kafka_linger_ms: int = Field(0, ge=0, le=1000)
-    kafka_request_timeout_ms: int = Field(2500, ge=100)
-    kafka_max_batch_bytes: int = Field(1_048_576, ge=1024)
+    kafka_linger_ms: int = Field(default=0, ge=0, le=1000)
+    kafka_request_timeout_ms: int = Field(default=2500, ge=100)
+    kafka_max_batch_bytes: int = Field(default=1_048_576, ge=1024)
     kafka_auto_create_topics: bool = True
-    kafka_topic_partitions: int = Field(3, ge=1)
-    kafka_topic_replication_factor: int = Field(1, ge=1)
+    kafka_topic_partitions: int = Field(default=3, ge=1)
+    kafka_topic_replication_factor: int = Field(default=1, ge=1)
 
     receivers: list[ReceiverSettings] = Field(default_factory=list)
 
@@ -169,12 +170,24 @@ class Settings(BaseSettings):
         """The YAML receivers, or the single one described by environment variables."""
         if self.receivers:
             return list(self.receivers)
+        try:
+            return self._receiver_from_environment()
+        except ValidationError as exc:
+            raise ConfigError(_problems(exc, prefix="BRIDGE_RECEIVER")) from None
+
+    def _receiver_from_environment(self) -> list[ReceiverSettings]:
+        accounts: list[int] = []
+        for item in self.account_ids.split(","):
+            if item.strip():
+                if not item.strip().isdigit():
+                    raise ConfigError([f"account_ids: {item.strip()!r} is not an account id"])
+                accounts.append(int(item))
         secrets = [SecretStr(s) for s in _split(self.hmac_secret)]
         credentials = [SecretStr(c) for c in _split(self.basic_credentials)]
         return [
             ReceiverSettings(
                 name=self.receiver_name,
-                accounts=[int(a) for a in self.account_ids.split(",") if a.strip()],
+                accounts=accounts,
                 auth=AuthSettings(
                     method=self.auth_method,
                     header=self.hmac_header,
@@ -208,6 +221,13 @@ class Settings(BaseSettings):
         return dumped
 
 
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``BRIDGE_*`` variables that name no setting (typos are otherwise silently ignored)."""
+    env = os.environ if environ is None else environ
+    known = {f"BRIDGE_{name.upper()}" for name in Settings.model_fields}
+    return sorted(k for k in env if k.upper().startswith("BRIDGE_") and k.upper() not in known)
+
+
 def _split(secret: SecretStr | None) -> list[str]:
     if secret is None:
         return []
@@ -238,14 +258,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from None
-    except (OSError, ValueError) as exc:  # YAML syntax errors surface as ValueError
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
 
 
-def _problems(exc: ValidationError) -> list[str]:
+def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "settings"
+        if prefix:
+            where = f"{prefix}_{where}".upper()
         problems.append(f"{where}: {error['msg']}")
     return problems
 

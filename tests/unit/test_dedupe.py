@@ -1,0 +1,87 @@
+"""The seen-event window, driven by a fake clock."""
+
+from bridge.dedupe import SeenWindow
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_add_and_contains() -> None:
+    window = SeenWindow(clock=Clock())
+    assert (1234, "e-1") not in window
+    window.add((1234, "e-1"))
+    assert (1234, "e-1") in window
+    assert (1234, "e-2") not in window
+    assert (1010, "e-1") not in window
+    assert len(window) == 1
+
+
+def test_adding_twice_keeps_one_entry() -> None:
+    window = SeenWindow(clock=Clock())
+    window.add((1, "a"))
+    window.add((1, "a"))
+    assert len(window) == 1
+
+
+def test_count_bound_evicts_the_oldest() -> None:
+    window = SeenWindow(max_entries=3, clock=Clock())
+    for event_id in ("a", "b", "c", "d"):
+        window.add((1, event_id))
+    assert len(window) == 3
+    assert (1, "a") not in window
+    assert all((1, e) in window for e in ("b", "c", "d"))
+
+
+def test_re_adding_refreshes_the_position() -> None:
+    window = SeenWindow(max_entries=3, clock=Clock())
+    for event_id in ("a", "b", "c"):
+        window.add((1, event_id))
+    window.add((1, "a"))
+    window.add((1, "d"))
+    assert (1, "a") in window
+    assert (1, "b") not in window
+
+
+def test_age_bound_expires_entries() -> None:
+    clock = Clock()
+    window = SeenWindow(max_age_seconds=60.0, clock=clock)
+    window.add((1, "old"))
+    clock.now += 60.0
+    assert (1, "old") in window
+    clock.now += 0.5
+    assert (1, "old") not in window
+
+
+def test_expired_entries_are_dropped_on_add() -> None:
+    clock = Clock()
+    window = SeenWindow(max_age_seconds=10.0, clock=clock)
+    window.add((1, "a"))
+    window.add((1, "b"))
+    clock.now += 5.0
+    window.add((1, "c"))
+    clock.now += 6.0
+    window.add((1, "d"))
+    assert len(window) == 2
+    assert [(1, e) in window for e in "abcd"] == [False, False, True, True]
+
+
+def test_re_adding_refreshes_the_age() -> None:
+    clock = Clock()
+    window = SeenWindow(max_age_seconds=10.0, clock=clock)
+    window.add((1, "a"))
+    clock.now += 8.0
+    window.add((1, "a"))
+    clock.now += 8.0
+    assert (1, "a") in window
+
+
+def test_zero_max_entries_disables_the_window() -> None:
+    window = SeenWindow(max_entries=0, clock=Clock())
+    window.add((1, "a"))
+    assert (1, "a") not in window
+    assert len(window) == 0

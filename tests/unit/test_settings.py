@@ -1,0 +1,434 @@
+"""Settings from arguments, BRIDGE_* variables and the YAML file; resolve() and its errors."""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.auth import BasicAuth, HmacAuth, NoAuth, basic_authorization, sign_hmac
+from bridge.errors import ConfigError
+from bridge.settings import (
+    CONFIG_FILE_ENV,
+    Receiver,
+    Settings,
+    load_settings,
+    resolve,
+    sasl_password,
+)
+
+HMAC_SECRET = "prod-signing-secret-7f3a"
+INLINE_SECRET = "inline-yaml-secret-91bc"
+BASIC_PASSWORD = "basic-password-c0ffee"
+SASL_PASSWORD = "sasl-password-d00d"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    # Recorded as "unset" so that undo also removes what load_settings(config_file=...) sets.
+    monkeypatch.setenv(CONFIG_FILE_ENV, "")
+    monkeypatch.delenv(CONFIG_FILE_ENV)
+
+
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(path))
+    return path
+
+
+def config_problems(environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        resolve(load_settings(), environ=environ if environ is not None else {})
+    assert caught.value.problems
+    assert caught.value.code == "invalid_config"
+    return caught.value.problems
+
+
+def has_problem(problems: list[str], *fragments: str) -> bool:
+    return any(all(f in p for f in fragments) for p in problems)
+
+
+def hmac_verifier(receiver: Receiver) -> HmacAuth:
+    assert isinstance(receiver.verifier, HmacAuth)
+    return receiver.verifier
+
+
+def make_settings(**values: Any) -> Settings:
+    # Through a mapping: mypy takes the Field(default, ...) fields for required arguments.
+    return Settings(**values)
+
+
+def basic_verifier(receiver: Receiver) -> BasicAuth:
+    assert isinstance(receiver.verifier, BasicAuth)
+    return receiver.verifier
+
+
+class TestExplicitSettings:
+    def test_defaults(self) -> None:
+        settings = make_settings()
+        assert settings.host == "127.0.0.1"
+        assert settings.port == 8080
+        assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
+        (receiver,) = resolve(settings, environ={})
+        assert receiver.name == "alm"
+        assert isinstance(receiver.verifier, NoAuth)
+        assert receiver.accounts == frozenset()
+        assert receiver.dead_letter_policy == "deadletter"
+        assert receiver.routing.dead_letter_topic == "alm.deadletter"
+
+    def test_explicit_values(self) -> None:
+        settings = make_settings(
+            port=9001,
+            kafka_bootstrap_servers="k1:9092,k2:9092",
+            kafka_compression_type="zstd",
+            receiver_name="hr",
+            auth_method="basic",
+            basic_credentials=f"alm:{BASIC_PASSWORD}",
+            account_ids="1234, 1010",
+            unlisted_policy="catchall",
+            key_strategy="eventId",
+        )
+        assert settings.port == 9001
+        assert settings.kafka_compression_type == "zstd"
+        (receiver,) = resolve(settings, environ={})
+        assert receiver.name == "hr"
+        assert receiver.accounts == frozenset({1234, 1010})
+        assert receiver.routing.unlisted == "catchall"
+        assert receiver.routing.key == "eventId"
+        basic_verifier(receiver).precheck(
+            {"Authorization": basic_authorization("alm", BASIC_PASSWORD)}
+        )
+
+    def test_explicit_values_beat_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_PORT", "9100")
+        assert make_settings(port=9200).port == 9200
+
+    def test_settings_are_frozen(self) -> None:
+        settings = make_settings()
+        with pytest.raises(ValueError, match="frozen"):
+            settings.port = 1
+
+
+class TestEnvironment:
+    def test_hmac_receiver_from_variables(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_RECEIVER_NAME", "prod")
+        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "hmac")
+        monkeypatch.setenv("BRIDGE_HMAC_SECRET", "old-secret, new-secret")
+        monkeypatch.setenv("BRIDGE_HMAC_HEADER", "X-Signature")
+        monkeypatch.setenv("BRIDGE_HMAC_ALGORITHM", "sha512")
+        monkeypatch.setenv("BRIDGE_HMAC_ENCODING", "base64")
+        monkeypatch.setenv("BRIDGE_ACCOUNT_IDS", "1234,1010")
+        monkeypatch.setenv("BRIDGE_DEAD_LETTER_POLICY", "reject")
+        monkeypatch.setenv("BRIDGE_DEAD_LETTER_TOPIC", "alm.parked")
+        settings = load_settings()
+        (spec,) = settings.effective_receivers()
+        assert spec.name == "prod"
+        assert spec.accounts == [1234, 1010]
+        assert [s.get_secret_value() for s in spec.auth.secrets] == ["old-secret", "new-secret"]
+        (receiver,) = resolve(settings, environ={})
+        assert receiver.dead_letter_policy == "reject"
+        assert receiver.routing.dead_letter_topic == "alm.parked"
+        verifier = hmac_verifier(receiver)
+        assert verifier.header == "X-Signature"
+        body = b'{"accountId": 1234, "events": []}'
+        for secret in (b"old-secret", b"new-secret"):
+            signature = sign_hmac(body, secret, algorithm="sha512", encoding="base64")
+            verifier.verify({"X-Signature": signature}, body)
+
+    def test_hmac_secret_file_variable(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        secret_file = tmp_path / "signing-secret.json"
+        secret_file.write_text(json.dumps({"name": "prod", "signingSecret": HMAC_SECRET}))
+        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "hmac")
+        monkeypatch.setenv("BRIDGE_HMAC_SECRET_FILE", str(secret_file))
+        (receiver,) = resolve(load_settings(), environ={})
+        body = b"{}"
+        hmac_verifier(receiver).verify(
+            {"X-ALM-Signature": sign_hmac(body, HMAC_SECRET.encode())}, body
+        )
+
+    def test_basic_receiver_from_variables(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "basic")
+        monkeypatch.setenv("BRIDGE_BASIC_CREDENTIALS", "alm:pw1,ops:pw:with:colons")
+        (receiver,) = resolve(load_settings(), environ={})
+        verifier = basic_verifier(receiver)
+        verifier.precheck({"Authorization": basic_authorization("alm", "pw1")})
+        verifier.precheck({"Authorization": basic_authorization("ops", "pw:with:colons")})
+
+    def test_kafka_variables(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        password_file = tmp_path / "sasl-password"
+        password_file.write_text(SASL_PASSWORD + "\n")
+        monkeypatch.setenv("BRIDGE_KAFKA_BOOTSTRAP_SERVERS", "broker-1:9093")
+        monkeypatch.setenv("BRIDGE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+        monkeypatch.setenv("BRIDGE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+        monkeypatch.setenv("BRIDGE_KAFKA_SASL_USERNAME", "bridge")
+        monkeypatch.setenv("BRIDGE_KAFKA_SASL_PASSWORD_FILE", str(password_file))
+        monkeypatch.setenv("BRIDGE_KAFKA_AUTO_CREATE_TOPICS", "false")
+        settings = load_settings()
+        resolve(settings, environ={})
+        assert settings.kafka_bootstrap_servers == "broker-1:9093"
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+        assert settings.kafka_auto_create_topics is False
+        assert sasl_password(settings) == SASL_PASSWORD
+
+    @pytest.mark.parametrize(
+        ("name", "value", "field"),
+        [
+            ("BRIDGE_PORT", "70000", "port"),
+            ("BRIDGE_AUTH_METHOD", "oauth", "auth_method"),
+            ("BRIDGE_KAFKA_SECURITY_PROTOCOL", "TLS", "kafka_security_protocol"),
+            ("BRIDGE_PUBLISH_TIMEOUT_MS", "soon", "publish_timeout_ms"),
+            ("BRIDGE_KAFKA_COMPRESSION_TYPE", "brotli", "kafka_compression_type"),
+        ],
+    )
+    def test_invalid_variables(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str, field: str
+    ) -> None:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        assert has_problem(caught.value.problems, field)
+
+    def test_every_invalid_variable_is_listed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_PORT", "-1")
+        monkeypatch.setenv("BRIDGE_LOG_LEVEL", "loud")
+        monkeypatch.setenv("BRIDGE_MAX_INFLIGHT_BATCHES", "0")
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        problems = caught.value.problems
+        assert len(problems) == 3
+        for field in ("port", "log_level", "max_inflight_batches"):
+            assert has_problem(problems, f"{field}:")
+
+    def test_bad_account_ids_are_a_config_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_ACCOUNT_IDS", "1234,abc")
+        assert any("account" in problem.lower() for problem in config_problems())
+
+    def test_bad_receiver_name_is_a_config_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_RECEIVER_NAME", "prod/../admin")
+        assert has_problem(config_problems(), "BRIDGE_RECEIVER_NAME")
+
+    def test_topic_with_trailing_newline_is_a_config_error(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BRIDGE_DEAD_LETTER_TOPIC", "alm.deadletter\n")
+        assert has_problem(config_problems(), "illegal Kafka topic name")
+
+    def test_hmac_without_secret(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "hmac")
+        assert has_problem(config_problems(), "'alm'", "at least one secret")
+
+    def test_basic_without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "basic")
+        monkeypatch.setenv("BRIDGE_BASIC_CREDENTIALS", "no-colon")
+        problems = config_problems()
+        assert has_problem(problems, "user:password")
+
+
+YAML_TWO_RECEIVERS = """\
+port: 9000
+kafka_client_id: from-yaml
+receivers:
+  - name: prod
+    accounts: [1234]
+    auth:
+      method: hmac
+      header: X-ALM-Signature
+      secret_files: [{secret_file}]
+    routing:
+      overrides: {{LEARNER_PROGRESS: alm.progress}}
+      deny: [CI_STATS]
+      unlisted: catchall
+      catchall_topic: alm.misc
+    dead_letter:
+      policy: reject
+      topic: alm.prod.dlq
+  - name: partner-b
+    accounts: [1010, 2020]
+    auth:
+      method: basic
+      credential_envs: [PARTNER_B_CREDENTIALS]
+"""
+
+
+class TestYamlFile:
+    def two_receivers(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+        secret_file = tmp_path / "prod-signing-secret.json"
+        secret_file.write_text(
+            json.dumps({"webhookName": "prod", "signingSecret": HMAC_SECRET}, indent=2)
+        )
+        write_config(tmp_path, monkeypatch, YAML_TWO_RECEIVERS.format(secret_file=secret_file))
+        return load_settings()
+
+    def test_two_receivers_resolved(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        settings = self.two_receivers(tmp_path, monkeypatch)
+        environ = {"PARTNER_B_CREDENTIALS": f"alm:{BASIC_PASSWORD},backup:second-pw"}
+        prod, partner = resolve(settings, environ=environ)
+
+        assert prod.name == "prod"
+        assert prod.accounts == frozenset({1234})
+        assert prod.dead_letter_policy == "reject"
+        assert prod.routing.overrides == {"LEARNER_PROGRESS": "alm.progress"}
+        assert prod.routing.deny == frozenset({"CI_STATS"})
+        assert prod.routing.unlisted == "catchall"
+        assert prod.routing.catchall_topic == "alm.misc"
+        assert prod.routing.dead_letter_topic == "alm.prod.dlq"
+        body = b'{"accountId": 1234, "events": []}'
+        hmac_verifier(prod).verify({"X-ALM-Signature": sign_hmac(body, HMAC_SECRET.encode())}, body)
+
+        assert partner.name == "partner-b"
+        assert partner.accounts == frozenset({1010, 2020})
+        assert partner.routing.receiver == "partner-b"
+        verifier = basic_verifier(partner)
+        verifier.precheck({"Authorization": basic_authorization("alm", BASIC_PASSWORD)})
+        verifier.precheck({"Authorization": basic_authorization("backup", "second-pw")})
+
+    def test_top_level_keys_from_yaml(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        settings = self.two_receivers(tmp_path, monkeypatch)
+        assert settings.port == 9000
+        assert settings.kafka_client_id == "from-yaml"
+
+    def test_environment_overrides_yaml(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BRIDGE_PORT", "9100")
+        settings = self.two_receivers(tmp_path, monkeypatch)
+        assert settings.port == 9100
+        assert settings.kafka_client_id == "from-yaml"
+
+    def test_config_file_argument(self, tmp_path: Path) -> None:
+        path = tmp_path / "bridge.yaml"
+        path.write_text("port: 9300\n")
+        assert load_settings(config_file=path).port == 9300
+
+    def test_missing_credential_variable(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        self.two_receivers(tmp_path, monkeypatch)
+        assert has_problem(config_problems({}), "'partner-b'", "PARTNER_B_CREDENTIALS")
+
+    def test_yaml_validation_problems_are_all_listed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_config(
+            tmp_path,
+            monkeypatch,
+            """\
+prot: 9000
+receivers:
+  - name: "bad name!"
+  - name: ok
+    auth:
+      method: hmac
+      secrets_file: [/x]
+""",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        problems = caught.value.problems
+        assert has_problem(problems, "prot")
+        assert has_problem(problems, "receivers.0.name")
+        assert has_problem(problems, "secrets_file")
+        assert len(problems) == 3
+        for problem in problems:
+            assert problem in str(caught.value)
+
+    def test_resolve_problems_are_all_listed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        missing = tmp_path / "no-such-secret.json"
+        write_config(
+            tmp_path,
+            monkeypatch,
+            f"""\
+kafka_security_protocol: SASL_SSL
+kafka_sasl_mechanism: PLAIN
+receivers:
+  - name: twice
+  - name: twice
+  - name: no-secret
+    auth:
+      method: hmac
+  - name: unreadable
+    auth:
+      method: hmac
+      secret_files: [{missing}]
+  - name: bad-topic
+    routing:
+      catchall_topic: "alm other"
+""",
+        )
+        problems = config_problems()
+        assert has_problem(problems, "'twice'", "used twice")
+        assert has_problem(problems, "'no-secret'", "at least one secret")
+        assert has_problem(problems, "'unreadable'", str(missing))
+        assert has_problem(problems, "'bad-topic'", "alm other")
+        assert has_problem(problems, "kafka_sasl_username")
+        assert has_problem(problems, "kafka_sasl_password")
+
+    def test_missing_config_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(CONFIG_FILE_ENV, str(tmp_path / "absent.yaml"))
+        with pytest.raises(ConfigError, match=r"absent\.yaml"):
+            load_settings()
+
+    def test_yaml_syntax_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        write_config(tmp_path, monkeypatch, "receivers: [\n  - name: x\n")
+        with pytest.raises(ConfigError, match=r"bridge\.yaml"):
+            load_settings()
+
+
+class TestSecretsStayHidden:
+    SECRETS = (HMAC_SECRET, INLINE_SECRET, BASIC_PASSWORD, SASL_PASSWORD, "env-secret-a77")
+
+    def test_masked_and_repr_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "hmac")
+        monkeypatch.setenv("BRIDGE_HMAC_SECRET", f"env-secret-a77,{HMAC_SECRET}")
+        monkeypatch.setenv("BRIDGE_BASIC_CREDENTIALS", f"alm:{BASIC_PASSWORD}")
+        monkeypatch.setenv("BRIDGE_KAFKA_SASL_PASSWORD", SASL_PASSWORD)
+        settings = load_settings()
+        self.assert_hidden(settings)
+        assert settings.masked()["receivers"][0]["auth"]["method"] == "hmac"
+
+    def test_masked_and_repr_from_yaml(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_config(
+            tmp_path,
+            monkeypatch,
+            f"""\
+kafka_sasl_password: {SASL_PASSWORD}
+receivers:
+  - name: inline
+    auth:
+      method: hmac
+      secrets: [{INLINE_SECRET}, {HMAC_SECRET}]
+  - name: basic
+    auth:
+      method: basic
+      credentials: ["alm:{BASIC_PASSWORD}"]
+""",
+        )
+        settings = load_settings()
+        resolve(settings, environ={})
+        self.assert_hidden(settings)
+        names = [r["name"] for r in settings.masked()["receivers"]]
+        assert names == ["inline", "basic"]
+
+    def assert_hidden(self, settings: Settings) -> None:
+        dumped = json.dumps(settings.masked())
+        shown = (dumped, repr(settings), str(settings))
+        for secret in self.SECRETS:
+            for text in shown:
+                assert secret not in text
+        receivers = resolve(settings, environ={})
+        for receiver in receivers:
+            for secret in self.SECRETS:
+                assert secret not in repr(receiver)
