@@ -28,6 +28,19 @@ OUTCOMES: Final = (
     "throttled",
 )
 AUTH_REASONS: Final = ("missing", "malformed", "mismatch")
+DEAD_LETTER_REASONS: Final = (
+    "invalid_utf8",
+    "invalid_json",
+    "duplicate_key",
+    "too_deep",
+    "string_too_long",
+    "number_out_of_range",
+    "invalid_envelope",
+    "too_many_events",
+    "invalid_event",
+    "record_too_large",
+    "unlisted_event",
+)
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
 
@@ -130,3 +143,5 @@ class Metrics:
         for reason in AUTH_REASONS:
             self.auth_failures.labels(receiver, reason)
         self.duplicates.labels(receiver)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(receiver, reason)

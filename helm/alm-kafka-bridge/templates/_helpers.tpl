@@ -1,0 +1,211 @@
+{{/*
+The chart name, overridable with nameOverride.
+*/}}
+{{- define "alm-kafka-bridge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full resource name: <release>-<chart> unless the release name already contains the chart
+name. Truncated to 63 characters, the limit of Kubernetes names and label values.
+*/}}
+{{- define "alm-kafka-bridge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+chart-version, for the helm.sh/chart label.
+*/}}
+{{- define "alm-kafka-bridge.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every resource. app.kubernetes.io/part-of is constant: the ServiceMonitor uses it
+as the Prometheus job name, which the alert rules match.
+*/}}
+{{- define "alm-kafka-bridge.labels" -}}
+helm.sh/chart: {{ include "alm-kafka-bridge.chart" . }}
+{{ include "alm-kafka-bridge.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "alm-kafka-bridge.imageTag" . | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: webhook-receiver
+app.kubernetes.io/part-of: alm-kafka-bridge
+{{- end }}
+
+{{/*
+Selector labels: only labels that never change during the life of a release.
+*/}}
+{{- define "alm-kafka-bridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "alm-kafka-bridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The ServiceAccount's name.
+*/}}
+{{- define "alm-kafka-bridge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "alm-kafka-bridge.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image tag (appVersion unless image.tag is set).
+*/}}
+{{- define "alm-kafka-bridge.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/*
+The image reference; a digest wins over the tag.
+*/}}
+{{- define "alm-kafka-bridge.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "alm-kafka-bridge.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where things are mounted in the container.
+*/}}
+{{- define "alm-kafka-bridge.configDir" -}}/etc/alm-bridge/config{{- end }}
+{{- define "alm-kafka-bridge.configFile" -}}{{ include "alm-kafka-bridge.configDir" . }}/receivers.yaml{{- end }}
+{{- define "alm-kafka-bridge.secretsDir" -}}/etc/alm-bridge/secrets{{- end }}
+{{- define "alm-kafka-bridge.kafkaTlsDir" -}}/etc/alm-bridge/kafka-tls{{- end }}
+
+{{/*
+The receivers file (BRIDGE_CONFIG_FILE) in the bridge's own snake_case schema. Secrets appear
+only as paths of mounted files, never as values. Empty values are left out so that the bridge's
+defaults apply.
+*/}}
+{{- define "alm-kafka-bridge.receiversYaml" -}}
+{{- $secretsDir := include "alm-kafka-bridge.secretsDir" . }}
+{{- $receivers := list }}
+{{- range .Values.receivers }}
+{{- $receiver := dict "name" .name }}
+{{- if .accounts }}
+{{- $_ := set $receiver "accounts" .accounts }}
+{{- end }}
+{{- $authValues := .auth | default dict }}
+{{- $auth := dict "method" ($authValues.method | default "none") }}
+{{- range $key := list "header" "algorithm" "encoding" }}
+{{- if index $authValues $key }}
+{{- $_ := set $auth $key (index $authValues $key) }}
+{{- end }}
+{{- end }}
+{{- $dir := printf "%s/%s" $secretsDir .name }}
+{{- with $authValues.secretKeys }}
+{{- $files := list }}
+{{- range . }}
+{{- $files = append $files (printf "%s/%s" $dir .) }}
+{{- end }}
+{{- $_ := set $auth "secret_files" $files }}
+{{- end }}
+{{- with $authValues.credentialKeys }}
+{{- $files := list }}
+{{- range . }}
+{{- $files = append $files (printf "%s/%s" $dir .) }}
+{{- end }}
+{{- $_ := set $auth "credential_files" $files }}
+{{- end }}
+{{- $_ := set $receiver "auth" $auth }}
+{{- $routingValues := .routing | default dict }}
+{{- $routing := dict }}
+{{- range $from, $to := dict "topicTemplate" "topic_template" "overrides" "overrides" "allow" "allow" "deny" "deny" "unlisted" "unlisted" "catchallTopic" "catchall_topic" "key" "key" }}
+{{- if hasKey $routingValues $from }}
+{{- if not (kindIs "invalid" (index $routingValues $from)) }}
+{{- $_ := set $routing $to (index $routingValues $from) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $routing }}
+{{- $_ := set $receiver "routing" $routing }}
+{{- end }}
+{{- $deadLetterValues := .deadLetter | default dict }}
+{{- $deadLetter := dict }}
+{{- range $key := list "policy" "topic" }}
+{{- if index $deadLetterValues $key }}
+{{- $_ := set $deadLetter $key (index $deadLetterValues $key) }}
+{{- end }}
+{{- end }}
+{{- if $deadLetter }}
+{{- $_ := set $receiver "dead_letter" $deadLetter }}
+{{- end }}
+{{- $receivers = append $receivers $receiver }}
+{{- end }}
+{{- toYaml (dict "receivers" $receivers) }}
+{{- end }}
+
+{{/*
+Checks that cannot be expressed in values.schema.json. Included by the Deployment so that
+`helm template`, `helm lint` and `helm install` all stop with a clear message.
+*/}}
+{{- define "alm-kafka-bridge.validate" -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- $shutdown := int .Values.config.shutdownTimeoutSeconds }}
+{{- $preStop := int .Values.lifecycle.preStopSleepSeconds }}
+{{- if le $grace (add $shutdown $preStop) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.shutdownTimeoutSeconds (%d) + lifecycle.preStopSleepSeconds (%d), or Kubernetes kills pods before in-flight batches are answered" $grace $shutdown $preStop) }}
+{{- end }}
+{{- if not .Values.receivers }}
+{{- fail "receivers must list at least one receiver" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range .Values.receivers }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "receivers: the name %q is used twice" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- $auth := .auth | default dict }}
+{{- $method := $auth.method | default "none" }}
+{{- if and (eq $method "hmac") (not (and $auth.existingSecret $auth.secretKeys)) }}
+{{- fail (printf "receivers[%s]: auth.method hmac needs auth.existingSecret and auth.secretKeys" .name) }}
+{{- end }}
+{{- if and (eq $method "basic") (not (and $auth.existingSecret $auth.credentialKeys)) }}
+{{- fail (printf "receivers[%s]: auth.method basic needs auth.existingSecret and auth.credentialKeys" .name) }}
+{{- end }}
+{{- if and (eq $method "none") $.Values.ingress.enabled (not $auth.allowUnauthenticated) }}
+{{- fail (printf "receivers[%s]: auth.method none behind an Ingress lets anyone publish to Kafka; use basic or hmac, or set auth.allowUnauthenticated: true" .name) }}
+{{- end }}
+{{- end }}
+{{- $sasl := .Values.kafka.sasl }}
+{{- $protocol := .Values.kafka.securityProtocol }}
+{{- if hasPrefix "SASL_" $protocol }}
+{{- if not (and $sasl.mechanism $sasl.existingSecret) }}
+{{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.mechanism and kafka.sasl.existingSecret" $protocol) }}
+{{- end }}
+{{- if not (or $sasl.username $sasl.usernameKey) }}
+{{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.username or kafka.sasl.usernameKey" $protocol) }}
+{{- end }}
+{{- end }}
+{{- $tls := .Values.kafka.tls }}
+{{- if and $tls.existingSecret (not (or (eq $protocol "SSL") (eq $protocol "SASL_SSL"))) }}
+{{- fail (printf "kafka.tls.existingSecret is set but kafka.securityProtocol is %s (use SSL or SASL_SSL)" $protocol) }}
+{{- end }}
+{{- if ne (empty $tls.certKey) (empty $tls.keyKey) }}
+{{- fail "kafka.tls.certKey and kafka.tls.keyKey go together (mutual TLS needs both)" }}
+{{- end }}
+{{- if and (or $tls.certKey $tls.keyKey) (not $tls.existingSecret) }}
+{{- fail "kafka.tls.certKey and kafka.tls.keyKey need kafka.tls.existingSecret" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
+{{- fail "ingress.enabled needs at least one entry in ingress.hosts" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
+{{- fail "autoscaling.maxReplicas must not be below autoscaling.minReplicas" }}
+{{- end }}
+{{- end }}

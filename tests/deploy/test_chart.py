@@ -1,0 +1,588 @@
+"""The Helm chart: lint, schema-valid manifests, and what an operator relies on in them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.settings import Settings, load_settings, resolve
+from tests.deploy.toolbox import (
+    ALERTS,
+    CHART,
+    CHART_ALERTS,
+    CI_VALUES,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    RELEASE,
+    Manifest,
+    RenderError,
+    bridge_container,
+    env_of,
+    find_tool,
+    helm_template_args,
+    kinds,
+    only,
+    receivers_yaml,
+    render,
+    run,
+)
+
+pytestmark = pytest.mark.deploy
+
+VALUE_SETS: list[tuple[Path, ...]] = [(), *((path,) for path in CI_VALUES)]
+VALUE_IDS = ["defaults", *(path.stem for path in CI_VALUES)]
+EVERYTHING_ON = (CHART / "ci" / "everything-on-values.yaml",)
+SASL_SSL = (CHART / "ci" / "sasl-ssl-values.yaml",)
+MTLS = (CHART / "ci" / "mtls-values.yaml",)
+FULLNAME = f"{RELEASE}-alm-kafka-bridge"
+SELECTOR = {"app.kubernetes.io/name": "alm-kafka-bridge", "app.kubernetes.io/instance": RELEASE}
+SECRETS_DIR = PurePosixPath("/etc/alm-bridge/secrets")
+CRD_GROUP = "monitoring.coreos.com/"
+SECRET_LIKE_ENV = re.compile(r"PASSWORD|SECRET|CREDENTIAL|TOKEN", re.IGNORECASE)
+
+
+@pytest.fixture(params=VALUE_SETS, ids=VALUE_IDS)
+def values_files(request: pytest.FixtureRequest) -> tuple[Path, ...]:
+    files: tuple[Path, ...] = request.param
+    return files
+
+
+def test_ci_values_cover_the_required_scenarios() -> None:
+    assert {path.name for path in CI_VALUES} >= {
+        "default-values.yaml",
+        "everything-on-values.yaml",
+        "sasl-ssl-values.yaml",
+    }
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_helm_lint_strict(values_files: tuple[Path, ...], kube_version: str) -> None:
+    args = [find_tool("helm"), "lint", "--strict", "--kube-version", kube_version, str(CHART)]
+    for path in values_files:
+        args += ["--values", str(path)]
+    result = run(args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "[WARNING]" not in output
+    assert "[ERROR]" not in output
+
+
+def _validate_crd(doc: Manifest) -> list[str]:
+    problems: list[str] = []
+    spec = doc.get("spec", {})
+    if doc["kind"] == "ServiceMonitor":
+        if spec.get("selector", {}).get("matchLabels") != SELECTOR:
+            problems.append("ServiceMonitor selector does not match the Service's labels")
+        for endpoint in spec.get("endpoints", []):
+            if not endpoint.get("port") or endpoint.get("path") != "/metrics":
+                problems.append(f"ServiceMonitor endpoint {endpoint} lacks port or /metrics path")
+        if not spec.get("endpoints"):
+            problems.append("ServiceMonitor has no endpoints")
+    elif doc["kind"] == "PrometheusRule":
+        for group in spec.get("groups", []):
+            for rule in group.get("rules", []):
+                if not isinstance(rule.get("expr"), str) or not rule.get("alert"):
+                    problems.append(f"PrometheusRule rule without alert/expr: {rule}")
+        if not spec.get("groups"):
+            problems.append("PrometheusRule has no groups")
+    else:
+        problems.append(f"unexpected custom resource {doc['kind']}")
+    return problems
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_rendered_manifests_pass_kubernetes_schemas(
+    values_files: tuple[Path, ...], kube_version: str
+) -> None:
+    import kubernetes_validate
+
+    problems: list[str] = []
+    docs = render(values_files, kube_version=kube_version)
+    for doc in docs:
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["apiVersion"].startswith(CRD_GROUP):
+            problems += [f"{name}: {p}" for p in _validate_crd(doc)]
+            continue
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(part) for part in exc.path)
+            problems.append(f"{name}: {path}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            problems.append(f"{name}: {exc.message}")
+    assert not problems, "\n".join(problems)
+
+
+def test_one_resource_per_template(values_files: tuple[Path, ...]) -> None:
+    result = run(helm_template_args(values_files))
+    assert result.returncode == 0, result.stderr
+    sources = re.findall(r"^# Source: (\S+)$", result.stdout, flags=re.MULTILINE)
+    assert sources
+    assert len(sources) == len(set(sources)), sources
+
+
+def test_optional_resources_are_off_by_default() -> None:
+    assert kinds(render()) == {"ServiceAccount", "ConfigMap", "Service", "Deployment"}
+
+
+def test_everything_on_renders_every_optional_resource() -> None:
+    docs = render(EVERYTHING_ON)
+    assert kinds(docs) >= {
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "Ingress",
+    }
+    assert "replicas" not in only(docs, "Deployment")["spec"], "the HPA owns the replica count"
+
+
+def test_no_secret_values_in_manifests(values_files: tuple[Path, ...]) -> None:
+    docs = render(values_files)
+    assert "Secret" not in kinds(docs)
+    container = bridge_container(docs)
+    for name, item in env_of(container).items():
+        if SECRET_LIKE_ENV.search(name):
+            assert "value" not in item, f"{name} is inlined"
+            assert "secretKeyRef" in item["valueFrom"], f"{name} is not read from a Secret"
+    for receiver in receivers_yaml(docs)["receivers"]:
+        auth = receiver.get("auth", {})
+        assert not set(auth) & {"secrets", "credentials", "secret_envs", "credential_envs"}, auth
+
+
+def _mounts_by_path(docs: list[Manifest]) -> dict[PurePosixPath, Manifest]:
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounted: dict[PurePosixPath, Manifest] = {}
+    for mount in bridge_container(docs)["volumeMounts"]:
+        mounted[PurePosixPath(mount["mountPath"])] = {"mount": mount, **volumes[mount["name"]]}
+    return mounted
+
+
+def _assert_secret_file(mounted: dict[PurePosixPath, Manifest], file: str) -> str:
+    """The file is a key of a mounted, read-only Secret volume; returns the Secret's name."""
+    path = PurePosixPath(file)
+    assert path.parent in mounted, f"{file} is not under a mounted volume"
+    volume = mounted[path.parent]
+    assert "secret" in volume, f"{file} is not in a Secret volume"
+    assert volume["mount"].get("readOnly") is True
+    assert path.name in {item["path"] for item in volume["secret"]["items"]}
+    secret_name = volume["secret"]["secretName"]
+    assert isinstance(secret_name, str)
+    return secret_name
+
+
+def test_every_referenced_secret_file_is_a_mounted_secret_key(
+    values_files: tuple[Path, ...],
+) -> None:
+    docs = render(values_files)
+    mounted = _mounts_by_path(docs)
+    for receiver in receivers_yaml(docs)["receivers"]:
+        auth = receiver["auth"]
+        for file in auth.get("secret_files", []) + auth.get("credential_files", []):
+            assert PurePosixPath(file).parent == SECRETS_DIR / receiver["name"]
+            _assert_secret_file(mounted, file)
+    env = env_of(bridge_container(docs))
+    for name in (
+        "BRIDGE_KAFKA_SSL_CAFILE",
+        "BRIDGE_KAFKA_SSL_CERTFILE",
+        "BRIDGE_KAFKA_SSL_KEYFILE",
+    ):
+        if name in env:
+            _assert_secret_file(mounted, env[name]["value"])
+
+
+def test_sasl_ssl_secrets_come_from_existing_secrets() -> None:
+    docs = render(SASL_SSL)
+    env = env_of(bridge_container(docs))
+    assert env["BRIDGE_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["BRIDGE_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert env["BRIDGE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kafka-bridge-credentials",
+        "key": "password",
+    }
+    assert env["BRIDGE_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kafka-bridge-credentials",
+        "key": "username",
+    }
+    mounted = _mounts_by_path(docs)
+    assert _assert_secret_file(mounted, env["BRIDGE_KAFKA_SSL_CAFILE"]["value"]) == "kafka-ca"
+    receivers = {r["name"]: r for r in receivers_yaml(docs)["receivers"]}
+    assert set(receivers) == {"prod", "emea", "sandbox"}
+    assert receivers["prod"]["auth"]["secret_files"] == [
+        "/etc/alm-bridge/secrets/prod/signing-secret",
+        "/etc/alm-bridge/secrets/prod/signing-secret-next",
+    ]
+    assert _assert_secret_file(mounted, receivers["emea"]["auth"]["secret_files"][0]) == (
+        "alm-emea-webhook"
+    )
+    assert _assert_secret_file(mounted, receivers["sandbox"]["auth"]["credential_files"][0]) == (
+        "alm-sandbox-webhook"
+    )
+    assert receivers["emea"]["routing"] == {
+        "topic_template": "alm.emea.{event}",
+        "deny": ["CI_STATS"],
+        "key": "eventId",
+    }
+    assert receivers["emea"]["dead_letter"] == {"policy": "reject"}
+
+
+def test_mutual_tls_mounts_ca_cert_and_key() -> None:
+    docs = render(MTLS)
+    env = env_of(bridge_container(docs))
+    mounted = _mounts_by_path(docs)
+    for name in (
+        "BRIDGE_KAFKA_SSL_CAFILE",
+        "BRIDGE_KAFKA_SSL_CERTFILE",
+        "BRIDGE_KAFKA_SSL_KEYFILE",
+    ):
+        assert _assert_secret_file(mounted, env[name]["value"]) == "kafka-client-tls"
+    assert "BRIDGE_KAFKA_SASL_PASSWORD" not in env
+
+
+def test_probes_use_health_endpoints(values_files: tuple[Path, ...]) -> None:
+    container = bridge_container(render(values_files))
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert str(ports["http"]) == env_of(container)["BRIDGE_PORT"]["value"]
+
+
+def test_pods_are_hardened(values_files: tuple[Path, ...]) -> None:
+    docs = render(values_files)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] == 10001
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]["memory"]
+    service_accounts = [doc for doc in docs if doc["kind"] == "ServiceAccount"]
+    assert all(sa["automountServiceAccountToken"] is False for sa in service_accounts)
+
+
+def _prestop_seconds(container: Manifest) -> int:
+    hook = container.get("lifecycle", {}).get("preStop")
+    if hook is None:
+        return 0
+    match = re.fullmatch(r"import time; time\.sleep\((\d+)\)", hook["exec"]["command"][-1])
+    assert match, hook
+    assert hook["exec"]["command"][:2] == ["python", "-c"]
+    return int(match.group(1))
+
+
+def test_grace_period_covers_prestop_and_shutdown(values_files: tuple[Path, ...]) -> None:
+    docs = render(values_files)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    container = bridge_container(docs)
+    shutdown = float(env_of(container)["BRIDGE_SHUTDOWN_TIMEOUT_SECONDS"]["value"])
+    prestop = _prestop_seconds(container)
+    assert prestop > 0
+    assert pod["terminationGracePeriodSeconds"] > shutdown + prestop
+
+
+def test_prestop_hook_can_be_disabled() -> None:
+    container = bridge_container(render(set_values={"lifecycle.preStopSleepSeconds": "0"}))
+    assert "lifecycle" not in container
+
+
+@pytest.mark.parametrize(
+    ("set_values", "message"),
+    [
+        ({"terminationGracePeriodSeconds": "20"}, "terminationGracePeriodSeconds (20)"),
+        (
+            {"config.shutdownTimeoutSeconds": "30", "lifecycle.preStopSleepSeconds": "5"},
+            "terminationGracePeriodSeconds (30)",
+        ),
+        ({"receivers[0].name": "alm", "receivers[0].auth.method": "hmac"}, "auth.secretKeys"),
+        ({"receivers[0].name": "alm", "receivers[0].auth.method": "basic"}, "credentialKeys"),
+        ({"receivers[0].name": "alm", "receivers[1].name": "alm"}, "used twice"),
+        ({"ingress.enabled": "true"}, "allowUnauthenticated"),
+        ({"kafka.securityProtocol": "SASL_SSL"}, "kafka.sasl.existingSecret"),
+        (
+            {
+                "kafka.securityProtocol": "SSL",
+                "kafka.tls.existingSecret": "ca",
+                "kafka.tls.certKey": "c",
+            },
+            "go together",
+        ),
+        ({"kafka.tls.existingSecret": "ca"}, "use SSL or SASL_SSL"),
+        ({"kafka.bootstrapServer": "typo:9092"}, "'bootstrapServer' not allowed"),
+        (
+            {"receivers[0].name": "alm", "receivers[0].auth.method": "signature"},
+            "/receivers/0/auth/method",
+        ),
+        ({"receivers[0].name": "Not/A/Path"}, "/receivers/0/name"),
+    ],
+)
+def test_invalid_values_stop_the_render(set_values: dict[str, str], message: str) -> None:
+    with pytest.raises(RenderError) as caught:
+        render(set_values=set_values)
+    assert message in str(caught.value)
+
+
+def test_prometheus_rule_is_the_alerts_file() -> None:
+    assert CHART_ALERTS.read_bytes() == ALERTS.read_bytes(), (
+        "helm/alm-kafka-bridge/files/alerts.yml must be a copy of deploy/prometheus/alerts.yml"
+    )
+    rule = only(render(EVERYTHING_ON), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_prometheus_rule_values_adjust_the_alerts() -> None:
+    rule = only(
+        render(
+            EVERYTHING_ON,
+            set_values={
+                "prometheusRule.noEventsWindow": "12h",
+                "prometheusRule.runbookBaseUrl": "https://git.example.com/alm/blob/main/",
+                "prometheusRule.additionalRuleLabels.team": "learning",
+            },
+        ),
+        "PrometheusRule",
+    )
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    no_events = alerts["AlmBridgeNoEvents"]
+    assert "[12h]" in no_events["expr"]
+    assert "offset 12h" in no_events["expr"]
+    assert "6h" not in no_events["expr"] + no_events["annotations"]["summary"]
+    for alert in alerts.values():
+        assert alert["annotations"]["runbook_url"].startswith(
+            "https://git.example.com/alm/blob/main/docs/operations.md#"
+        )
+        assert alert["labels"]["team"] == "learning"
+        assert alert["labels"]["severity"] in {"critical", "warning"}
+
+
+def _checksum(docs: list[Manifest]) -> str:
+    annotations = only(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    checksum = annotations["checksum/config"]
+    assert isinstance(checksum, str)
+    return checksum
+
+
+def test_config_checksum_follows_the_receivers() -> None:
+    base = _checksum(render())
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert _checksum(render(set_values={"replicaCount": "5"})) == base
+    assert _checksum(render(set_values={"receivers[0].name": "other"})) != base
+    accounts = {"receivers[0].name": "alm", "receivers[0].accounts[0]": "1234"}
+    assert _checksum(render(set_values=accounts)) != base
+
+
+def test_labels_and_selectors(values_files: tuple[Path, ...]) -> None:
+    docs = render(values_files)
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        for key in ("name", "instance", "version", "managed-by", "part-of"):
+            assert f"app.kubernetes.io/{key}" in labels, (doc["kind"], key)
+        assert labels["helm.sh/chart"] == "alm-kafka-bridge-0.1.0"
+        assert doc["metadata"]["namespace"] == NAMESPACE
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["selector"]["matchLabels"] == SELECTOR
+    assert deployment["spec"]["template"]["metadata"]["labels"].items() >= SELECTOR.items()
+    assert only(docs, "Service")["spec"]["selector"] == SELECTOR
+    for doc in docs:
+        if doc["kind"] in {"PodDisruptionBudget", "ServiceMonitor"}:
+            assert doc["spec"]["selector"]["matchLabels"] == SELECTOR
+        if doc["kind"] == "NetworkPolicy":
+            assert doc["spec"]["podSelector"]["matchLabels"] == SELECTOR
+
+
+def test_service_monitor_scrapes_as_the_job_the_alerts_expect() -> None:
+    docs = render(EVERYTHING_ON)
+    monitor = only(docs, "ServiceMonitor")
+    service = only(docs, "Service")
+    job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    assert f'up{{job="{job}"}}' in ALERTS.read_text()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert endpoint["port"] == "metrics", "config.metricsPort is set in everything-on"
+
+
+def test_ingress_publishes_only_the_webhooks_over_tls() -> None:
+    ingress = only(render(EVERYTHING_ON), "Ingress")
+    hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+    assert hosts <= {host for tls in ingress["spec"]["tls"] for host in tls["hosts"]}
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            assert path["path"] == "/webhooks"
+            assert path["pathType"] == "Prefix"
+            assert path["backend"]["service"]["name"] == FULLNAME
+
+
+def test_network_policy_limits_ingress_and_egress() -> None:
+    policy = only(render(EVERYTHING_ON), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert all(rule.get("from") for rule in policy["ingress"])
+    egress_ports = {port["port"] for rule in policy["egress"] for port in rule["ports"]}
+    assert egress_ports == {53, 9092}
+
+
+def _bridge_env(container: Manifest, root: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, item in env_of(container).items():
+        value = item.get("value", "from-a-secret")
+        env[name] = value.replace("/etc/alm-bridge", str(root))
+    return env
+
+
+def _materialize_secret_files(receivers: dict[str, Any], env: dict[str, str]) -> None:
+    for receiver in receivers["receivers"]:
+        auth = receiver.get("auth", {})
+        for file in auth.get("secret_files", []):
+            Path(file).parent.mkdir(parents=True, exist_ok=True)
+            Path(file).write_text("a-signing-secret-for-tests\n")
+        for file in auth.get("credential_files", []):
+            Path(file).parent.mkdir(parents=True, exist_ok=True)
+            Path(file).write_text("alm:a-password-for-tests\n")
+    for name in (
+        "BRIDGE_KAFKA_SSL_CAFILE",
+        "BRIDGE_KAFKA_SSL_CERTFILE",
+        "BRIDGE_KAFKA_SSL_KEYFILE",
+    ):
+        if name in env:
+            Path(env[name]).parent.mkdir(parents=True, exist_ok=True)
+            Path(env[name]).write_text("-----BEGIN CERTIFICATE-----\n")
+
+
+def test_bridge_accepts_the_rendered_configuration(
+    values_files: tuple[Path, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = render(values_files)
+    env = _bridge_env(bridge_container(docs), tmp_path)
+    unknown = {
+        name
+        for name in env
+        if name.startswith("BRIDGE_")
+        and name.removeprefix("BRIDGE_").lower() not in Settings.model_fields
+    }
+    assert not unknown, f"the chart sets variables the bridge does not read: {unknown}"
+    config_text = only(docs, "ConfigMap")["data"]["receivers.yaml"]
+    config_text = config_text.replace("/etc/alm-bridge", str(tmp_path))
+    config_file = Path(env["BRIDGE_CONFIG_FILE"])
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text(config_text)
+    _materialize_secret_files(yaml.safe_load(config_text), env)
+    for name in [name for name in os.environ if name.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    receivers = resolve(settings)
+    rendered_names = [r["name"] for r in yaml.safe_load(config_text)["receivers"]]
+    assert [r.name for r in receivers] == rendered_names
+
+
+def _notes(values_files: tuple[Path, ...], tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` would print it, rendered through a probe template."""
+    chart = tmp_path / "alm-kafka-bridge"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "zz-notes-probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-probe\ndata:\n"
+        '  notes: {{ include (print $.Template.BasePath "/NOTES.txt") . | toJson }}\n'
+    )
+    values = [chart / "ci" / path.name for path in values_files]
+    probe = ["--show-only", "templates/zz-notes-probe.yaml"]
+    args = [*helm_template_args(values, chart=chart), *probe]
+    result = run(args)
+    assert result.returncode == 0, result.stderr
+    notes = yaml.safe_load(result.stdout)["data"]["notes"]
+    assert isinstance(notes, str)
+    return notes
+
+
+def test_notes_print_the_webhook_urls(tmp_path: Path) -> None:
+    notes = _notes(SASL_SSL, tmp_path / "sasl")
+    for name in ("prod", "emea", "sandbox"):
+        assert f"https://webhooks.example.com/webhooks/{name}" in notes
+    assert "WARNING" not in notes
+    notes = _notes((), tmp_path / "defaults")
+    assert f"port-forward service/{FULLNAME} 8080:8080" in notes
+    assert "http://127.0.0.1:8080/webhooks/alm" in notes
+    assert 'receiver "alm" accepts unauthenticated requests' in notes
+
+
+def _walk_schema(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Paths of object blocks declaring their own properties but not closed."""
+    open_blocks = []
+    if "properties" in schema and schema.get("additionalProperties") is not False:
+        open_blocks.append(path or "<root>")
+    for key, sub in schema.get("properties", {}).items():
+        open_blocks += _walk_schema(sub, f"{path}.{key}")
+    if isinstance(schema.get("items"), dict):
+        open_blocks += _walk_schema(schema["items"], f"{path}[]")
+    return open_blocks
+
+
+def test_values_schema_closes_every_block_of_ours() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert not _walk_schema(schema)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
+    assert set(schema["properties"]) - set(values) <= {"global"}
+
+
+_KEY_LINE = re.compile(r"^(?P<indent>\s*)(?:- )?(?P<key>[A-Za-z][A-Za-z0-9]*):")
+
+
+def test_every_value_is_documented_by_a_comment_starting_with_its_name() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for number, line in enumerate(lines):
+        match = _KEY_LINE.match(line)
+        if not match:
+            continue
+        block_start = number
+        while block_start > 0 and lines[block_start - 1].strip().startswith("#"):
+            block_start -= 1
+        comment = lines[block_start].strip() if block_start < number else ""
+        if not comment.startswith(f"# {match['key']}"):
+            undocumented.append(f"values.yaml:{number + 1}: {match['key']}")
+    assert not undocumented, "\n".join(undocumented)
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["version"] == "0.1.0"
+    assert chart["appVersion"] == "0.1.0"
+    templates = sorted(p.name for p in (CHART / "templates").iterdir())
+    assert templates == sorted(
+        [
+            "NOTES.txt",
+            "_helpers.tpl",
+            "configmap.yaml",
+            "deployment.yaml",
+            "hpa.yaml",
+            "ingress.yaml",
+            "networkpolicy.yaml",
+            "pdb.yaml",
+            "prometheusrule.yaml",
+            "service.yaml",
+            "serviceaccount.yaml",
+            "servicemonitor.yaml",
+        ]
+    )
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    defined = re.findall(r'define "([^"]+)"', helpers)
+    assert defined
+    assert all(name.startswith("alm-kafka-bridge.") for name in defined), defined
