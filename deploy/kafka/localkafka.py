@@ -1,0 +1,816 @@
+"""Run a single-node Apache Kafka (KRaft) broker on 127.0.0.1 from Maven-resolved jars.
+
+Stdlib only, so it works before the project's virtualenv exists:
+
+    python deploy/kafka/localkafka.py up|down|status|classpath [--port N]
+
+The broker is started in its own process group and is only ever stopped through the pid
+recorded in ``<state_dir>/kafka.pid``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+HERE: Final = Path(__file__).resolve().parent
+POM: Final = HERE / "pom.xml"
+LOG4J_CONFIG: Final = HERE / "log4j2.yaml"
+REPO_ROOT: Final = HERE.parent.parent
+HOST: Final = "127.0.0.1"
+
+MARKER_NAME: Final = ".complete"
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Credentials end up inside JAAS strings, properties files and StorageTool's
+# bracketed --add-scram syntax; a plain charset avoids three layers of escaping.
+_CREDENTIAL_RE: Final = re.compile(r"[A-Za-z0-9._~-]+")
+
+_API_VERSIONS: Final = 18
+_METADATA: Final = 3
+
+
+class LocalKafkaError(RuntimeError):
+    """The local broker could not be set up, started or stopped."""
+
+
+def kafka_version(pom: Path = POM) -> str:
+    """The Kafka version the pom resolves (its ``kafka.version`` property)."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)  # noqa: S314
+    if node is None or not node.text:
+        raise LocalKafkaError(f"{pom} has no kafka.version property")
+    return node.text.strip()
+
+
+def default_jars_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "alm-bridge" / f"kafka-{kafka_version()}" / "jars"
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()
+
+
+def _jars_complete(jars_dir: Path) -> bool:
+    marker = jars_dir / MARKER_NAME
+    return marker.is_file() and marker.read_text().strip() == _pom_digest()
+
+
+def _has_kafka_jar(jars_dir: Path) -> bool:
+    return any(jars_dir.glob("kafka_2.13-*.jar"))
+
+
+def ensure_jars(jars_dir: Path | None = None, *, timeout_s: float = 900.0) -> Path:
+    """Resolve the broker's runtime jars into ``jars_dir`` once; later calls reuse them.
+
+    The marker file holds the pom's digest, so editing the pom re-resolves. Maven copies
+    into a sibling temporary directory that is renamed into place, so an interrupted run
+    never leaves a directory that looks complete.
+    """
+    explicit = jars_dir is not None
+    target = (jars_dir or default_jars_dir()).resolve()
+    if _jars_complete(target):
+        return target
+    if explicit and _has_kafka_jar(target):
+        # A directory the user filled (e.g. a Kafka distribution's libs/) is taken as is.
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalKafkaError("Maven (mvn) is needed once to fetch the Kafka jars; not on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f".{target.name}.lock"):
+        if _jars_complete(target):
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            cmd = [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ]
+            try:
+                done = subprocess.run(
+                    cmd, capture_output=True, text=True, timeout=timeout_s, check=False
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise LocalKafkaError(f"mvn did not finish within {timeout_s:.0f}s") from exc
+            if done.returncode != 0 or not _has_kafka_jar(staging):
+                output = (done.stdout + done.stderr).strip()[-4000:]
+                raise LocalKafkaError(f"mvn failed ({done.returncode}):\n{output}")
+            (staging / MARKER_NAME).write_text(_pom_digest() + "\n")
+            if target.exists():
+                if any(target.iterdir()) and not (target / MARKER_NAME).exists():
+                    raise LocalKafkaError(f"{target} exists, is not empty and is not ours")
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def classpath(jars_dir: Path) -> str:
+    """An explicit classpath (no ``dir/*`` wildcard, so shells cannot glob it)."""
+    return os.pathsep.join(str(p) for p in sorted(jars_dir.glob("*.jar")))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free on 127.0.0.1 a moment ago."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # Java binds with SO_REUSEADDR, so sockets in TIME_WAIT after a restart are no obstacle.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def new_cluster_id() -> str:
+    """A Kafka ``Uuid`` string, as ``StorageTool random-uuid`` prints it, without a JVM."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _frame(api_key: int, api_version: int, correlation_id: int, body: bytes = b"") -> bytes:
+    client_id = b"localkafka"
+    header = struct.pack(">hhih", api_key, api_version, correlation_id, len(client_id))
+    message = header + client_id + body
+    return struct.pack(">i", len(message)) + message
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed by the broker")
+        data += chunk
+    return bytes(data)
+
+
+def _exchange(sock: socket.socket, frame: bytes) -> bytes:
+    sock.sendall(frame)
+    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+    return _recv_exact(sock, size)
+
+
+def broker_ready(host: str, port: int, *, timeout_s: float = 2.0) -> bool:
+    """True once the broker answers ApiVersions and lists itself in Metadata.
+
+    A KRaft broker only processes requests after it has caught up with the metadata log
+    and been unfenced, so an answer here means clients can produce.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            reply = _exchange(sock, _frame(_API_VERSIONS, 0, 1))
+            correlation_id, error_code = struct.unpack_from(">ih", reply)
+            if correlation_id != 1 or error_code != 0:
+                return False
+            # Metadata v4: null topic array (= all topics), no auto-creation.
+            reply = _exchange(sock, _frame(_METADATA, 4, 2, struct.pack(">ib", -1, 0)))
+            correlation_id, _throttle_ms, brokers = struct.unpack_from(">iii", reply)
+            return bool(correlation_id == 2 and brokers > 0)
+    except (OSError, struct.error):
+        return False
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_OPENSSL_CNF: Final = """\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = localhost
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+[client_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+
+
+def _openssl(*args: str) -> None:
+    done = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise LocalKafkaError(f"openssl {args[0]} failed: {done.stderr.strip()}")
+
+
+def make_tls_material(tls_dir: Path) -> None:
+    """A throw-away CA plus a server cert for 127.0.0.1/localhost and a client cert (PEM)."""
+    if shutil.which("openssl") is None:
+        raise LocalKafkaError("openssl is needed for the TLS listeners; not on PATH")
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    tls_dir.chmod(0o700)
+    cnf = tls_dir / "openssl.cnf"
+    cnf.write_text(_OPENSSL_CNF)
+    ca_key, ca_pem = tls_dir / "ca.key", tls_dir / "ca.pem"
+    _openssl(
+        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(ca_key)
+    )
+    _openssl(
+        "req",
+        "-new",
+        "-x509",
+        "-config",
+        str(cnf),
+        "-extensions",
+        "ca_ext",
+        "-key",
+        str(ca_key),
+        "-subj",
+        "/CN=alm-bridge local Kafka CA",
+        "-days",
+        "3650",
+        "-out",
+        str(ca_pem),
+    )
+    for name, cn, ext in (
+        ("server", "localhost", "server_ext"),
+        ("client", "client", "client_ext"),
+    ):
+        key, csr, pem = (tls_dir / f"{name}.{suffix}" for suffix in ("key", "csr", "pem"))
+        _openssl(
+            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)
+        )
+        _openssl(
+            "req",
+            "-new",
+            "-config",
+            str(cnf),
+            "-key",
+            str(key),
+            "-subj",
+            f"/CN={cn}",
+            "-out",
+            str(csr),
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_pem),
+            "-CAkey",
+            str(ca_key),
+            "-set_serial",
+            f"0x{secrets.token_hex(16)}",
+            "-days",
+            "825",
+            "-extfile",
+            str(cnf),
+            "-extensions",
+            ext,
+            "-out",
+            str(pem),
+        )
+        csr.unlink()
+    # Kafka's PEM key store wants the PKCS#8 key and the chain in one file.
+    keystore = tls_dir / "server-keystore.pem"
+    keystore.write_text(
+        (tls_dir / "server.key").read_text()
+        + (tls_dir / "server.pem").read_text()
+        + ca_pem.read_text()
+    )
+    for path in tls_dir.iterdir():
+        path.chmod(0o600)
+
+
+class LocalKafka:
+    """One KRaft broker+controller on 127.0.0.1, its data and logs under ``state_dir``.
+
+    ``stop()`` then ``start()`` on the same state dir keeps all records. SCRAM users are
+    written when the storage is formatted, i.e. on the first start of a state dir only;
+    PLAIN users live in server.properties and follow every start.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 9092,
+        controller_port: int | None = None,
+        state_dir: Path,
+        jars_dir: Path | None = None,
+        heap: str = "512m",
+        sasl_plaintext_port: int | None = None,
+        sasl_ssl_port: int | None = None,
+        ssl_port: int | None = None,
+        scram_users: Mapping[str, str] | None = None,
+        plain_users: Mapping[str, str] | None = None,
+    ) -> None:
+        self.port = port
+        self.controller_port = controller_port if controller_port is not None else port + 1
+        self.state_dir = Path(state_dir).resolve()
+        self._jars_dir_arg = jars_dir
+        self.heap = heap
+        self.sasl_plaintext_port = sasl_plaintext_port
+        self.sasl_ssl_port = sasl_ssl_port
+        self.ssl_port = ssl_port
+        self.scram_users: dict[str, str] = dict(scram_users or {})
+        self.plain_users: dict[str, str] = dict(plain_users or {})
+        for name, password in (*self.scram_users.items(), *self.plain_users.items()):
+            if not (_CREDENTIAL_RE.fullmatch(name) and _CREDENTIAL_RE.fullmatch(password)):
+                raise ValueError(
+                    f"user {name!r}: names and passwords must match {_CREDENTIAL_RE.pattern}"
+                )
+        if not re.fullmatch(r"\d+[kKmMgG]?", heap):
+            raise ValueError(f"heap {heap!r} is not a JVM size such as 512m")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # Paths and addresses -------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "kafka.pid"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.state_dir / "server.properties"
+
+    @property
+    def server_log(self) -> Path:
+        """The broker's own log (log4j2)."""
+        return self.logs_dir / "server.log"
+
+    @property
+    def console_log(self) -> Path:
+        """The JVM's stdout/stderr: start-up failures that happen before logging works."""
+        return self.logs_dir / "kafka.out"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def client_cert_file(self) -> Path:
+        return self.tls_dir / "client.pem"
+
+    @property
+    def client_key_file(self) -> Path:
+        return self.tls_dir / "client.key"
+
+    @property
+    def jars_dir(self) -> Path:
+        return (self._jars_dir_arg or default_jars_dir()).resolve()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def recorded_bootstrap(self) -> str | None:
+        """The PLAINTEXT address in the last written server.properties, if any."""
+        try:
+            text = self.properties_file.read_text()
+        except OSError:
+            return None
+        found = re.search(r"^advertised\.listeners=.*?PLAINTEXT://([^,\s]+)", text, re.M)
+        return found.group(1) if found else None
+
+    @property
+    def sasl_plaintext_bootstrap(self) -> str:
+        return self._address("SASL_PLAINTEXT", self.sasl_plaintext_port)
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        return self._address("SASL_SSL", self.sasl_ssl_port)
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return self._address("SSL", self.ssl_port)
+
+    def _address(self, listener: str, port: int | None) -> str:
+        if port is None:
+            raise LocalKafkaError(f"this broker has no {listener} listener")
+        return f"{HOST}:{port}"
+
+    @property
+    def _uses_tls(self) -> bool:
+        return self.sasl_ssl_port is not None or self.ssl_port is not None
+
+    def _listeners(self) -> dict[str, int]:
+        listeners = {"PLAINTEXT": self.port}
+        for name, port in (
+            ("SASL_PLAINTEXT", self.sasl_plaintext_port),
+            ("SASL_SSL", self.sasl_ssl_port),
+            ("SSL", self.ssl_port),
+        ):
+            if port is not None:
+                listeners[name] = port
+        return listeners
+
+    # Process state -------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The recorded pid if that process is alive and is this state dir's broker."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._is_our_broker(pid) else None
+
+    def _is_our_broker(self, pid: int) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        proc_dir = Path(f"/proc/{pid}")
+        if proc_dir.is_dir():
+            try:
+                stat = (proc_dir / "stat").read_text()
+                cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                return False
+            # The field after the parenthesised command name is the state; Z is a zombie.
+            if stat.rpartition(")")[2].split()[0] == "Z":
+                return False
+            return b"kafka.Kafka" in cmdline and str(self.properties_file).encode() in cmdline
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def log_tail(self, lines: int = 40) -> str:
+        parts = []
+        for path in (self.console_log, self.server_log):
+            text = _tail(path, lines)
+            if text:
+                parts.append(f"--- {path} ---\n{text}")
+        return "\n".join(parts) or "(no log output)"
+
+    # Lifecycle -----------------------------------------------------------------------
+
+    def ensure_jars(self) -> Path:
+        return ensure_jars(self._jars_dir_arg)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the broker and wait until clients can use it; no-op if already running."""
+        if self.is_running():
+            return
+        jars = self.ensure_jars()
+        java = _java()
+        for name, port in {**self._listeners(), "CONTROLLER": self.controller_port}.items():
+            if not _port_free(port):
+                raise LocalKafkaError(f"{name} port {port} on {HOST} is already in use")
+        for directory in (self.state_dir, self.data_dir, self.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        if self._uses_tls and not (self.tls_dir / "server-keystore.pem").is_file():
+            make_tls_material(self.tls_dir)
+        self.properties_file.write_text(self._server_properties())
+        self.properties_file.chmod(0o600)
+        cp = classpath(jars)
+        if not (self.data_dir / "meta.properties").is_file():
+            self._format(java, cp)
+
+        cmd = [
+            java,
+            f"-Xmx{self.heap}",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            cp,
+            "kafka.Kafka",
+            str(self.properties_file),
+        ]
+        with self.console_log.open("ab") as out:
+            out.write(f"=== start {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+            out.flush()
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self.pid_file.unlink(missing_ok=True)
+                self._proc = None
+                raise LocalKafkaError(f"Kafka exited with status {code}:\n{self.log_tail()}")
+            if broker_ready(HOST, self.port, timeout_s=1.0):
+                return
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop()
+                raise LocalKafkaError(f"Kafka was not ready within {timeout_s:g}s:\n{tail}")
+            time.sleep(0.2)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the broker's process group, SIGKILL it after ``timeout_s``; idempotent."""
+        pid = self.pid()
+        if pid is not None:
+            self._signal(pid, signal.SIGTERM)
+            if not self._wait_gone(pid, timeout_s):
+                self._signal(pid, signal.SIGKILL)
+                if not self._wait_gone(pid, 10.0):
+                    raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        self._proc = None
+
+    def _signal(self, pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            # The broker leads its own session, so its group id is its pid.
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+
+    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout_s
+        while self._is_our_broker(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # Configuration -------------------------------------------------------------------
+
+    def _format(self, java: str, cp: str) -> None:
+        cmd = [
+            java,
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            cp,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--cluster-id",
+            new_cluster_id(),
+            "--config",
+            str(self.properties_file),
+        ]
+        for name, password in sorted(self.scram_users.items()):
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            # A half-formatted directory would be taken as formatted next time.
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            output = (done.stdout + done.stderr).strip()[-4000:]
+            raise LocalKafkaError(f"StorageTool format failed ({done.returncode}):\n{output}")
+
+    def _server_properties(self) -> str:
+        listeners = self._listeners()
+        props: dict[str, str] = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.listener.names": "CONTROLLER",
+            "controller.quorum.bootstrap.servers": f"{HOST}:{self.controller_port}",
+            "listeners": ",".join(
+                [f"{n}://{HOST}:{p}" for n, p in listeners.items()]
+                + [f"CONTROLLER://{HOST}:{self.controller_port}"]
+            ),
+            "advertised.listeners": ",".join(f"{n}://{HOST}:{p}" for n, p in listeners.items()),
+            "listener.security.protocol.map": ",".join(
+                f"{n}:{n}" for n in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+            )
+            + ",CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            # One partition: a fresh consumer group does not wait for 50 to be created.
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Close connections with bad credentials at once rather than after 100 ms, so a
+            # rejected client's TLS close completes before a short-lived event loop ends.
+            "connection.failed.authentication.delay.ms": "0",
+        }
+        sasl = [n for n in ("SASL_PLAINTEXT", "SASL_SSL") if n in listeners]
+        plain_jaas = "".join(f' user_{u}="{p}"' for u, p in sorted(self.plain_users.items()))
+        for name in sasl:
+            prefix = f"listener.name.{name.lower()}"
+            props[f"{prefix}.sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+            props[f"{prefix}.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required{plain_jaas};"
+            )
+            for mechanism in ("scram-sha-256", "scram-sha-512"):
+                props[f"{prefix}.{mechanism}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+        if self._uses_tls:
+            props |= {
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.tls_dir / "server-keystore.pem"),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.ca_file),
+            }
+        if "SSL" in listeners:
+            # Client certificates are checked when offered, but TLS-only clients still connect.
+            props["listener.name.ssl.ssl.client.auth"] = "requested"
+        lines = ["# Written by deploy/kafka/localkafka.py on every start."]
+        lines += [f"{key}={value}" for key, value in props.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise LocalKafkaError("java (17 or newer) is needed to run Kafka; not on PATH")
+    return java
+
+
+# Command line --------------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--port", type=int, default=_env_int("KAFKA_PORT", 9092))
+    common.add_argument(
+        "--controller-port",
+        type=int,
+        default=_env_int("KAFKA_CONTROLLER_PORT", 0) or None,
+        help="default: KAFKA_CONTROLLER_PORT, else --port + 1",
+    )
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("KAFKA_STATE_DIR") or REPO_ROOT / ".local" / "kafka"),
+    )
+    common.add_argument(
+        "--jars-dir",
+        type=Path,
+        default=Path(os.environ["KAFKA_JARS_DIR"]) if os.environ.get("KAFKA_JARS_DIR") else None,
+        help="default: KAFKA_JARS_DIR, else ~/.cache/alm-bridge/kafka-<version>/jars",
+    )
+    common.add_argument("--heap", default=os.environ.get("KAFKA_HEAP") or "512m")
+    common.add_argument("--timeout", type=float, default=90.0, help="seconds (up/down)")
+
+    parser = argparse.ArgumentParser(
+        prog="localkafka.py",
+        description="Single-node Apache Kafka on 127.0.0.1 for development and tests.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", parents=[common], help="start the broker; prints the bootstrap address")
+    sub.add_parser("down", parents=[common], help="stop the broker")
+    sub.add_parser("status", parents=[common], help="exit 0 and print the address if running")
+    sub.add_parser("classpath", parents=[common], help="print the Kafka jars classpath")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    kafka = LocalKafka(
+        port=args.port,
+        controller_port=args.controller_port,
+        state_dir=args.state_dir,
+        jars_dir=args.jars_dir,
+        heap=args.heap,
+    )
+    try:
+        if args.command == "classpath":
+            print(classpath(kafka.ensure_jars()))
+        elif args.command == "status":
+            pid = kafka.pid()
+            if pid is None:
+                print("Kafka is not running", file=sys.stderr)
+                return 1
+            print(f"Kafka is running (pid {pid}), state in {kafka.state_dir}", file=sys.stderr)
+            print(kafka.recorded_bootstrap() or kafka.bootstrap)
+        elif args.command == "up":
+            pid = kafka.pid()
+            if pid is not None:
+                print(f"Kafka is already running (pid {pid})", file=sys.stderr)
+                print(kafka.recorded_bootstrap() or kafka.bootstrap)
+                return 0
+            started = time.monotonic()
+            kafka.start(timeout_s=args.timeout)
+            print(
+                f"Kafka started in {time.monotonic() - started:.1f}s (pid {kafka.pid()}), "
+                f"logs in {kafka.logs_dir}",
+                file=sys.stderr,
+            )
+            print(kafka.bootstrap)
+        else:
+            was_running = kafka.is_running()
+            kafka.stop(timeout_s=args.timeout)
+            print("Kafka stopped" if was_running else "Kafka was not running", file=sys.stderr)
+    except LocalKafkaError as exc:
+        print(f"localkafka: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Kafka brokers for tests: an external one, a testcontainers one, or a LocalKafka we own.
+
+Loaded from tests/conftest.py through ``pytest_plugins``. Order of preference for
+``kafka_bootstrap``: ``KAFKA_BOOTSTRAP_SERVERS``; testcontainers when installed and a Docker
+engine answers; a broker from deploy/kafka/localkafka.py on free ports. With
+``ALM_BRIDGE_REQUIRE_KAFKA=1`` (CI) a missing broker fails the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import ConsumerRecord
+
+_LOCALKAFKA_PATH = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "localkafka.py"
+
+
+def _load_localkafka() -> ModuleType:
+    # deploy/kafka is not a package; the module is loaded by path under its own name so that
+    # mypy (which sees deploy/kafka on its path) and the runtime agree on the types.
+    if "localkafka" in sys.modules:
+        return sys.modules["localkafka"]
+    spec = importlib.util.spec_from_file_location("localkafka", _LOCALKAFKA_PATH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["localkafka"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports
+else:
+    _localkafka = _load_localkafka()
+    LocalKafka = _localkafka.LocalKafka
+    LocalKafkaError = _localkafka.LocalKafkaError
+    ensure_jars = _localkafka.ensure_jars
+    free_ports = _localkafka.free_ports
+
+__all__ = [
+    "KafkaSource",
+    "LocalKafka",
+    "client_security",
+    "consume_all",
+    "kafka_bootstrap",
+    "kafka_broker",
+    "kafka_source",
+    "secure_kafka",
+]
+
+REQUIRE_ENV = "ALM_BRIDGE_REQUIRE_KAFKA"
+START_TIMEOUT_S = 90.0
+
+_prefetch_error: str | None = None
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"Kafka is required ({REQUIRE_ENV}=1) but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"no Kafka broker: {reason}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fetch the Kafka jars before any test runs, outside every per-test timeout.
+
+    Only when a selected test will need a LocalKafka.
+    """
+    global _prefetch_error
+    if session.config.option.collectonly:
+        return
+    needs_local = {"secure_kafka", "kafka_broker"}
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        needs_local |= {"kafka_source", "kafka_bootstrap"}
+    if not any(needs_local & set(getattr(item, "fixturenames", ())) for item in session.items):
+        return
+    try:
+        ensure_jars(_env_jars_dir())
+    except (LocalKafkaError, OSError) as exc:
+        _prefetch_error = str(exc)
+
+
+def _env_jars_dir() -> Path | None:
+    value = os.environ.get("KAFKA_JARS_DIR")
+    return Path(value) if value else None
+
+
+def _start_local(broker: LocalKafka, reasons: tuple[str, ...] = ()) -> None:
+    if _prefetch_error is not None:
+        _unavailable("; ".join([*reasons, _prefetch_error]))
+    try:
+        broker.start(timeout_s=START_TIMEOUT_S)
+    except (LocalKafkaError, OSError) as exc:
+        _unavailable("; ".join([*reasons, f"could not start a local broker: {exc}"]))
+    except BaseException:
+        # e.g. pytest-timeout firing during set-up: never leave a JVM behind.
+        broker.stop()
+        raise
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    """Where the session's broker came from; ``broker`` is set only when we own it."""
+
+    bootstrap: str
+    origin: str
+    broker: LocalKafka | None = None
+
+
+def _try_testcontainers(reasons: list[str]) -> Any:
+    try:
+        tc_kafka = importlib.import_module("testcontainers.kafka")
+        docker = importlib.import_module("docker")
+    except ImportError:
+        reasons.append("testcontainers is not installed")
+        return None
+    try:
+        docker.from_env().ping()
+    except Exception as exc:
+        reasons.append(f"no Docker engine answers ({exc})")
+        return None
+    container = tc_kafka.KafkaContainer().with_kraft()
+    try:
+        container.start()
+    except Exception as exc:
+        reasons.append(f"testcontainers could not start Kafka ({exc})")
+        return None
+    return container
+
+
+@pytest.fixture(scope="session")
+def kafka_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSource]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield KafkaSource(bootstrap=external, origin="KAFKA_BOOTSTRAP_SERVERS")
+        return
+    reasons: list[str] = []
+    container = _try_testcontainers(reasons)
+    if container is not None:
+        try:
+            yield KafkaSource(bootstrap=container.get_bootstrap_server(), origin="testcontainers")
+        finally:
+            container.stop()
+        return
+    port, controller_port = free_ports(2)
+    broker = LocalKafka(
+        port=port,
+        controller_port=controller_port,
+        state_dir=tmp_path_factory.mktemp("kafka"),
+        jars_dir=_env_jars_dir(),
+    )
+    _start_local(broker, tuple(reasons))
+    try:
+        yield KafkaSource(bootstrap=broker.bootstrap, origin="localkafka", broker=broker)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_source: KafkaSource) -> str:
+    """``host:port`` of a PLAINTEXT Kafka listener for the whole session."""
+    return kafka_source.bootstrap
+
+
+@pytest.fixture
+def kafka_broker(kafka_source: KafkaSource) -> Iterator[LocalKafka]:
+    """The session's LocalKafka, for tests that stop and start it; running again afterwards."""
+    broker = kafka_source.broker
+    if broker is None:
+        pytest.skip(f"the broker is external ({kafka_source.origin}); it cannot be stopped here")
+    yield broker
+    if not broker.is_running():
+        _start_local(broker)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A second LocalKafka with SASL_PLAINTEXT, SASL_SSL and SSL listeners.
+
+    SCRAM users (SHA-256 and SHA-512) are in ``scram_users``, PLAIN users in
+    ``plain_users``; clients trust ``ca_file``, and may present ``client_cert_file`` /
+    ``client_key_file`` on the SSL listener.
+    """
+    port, controller_port, sasl_plaintext, sasl_ssl, ssl_port = free_ports(5)
+    broker = LocalKafka(
+        port=port,
+        controller_port=controller_port,
+        state_dir=tmp_path_factory.mktemp("kafka-secure"),
+        jars_dir=_env_jars_dir(),
+        sasl_plaintext_port=sasl_plaintext,
+        sasl_ssl_port=sasl_ssl,
+        ssl_port=ssl_port,
+        scram_users={"alice": secrets.token_urlsafe(12)},
+        plain_users={"bob": secrets.token_urlsafe(12)},
+    )
+    _start_local(broker)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def client_security(
+    broker: LocalKafka,
+    protocol: str,
+    mechanism: str | None = None,
+    *,
+    password: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """``(bootstrap, kwargs)`` for an aiokafka client of ``broker`` over ``protocol``.
+
+    ``mechanism`` picks the first SCRAM or PLAIN user; ``password`` overrides theirs.
+    """
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = create_ssl_context(cafile=str(broker.ca_file))
+    if protocol.startswith("SASL_"):
+        if mechanism is None:
+            raise ValueError(f"{protocol} needs a SASL mechanism")
+        users = broker.plain_users if mechanism == "PLAIN" else broker.scram_users
+        username, user_password = next(iter(users.items()))
+        kwargs |= {
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": username,
+            "sasl_plain_password": user_password if password is None else password,
+        }
+    bootstrap = {
+        "PLAINTEXT": broker.bootstrap,
+        "SASL_PLAINTEXT": broker.sasl_plaintext_bootstrap,
+        "SASL_SSL": broker.sasl_ssl_bootstrap,
+        "SSL": broker.ssl_bootstrap,
+    }[protocol]
+    return bootstrap, kwargs
+
+
+async def consume_all(
+    bootstrap: str,
+    topic: str,
+    *,
+    expected: int | None = None,
+    timeout_s: float = 10.0,
+    **security: Any,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning, without a consumer group.
+
+    Returns once ``expected`` records arrived or, when ``expected`` is None, once the
+    end offsets seen at the start are reached; in both cases at the latest after
+    ``timeout_s``, with whatever was read by then.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **security,
+    )
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    await consumer.start()
+    try:
+        end_offsets: dict[Any, int] | None = None
+        while (remaining := deadline - loop.time()) > 0:
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for batch in batches.values():
+                records.extend(batch)
+            if expected is not None:
+                if len(records) >= expected:
+                    break
+                continue
+            assignment = consumer.assignment()
+            if not assignment:
+                continue
+            if end_offsets is None:
+                end_offsets = await consumer.end_offsets(list(assignment))
+            positions = {tp: await consumer.position(tp) for tp in assignment}
+            if all(positions[tp] >= end for tp, end in end_offsets.items()):
+                break
+    finally:
+        await consumer.stop()
+    return records
