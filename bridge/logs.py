@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -18,6 +20,42 @@ _SHARED: list[structlog.types.Processor] = [
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a repeated message through once per window, then says how often it repeated.
+
+    While Kafka is down, aiokafka logs the same connection error for every metadata
+    attempt, thousands of lines a second under load; one line per window says as much.
+    """
+
+    def __init__(
+        self,
+        prefix: str = "aiokafka",
+        window_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        first, suppressed = self._seen.get(key, (-1.0, 0))
+        if first >= 0 and now - first < self.window_seconds:
+            self._seen[key] = (first, suppressed + 1)
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if suppressed:
+            record.msg = f"{record.msg} (repeated {suppressed} times in {self.window_seconds:.0f}s)"
+        return True
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -54,7 +92,11 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(numeric)
     # aiohttp's access log duplicates the canonical request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(max(numeric, logging.INFO))
+    kafka_logger = logging.getLogger("aiokafka")
+    kafka_logger.setLevel(max(numeric, logging.INFO))
+    for existing in [f for f in handler.filters if isinstance(f, RepeatFilter)]:
+        handler.removeFilter(existing)
+    handler.addFilter(RepeatFilter())
 
 
 def get_logger(name: str) -> Any:

@@ -18,10 +18,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     RecordTooLargeError,
     TopicAlreadyExistsError,
+    UnknownProducerId,
 )
 
 from bridge.errors import BridgeError, InvalidBatch, PublishUnavailable
@@ -32,6 +37,15 @@ from bridge.settings import Settings, sasl_password
 log = get_logger("bridge.publisher")
 
 _FATAL_NAMES = ("SaslAuthenticationFailed", "AuthenticationFailedError", "SSLError")
+# After these the idempotent producer's sequence state is broken for good (aiokafka expires
+# batches while a partition has no leader, leaving a gap); only a new producer recovers.
+_BROKEN_PRODUCER = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    ProducerFenced,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+)
 
 
 class KafkaStartError(BridgeError):
@@ -102,6 +116,7 @@ class Publisher:
         self._topic_lock = asyncio.Lock()
         self._connected = False
         self._started = False
+        self._replacing: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -150,13 +165,29 @@ class Publisher:
         self._started = True
         self._set_connected(True)
         if self._settings.kafka_auto_create_topics:
-            self._admin = AIOKafkaAdminClient(**client_options(self._settings))
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_seconds):
-                    await self._admin.start()
-                    self._known_topics.update(await self._admin.list_topics())
-            except (TimeoutError, KafkaError, OSError) as exc:
-                log.warning("kafka_admin_unavailable", error=_describe(exc))
+                    await self._admin_client()
+
+    async def _admin_client(self) -> AIOKafkaAdminClient | None:
+        """The admin client for topic creation, started on first use; None while unreachable."""
+        if self._admin is not None:
+            return self._admin
+        admin = AIOKafkaAdminClient(**client_options(self._settings))
+        try:
+            await admin.start()
+            self._known_topics.update(await admin.list_topics())
+        except (KafkaError, OSError) as exc:
+            log.warning("kafka_admin_unavailable", error=_describe(exc))
+            with contextlib.suppress(Exception):
+                await admin.close()
+            return None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await admin.close()
+            raise
+        self._admin = admin
+        return admin
 
     async def _probe(self, timeout_seconds: float) -> BaseException | None:
         """The error of one direct connection to the first bootstrap server, if any."""
@@ -173,6 +204,11 @@ class Publisher:
 
     async def stop(self, timeout_seconds: float) -> None:
         """Flush and stop; bounded, and safe to call twice or after a failed start."""
+        replacing, self._replacing = self._replacing, None
+        if replacing is not None:
+            replacing.cancel()
+            with contextlib.suppress(BaseException):
+                await replacing
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
         self._started = False
@@ -194,6 +230,32 @@ class Publisher:
         except Exception as exc:  # stopping must never raise into shutdown
             log.warning("kafka_stop_failed", error=_describe(exc))
 
+    def _replace_producer(self, broken: AIOKafkaProducer, cause: BaseException) -> None:
+        """Swap in a new producer (new producer id) once; concurrent callers see 503s."""
+        if self._producer is not broken or self._replacing is not None:
+            return
+        log.warning("kafka_producer_replaced", error=_describe(cause))
+        self._producer = None
+
+        async def replace() -> None:
+            try:
+                await self._stop_quietly(broken, 2.0)
+                fresh = self._new_producer()
+                try:
+                    async with asyncio.timeout(10):
+                        await fresh.start()
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    await self._stop_quietly(fresh, 2.0)
+                    self._started = False  # the watch loop starts one later
+                    log.warning("kafka_producer_replace_failed", error=_describe(exc))
+                    return
+                self._producer = fresh
+                self._set_connected(True)
+            finally:
+                self._replacing = None
+
+        self._replacing = asyncio.create_task(replace(), name="kafka-producer-replace")
+
     @property
     def started(self) -> bool:
         return self._started
@@ -214,11 +276,12 @@ class Publisher:
 
     async def _ensure_topics(self, topics: set[str]) -> None:
         missing = topics - self._known_topics
-        if not missing or self._admin is None:
+        if not missing or not self._settings.kafka_auto_create_topics:
             return
         async with self._topic_lock:
             missing -= self._known_topics
-            if not missing:
+            admin = await self._admin_client() if missing else None
+            if admin is None:
                 return
             s = self._settings
             new = [
@@ -226,9 +289,16 @@ class Publisher:
                 for t in sorted(missing)
             ]
             try:
-                response = await self._admin.create_topics(new)
+                response = await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 response = None
+            except (KafkaError, OSError) as exc:
+                # Producing still works where the broker creates topics itself; otherwise
+                # the records time out and the batch is answered 503.
+                log.warning(
+                    "kafka_topic_create_failed", topics=sorted(missing), error=_describe(exc)
+                )
+                return
             errors = (
                 getattr(response, "topic_errors", None) or getattr(response, "topics", None) or []
             )
@@ -296,6 +366,8 @@ class Publisher:
                     raise InvalidBatch(
                         f"a record is too large: {failure}", code="record_too_large"
                     ) from failure
+                if isinstance(failure, _BROKEN_PRODUCER):
+                    self._replace_producer(producer, failure)
                 if failure is not None:
                     self._set_connected(False)
                     raise PublishUnavailable(f"Kafka did not store a record: {_describe(failure)}")

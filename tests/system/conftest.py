@@ -1,0 +1,31 @@
+"""Fixtures of the fault suite, and the table of every scenario at the end of the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.system.harness import REPORT, BridgeFactory, format_table
+
+
+@pytest.fixture
+def bridges(tmp_path: Path) -> Iterator[BridgeFactory]:
+    """Starts bridge processes for one test; each is stopped by its pid afterwards."""
+    factory = BridgeFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not REPORT:
+        return
+    terminalreporter.section("bridge under faults")
+    for line in format_table(REPORT):
+        terminalreporter.write_line(line)
+    for row in REPORT:
+        if row.lost_ids:
+            terminalreporter.write_line(f"{row.scenario}: lost event ids {', '.join(row.lost_ids)}")
