@@ -1,0 +1,735 @@
+"""The benchmark run: brokers and servers up, the workloads, the ceilings, the report.
+
+Order: a local Kafka (unless ``--kafka-bootstrap``), the bridge in its production configuration
+and the HTTP ceiling server; a warm-up that creates every topic; the bridge's workloads
+(ALM-like, open-loop steps, over capacity, soak); then the ceilings at the same rates (HTTP,
+raw aiokafka producer, Java ProducerPerformance); then results.json, results.md, chart.png
+under bench/results/<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import secrets
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from bench import profile as prof
+from bench.ceilings import ProducerSpec, java_command, run_java
+from bench.loadgen import LoadSpec, PhaseSpec, planned_seconds
+from bench.procstat import alive, memory_mb
+from bench.report import (
+    Results,
+    generator_check,
+    render_chart,
+    render_markdown,
+    targets,
+    to_json,
+)
+from bench.services import (
+    LOG4J_CONFIG,
+    REPO_ROOT,
+    BenchError,
+    Interrupted,
+    LocalKafka,
+    ProcessSet,
+    classpath,
+    ensure_jars,
+    free_port,
+    kafka_version,
+)
+from bench.stats import PhaseStats
+
+RESULTS_ROOT: Final = REPO_ROOT / "bench" / "results"
+KAFKA_STATE: Final = REPO_ROOT / ".local" / "bench-kafka"
+RECEIVER: Final = "alm"
+JAVA_TOPIC: Final = "bench.java-ceiling"
+DEDUPE_WINDOW: Final = 100_000
+
+
+@dataclass(slots=True)
+class Config:
+    quick: bool
+    soak_s: float
+    alm_s: float
+    step_s: float
+    overload_s: float
+    http_cell_s: float
+    http_step_s: float
+    producer_throughput_s: float
+    producer_latency_s: float
+    producer_step_s: float
+    java_s: float
+    factors: list[float]
+    producer_fractions: list[float]
+    refine: int
+    http_cells: list[tuple[int, int]]
+    senders: tuple[int, ...] = (1, 4, 16)
+    batches: tuple[int, ...] = (1, 10, 100)
+    compare_url: str | None = None
+    compare_secret: str | None = None
+    bootstrap: str | None = None
+    keep_kafka: bool = False
+    profile: bool = False
+    profile_s: int = 10
+    profile_batch: int = 10
+    java: bool = True
+    results_root: Path = RESULTS_ROOT
+    bridge_env: dict[str, str] = field(default_factory=dict)
+
+
+def make_config(args: argparse.Namespace) -> Config:
+    quick = bool(args.quick)
+    all_cells = [(n, b) for n in (1, 4, 16) for b in (1, 10, 100)]
+    if quick:
+        config = Config(
+            quick=True,
+            soak_s=0.0,
+            alm_s=2.0,
+            step_s=2.5,
+            overload_s=6.0,
+            http_cell_s=2.0,
+            http_step_s=1.5,
+            producer_throughput_s=3.0,
+            producer_latency_s=2.5,
+            producer_step_s=1.5,
+            java_s=4.0,
+            factors=[0.5, 0.7, 0.85, 1.0, 1.15, 1.3],
+            producer_fractions=[0.5, 0.8],
+            refine=1,
+            http_cells=[(1, 10), (16, 1), (16, 10), (16, 100)],
+            profile_s=6,
+        )
+    else:
+        config = Config(
+            quick=False,
+            soak_s=300.0,
+            alm_s=12.0,
+            step_s=8.0,
+            overload_s=30.0,
+            http_cell_s=4.0,
+            http_step_s=4.0,
+            producer_throughput_s=10.0,
+            producer_latency_s=8.0,
+            producer_step_s=5.0,
+            java_s=15.0,
+            factors=[0.3, 0.5, 0.65, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35],
+            producer_fractions=[0.25, 0.5, 0.75, 0.9],
+            refine=2,
+            http_cells=all_cells,
+            profile_s=15,
+        )
+    if args.soak_seconds is not None:
+        config.soak_s = float(args.soak_seconds)
+    config.compare_url = args.compare_url
+    config.compare_secret = args.compare_secret
+    config.bootstrap = args.kafka_bootstrap
+    config.keep_kafka = bool(args.keep_kafka)
+    config.profile = bool(args.profile)
+    config.profile_batch = int(args.profile_batch)
+    config.java = not args.no_java
+    config.results_root = Path(args.results_dir)
+    for item in args.bridge_env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("BRIDGE_"):
+            raise SystemExit(f"--bridge-env wants BRIDGE_NAME=value, got {item!r}")
+        config.bridge_env[key] = value
+    return config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the bridge against its ceilings (Python client, broker, HTTP).",
+    )
+    parser.add_argument("--quick", action="store_true", help="short phases; under 2 minutes")
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=None,
+        help="soak at the sustainable rate, sampling RSS (default 300, 0 with --quick)",
+    )
+    parser.add_argument("--compare-url", help="also drive this endpoint with the ALM-like load")
+    parser.add_argument("--compare-secret", help="HMAC secret of --compare-url")
+    parser.add_argument("--kafka-bootstrap", help="use this broker instead of starting a local one")
+    parser.add_argument(
+        "--keep-kafka", action="store_true", help="leave the local broker running afterwards"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile the bridge with py-spy (extra phase)"
+    )
+    parser.add_argument(
+        "--profile-batch", type=int, default=10, help="events per batch while profiling"
+    )
+    parser.add_argument("--no-java", action="store_true", help="skip ProducerPerformance")
+    parser.add_argument("--results-dir", default=str(RESULTS_ROOT))
+    parser.add_argument(
+        "--bridge-env",
+        action="append",
+        metavar="BRIDGE_NAME=value",
+        help="extra setting for the bridge and the raw producer (repeatable)",
+    )
+    return parser
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Run:
+    """One benchmark run; every process it starts lives in ``self.procs``."""
+
+    def __init__(self, config: Config, run_dir: Path, procs: ProcessSet) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.procs = procs
+        self.results = Results()
+        self.secret = secrets.token_hex(24)
+        self.invocations = 0
+        self.bootstrap = ""
+        self.bridge_env: dict[str, str] = {}
+        self.bridge_url = ""
+        self.ceiling_url = ""
+        self.kafka: LocalKafka | None = None
+        self.kafka_started = False
+
+    # Processes ---------------------------------------------------------------------------
+
+    def start_kafka(self) -> None:
+        if self.config.bootstrap:
+            self.bootstrap = self.config.bootstrap
+            say(f"Kafka: using {self.bootstrap}")
+            return
+        probe = LocalKafka(state_dir=KAFKA_STATE)
+        if probe.is_running():
+            self.bootstrap = probe.recorded_bootstrap() or probe.bootstrap
+            self.kafka = probe
+            self.kafka_started = False
+            say(f"Kafka: the bench broker is already running at {self.bootstrap}")
+            return
+        port = free_port()
+        kafka = LocalKafka(port=port, controller_port=port + 1, state_dir=KAFKA_STATE)
+        shutil.rmtree(kafka.data_dir, ignore_errors=True)
+        say(f"Kafka: starting a local broker on 127.0.0.1:{port} (state in {KAFKA_STATE})")
+        self.kafka = kafka
+        self.kafka_started = True
+        if not self.config.keep_kafka:
+            # Adopted before it starts, so that an interrupted start still stops it.
+            self.procs.adopt_kafka(kafka)
+        started = time.monotonic()
+        kafka.start(timeout_s=120.0)
+        say(f"Kafka: ready in {time.monotonic() - started:.1f}s")
+        if not self.config.keep_kafka:
+            self.procs.adopt_kafka(kafka)
+        self.bootstrap = kafka.bootstrap
+
+    def start_servers(self) -> None:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        env.update(
+            {
+                "BRIDGE_HOST": "127.0.0.1",
+                "BRIDGE_PORT": str(port),
+                "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "BRIDGE_LOG_FORMAT": "json",
+                "BRIDGE_LOG_LEVEL": "info",
+                "BRIDGE_RECEIVER_NAME": RECEIVER,
+                "BRIDGE_AUTH_METHOD": "hmac",
+                "BRIDGE_HMAC_SECRET": self.secret,
+                **self.config.bridge_env,
+            }
+        )
+        self.bridge_env = env
+        self.procs.start(
+            "bridge",
+            [sys.executable, "-m", "bridge", "serve"],
+            env=env,
+            log=self.run_dir / "bridge.log",
+        )
+        self.procs.wait_http("bridge", f"http://127.0.0.1:{port}/readyz", 60.0)
+        self.bridge_url = f"http://127.0.0.1:{port}/webhooks/{RECEIVER}"
+        say(f"bridge: pid {self.procs.pid('bridge')}, {self.bridge_url}")
+        ceiling_port = free_port({port})
+        self.procs.start(
+            "http-ceiling",
+            [sys.executable, "-m", "bench.httpceiling", "--port", str(ceiling_port)],
+            log=self.run_dir / "http-ceiling.log",
+        )
+        self.procs.wait_http("http-ceiling", f"http://127.0.0.1:{ceiling_port}/healthz", 30.0)
+        self.ceiling_url = f"http://127.0.0.1:{ceiling_port}/webhooks/{RECEIVER}"
+        say(f"HTTP ceiling: pid {self.procs.pid('http-ceiling')}, {self.ceiling_url}")
+
+    # Load --------------------------------------------------------------------------------
+
+    def load(
+        self,
+        name: str,
+        phases: list[PhaseSpec],
+        *,
+        target: str,
+        url: str,
+        watch: dict[str, int],
+        secret: str | None = None,
+    ) -> dict[str, list[PhaseStats]]:
+        self.invocations += 1
+        spec = LoadSpec(
+            url=url,
+            target=target,
+            secret=secret or self.secret,
+            tag_base=self.invocations << 24,
+            ring_events=int(DEDUPE_WINDOW * 1.5),
+            watch=watch,
+            phases=phases,
+        )
+        specs = self.run_dir / "specs"
+        specs.mkdir(exist_ok=True)
+        spec_file = specs / f"{self.invocations:02d}-{name}.json"
+        out_file = specs / f"{self.invocations:02d}-{name}.out.json"
+        spec_file.write_bytes(spec.to_json())
+        say(f"== {name} ({target})")
+        code = self.procs.run(
+            f"loadgen-{name}",
+            [sys.executable, "-m", "bench.loadgen", str(spec_file), str(out_file)],
+            log=self.run_dir / "loadgen.log",
+            timeout_s=planned_seconds(spec) + 120.0,
+            console=True,
+        )
+        if code != 0 or not out_file.is_file():
+            raise BenchError(f"the load generator failed ({code}); see {self.run_dir}/loadgen.log")
+        raw = orjson.loads(out_file.read_bytes())["phases"]
+        return {key: [PhaseStats.from_dict(p) for p in value] for key, value in raw.items()}
+
+    def kafka_watch(self) -> dict[str, int]:
+        pid = self.kafka.pid() if self.kafka is not None else None
+        return {} if pid is None else {"kafka": pid}
+
+    def bridge_watch(self) -> dict[str, int]:
+        return {"bridge": self.procs.pid("bridge"), **self.kafka_watch()}
+
+    def warm_up(self) -> None:
+        phases = [
+            PhaseSpec(f"warm-up {b}", "closed", b, 1.5 if b == 100 else 1.0, senders=4)
+            for b in self.config.batches
+        ]
+        self.load("warm-up", phases, target="bridge", url=self.bridge_url, watch={})
+
+    def alm_like(self) -> None:
+        phases = [
+            PhaseSpec(f"ALM-like {n} x {b}", "closed", b, self.config.alm_s, senders=n)
+            for n in self.config.senders
+            for b in self.config.batches
+        ]
+        out = self.load(
+            "alm-like", phases, target="bridge", url=self.bridge_url, watch=self.bridge_watch()
+        )
+        self.results.alm = [stats for p in phases for stats in out[p.name]]
+
+    def open_loop(self) -> None:
+        cell = self.results.alm_cell(16, 100)
+        base = cell.requests_per_s if cell and cell.requests_per_s else 10.0
+        rates = [round(f * base, 2) for f in self.config.factors]
+        phase = PhaseSpec(
+            "open loop",
+            "steps",
+            100,
+            self.config.step_s,
+            rates=rates,
+            refine=self.config.refine,
+            pause_s=1.0,
+        )
+        out = self.load(
+            "open-loop", [phase], target="bridge", url=self.bridge_url, watch=self.bridge_watch()
+        )
+        self.results.open_steps = out[phase.name]
+
+    def overload(self) -> None:
+        sus = self.results.sustainable
+        if sus is not None and sus.offered_rps:
+            rate = 2 * sus.offered_rps
+        else:
+            tried = [s.offered_rps for s in self.results.open_steps if s.offered_rps]
+            rate = 2 * min(tried) if tried else 20.0
+            self.results.notes.append(
+                "no open-loop step was sustained; over capacity used twice the lowest rate tried"
+            )
+        phase = PhaseSpec(
+            "over capacity", "open", 100, self.config.overload_s, rate=rate, sample_every_s=1.0
+        )
+        out = self.load(
+            "over-capacity",
+            [phase],
+            target="bridge",
+            url=self.bridge_url,
+            watch=self.bridge_watch(),
+        )
+        self.results.overload = out[phase.name][0]
+        time.sleep(2.0)
+
+    def soak(self) -> None:
+        sus = self.results.sustainable
+        if self.config.soak_s <= 0:
+            return
+        if sus is None or not sus.offered_rps:
+            self.results.notes.append("soak skipped: no sustainable rate was found")
+            return
+        phase = PhaseSpec(
+            "soak",
+            "open",
+            100,
+            self.config.soak_s,
+            rate=sus.offered_rps,
+            sample_every_s=3.0,
+        )
+        out = self.load(
+            "soak", [phase], target="bridge", url=self.bridge_url, watch=self.bridge_watch()
+        )
+        self.results.soak = out[phase.name][0]
+
+    def compare(self) -> None:
+        url = self.config.compare_url
+        if not url:
+            return
+        phases = [
+            PhaseSpec(f"compare {n} x {b}", "closed", b, self.config.http_cell_s, senders=n)
+            for n, b in self.config.http_cells
+        ]
+        out = self.load(
+            "compare",
+            phases,
+            target="compare",
+            url=url,
+            watch={},
+            secret=self.config.compare_secret or secrets.token_hex(16),
+        )
+        self.results.compare = [s for p in phases for s in out[p.name]]
+        self.results.compare_url = url
+
+    def profile(self) -> None:
+        if not self.config.profile:
+            return
+        exe = prof.py_spy()
+        if exe is None:
+            self.results.notes.append("profile skipped: py-spy is not installed")
+            return
+        seconds = self.config.profile_s
+        batch = self.config.profile_batch
+        raw = self.run_dir / "profile.collapsed.txt"
+        pid = self.procs.pid("bridge")
+        self.procs.start(
+            "py-spy",
+            prof.record_command(exe, pid, seconds, raw),
+            log=self.run_dir / "py-spy.log",
+        )
+        time.sleep(0.5)
+        phase = PhaseSpec(
+            f"profiled ALM-like 16 x {batch}", "closed", batch, seconds - 1.0, senders=16
+        )
+        out = self.load("profile", [phase], target="bridge", url=self.bridge_url, watch={})
+        deadline = time.monotonic() + seconds + 30
+        while _running(self.procs, "py-spy") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.procs.stop("py-spy")
+        if not raw.is_file():
+            self.results.notes.append("py-spy wrote no profile; see py-spy.log")
+            return
+        summary = prof.summarize_profile(prof.parse_collapsed(raw.read_text()))
+        loaded = out[phase.name][0]
+        summary["workload"] = (
+            f"ALM-like 16 senders x {batch} events, {seconds} s, "
+            f"{loaded.events_per_s or 0:,.0f} events/s while sampled"
+        )
+        self.results.profile = summary
+        (self.run_dir / "profile.json").write_bytes(
+            orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+        )
+
+    # Ceilings ----------------------------------------------------------------------------
+
+    def tried_rates(self) -> list[float]:
+        return sorted({s.offered_rps for s in self.results.open_steps if s.offered_rps})
+
+    def http_ceiling(self) -> None:
+        tried = self.tried_rates() or [10.0]
+        top = max(tried)
+        rates = sorted({*tried, round(2 * top, 2), round(4 * top, 2)})
+        phases = [
+            PhaseSpec(f"HTTP ceiling {n} x {b}", "closed", b, self.config.http_cell_s, senders=n)
+            for n, b in self.config.http_cells
+        ]
+        steps = PhaseSpec(
+            "HTTP ceiling open loop",
+            "steps",
+            100,
+            self.config.http_step_s,
+            rates=rates,
+            adaptive=False,
+            pause_s=0.3,
+        )
+        out = self.load(
+            "http-ceiling",
+            [*phases, steps],
+            target="http-ceiling",
+            url=self.ceiling_url,
+            watch={"http-ceiling": self.procs.pid("http-ceiling"), **self.kafka_watch()},
+        )
+        self.results.http_cells = [s for p in phases for s in out[p.name]]
+        self.results.http_steps = out[steps.name]
+
+    def producer_ceiling(self) -> None:
+        tried = self.tried_rates() or [10.0]
+        spec = ProducerSpec(
+            throughput_s=self.config.producer_throughput_s,
+            latency_s=self.config.producer_latency_s,
+            rates=sorted({*tried, round(2 * max(tried), 2)}),
+            fractions=self.config.producer_fractions,
+            step_s=self.config.producer_step_s,
+            watch=self.kafka_watch(),
+        )
+        specs = self.run_dir / "specs"
+        specs.mkdir(exist_ok=True)
+        spec_file, out_file = specs / "producer.json", specs / "producer.out.json"
+        spec_file.write_bytes(spec.to_json())
+        say("== raw aiokafka producer ceiling")
+        env = {**self.bridge_env, "BRIDGE_PORT": "0"}
+        steps = len(spec.rates) + len(spec.fractions)
+        budget = spec.throughput_s + spec.latency_s + steps * (spec.step_s + 5) + 120
+        code = self.procs.run(
+            "producer-ceiling",
+            [sys.executable, "-m", "bench.ceilings", str(spec_file), str(out_file)],
+            env=env,
+            log=self.run_dir / "producer-ceiling.log",
+            timeout_s=budget,
+            console=True,
+        )
+        if code != 0 or not out_file.is_file():
+            raise BenchError(f"the producer ceiling failed ({code}); see producer-ceiling.log")
+        data = orjson.loads(out_file.read_bytes())
+        self.results.producer_throughput = PhaseStats.from_dict(data.pop("throughput"))
+        self.results.producer_latency = PhaseStats.from_dict(data.pop("latency"))
+        self.results.producer_steps = [PhaseStats.from_dict(s) for s in data.pop("steps")]
+        self.results.producer_info = data
+
+    def java_ceiling(self) -> None:
+        if not self.config.java:
+            return
+        say("== Java ProducerPerformance (broker ceiling)")
+        info = self.results.producer_info
+        size = round(float(info.get("record_bytes_mean") or 700))
+        settings = info.get("settings", {})
+        try:
+            jars = ensure_jars()
+            cp = classpath(jars)
+            java = shutil.which("java") or "java"
+            if os.environ.get("JAVA_HOME"):
+                candidate = Path(os.environ["JAVA_HOME"]) / "bin" / "java"
+                java = str(candidate) if candidate.is_file() else java
+            asyncio.run(_create_topic(self.bootstrap, JAVA_TOPIC, 3))
+        except Exception as exc:  # a missing JDK or jars skips one ceiling, not the run
+            self.results.java = {"error": f"{type(exc).__name__}: {exc}"}
+            self.results.notes.append(f"Java ceiling skipped: {exc}")
+            return
+        prod = self.results.producer_throughput
+        python_rate = prod.events_per_s if prod and prod.events_per_s else 20_000.0
+        records = max(50_000, int(python_rate * self.config.java_s))
+        props = {
+            "acks": "all",
+            "enable.idempotence": "true",
+            "linger.ms": str(settings.get("linger_ms", 0)),
+            "compression.type": str(settings.get("compression_type") or "none"),
+        }
+        logs = self.run_dir / "java-logs"
+        logs.mkdir(exist_ok=True)
+        command = java_command(
+            java=java,
+            classpath=cp,
+            log4j_config=LOG4J_CONFIG,
+            logs_dir=logs,
+            topic=JAVA_TOPIC,
+            records=records,
+            record_size=size,
+            bootstrap=self.bootstrap,
+            props=props,
+        )
+        result = run_java(command, output=self.run_dir / "java-ceiling.log", timeout_s=180.0)
+        result["record_size"] = size
+        result["props"] = props
+        self.results.java = result
+        summary = result.get("summary")
+        if summary:
+            say(
+                f"  {summary['records']:,} records of {size} B: "
+                f"{summary['records_per_s']:,.0f} records/s"
+            )
+        else:
+            say(f"  no summary (exit {result['exit_code']}); see java-ceiling.log")
+
+    # Whole run ---------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        self.start_kafka()
+        self.start_servers()
+        self.warm_up()
+        self.alm_like()
+        self.open_loop()
+        self.overload()
+        self.soak()
+        self.results.bridge_peak_rss_mb = memory_mb(self.procs.pid("bridge"))[1]
+        self.profile()
+        self.compare()
+        self.http_ceiling()
+        self.producer_ceiling()
+        self.java_ceiling()
+        code = self.procs.stop("bridge")
+        self.results.meta["bridge_exit_code"] = code
+        self.results.meta["bridge_log_levels"] = _log_levels(self.run_dir / "bridge.log")
+
+
+def _running(procs: ProcessSet, name: str) -> bool:
+    try:
+        pid = procs.pid(name)
+    except KeyError:
+        return False
+    return alive(pid)
+
+
+async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+def _log_levels(path: Path) -> dict[str, int]:
+    levels: dict[str, int] = {}
+    with contextlib.suppress(OSError), path.open("rb") as lines:
+        for line in lines:
+            try:
+                level = str(orjson.loads(line).get("level", "?"))
+            except (orjson.JSONDecodeError, AttributeError):
+                level = "unparsed"
+            levels[level] = levels.get(level, 0) + 1
+    return levels
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("aiohttp", "aiokafka", "uvloop", "orjson", "structlog"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def write_outputs(results: Results, run_dir: Path) -> str:
+    (run_dir / "results.json").write_bytes(
+        orjson.dumps(to_json(results), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    )
+    markdown = render_markdown(results)
+    (run_dir / "results.md").write_text(markdown)
+    try:
+        render_chart(results, run_dir / "chart.png")
+    except Exception as exc:  # a missing matplotlib must not lose the numbers
+        results.notes.append(f"chart not drawn: {type(exc).__name__}: {exc}")
+        markdown = render_markdown(results)
+        (run_dir / "results.md").write_text(markdown)
+    return markdown
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = make_config(args)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = config.results_root / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    say(f"bench: {'quick' if config.quick else 'full'} run, results in {run_dir}")
+    meta: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": config.quick,
+        "cpus": os.cpu_count(),
+        "loadavg_start": _loadavg(),
+        **_versions(),
+    }
+    with contextlib.suppress(Exception):
+        meta["kafka_version"] = kafka_version()
+    failure: str | None = None
+    run: Run | None = None
+    try:
+        with ProcessSet(run_dir) as procs:
+            run = Run(config, run_dir, procs)
+            run.results.meta = meta
+            run.execute()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        failure = f"interrupted ({type(exc).__name__} {exc})"
+    except BenchError as exc:
+        failure = str(exc)
+    except Exception:
+        failure = traceback.format_exc()
+    finally:
+        if (
+            run is not None
+            and run.kafka is not None
+            and run.kafka_started
+            and not config.keep_kafka
+            and not run.kafka.is_running()
+        ):
+            shutil.rmtree(run.kafka.data_dir, ignore_errors=True)
+    results = run.results if run is not None else Results(meta=meta)
+    meta["duration_s"] = round(time.monotonic() - started, 1)
+    meta["loadavg_end"] = _loadavg()
+    meta["bootstrap"] = run.bootstrap if run is not None else None
+    settings = results.producer_info.get("settings", {})
+    meta["compression"] = settings.get("compression_type") or "none"
+    meta["linger_ms"] = settings.get("linger_ms", "?")
+    meta["config"] = _config_dict(config)
+    if failure is not None:
+        meta["error"] = failure
+        results.notes.append(f"the run did not complete: {failure.strip().splitlines()[-1]}")
+    markdown = write_outputs(results, run_dir)
+    print(markdown)
+    for target in targets(results):
+        say(f"{target.verdict:4}  {target.name}  ({target.detail})")
+    check = generator_check(results)
+    say(f"{check.verdict:4}  {check.name}")
+    say(f"results: {run_dir} (took {meta['duration_s']:.0f} s)")
+    if failure is not None:
+        say(f"bench: {failure}")
+        return 1
+    return 0
+
+
+def _config_dict(config: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Config.__slots__:
+        if name == "compare_secret":
+            continue
+        value = getattr(config, name)
+        out[name] = str(value) if isinstance(value, Path) else value
+    return out

@@ -1,0 +1,494 @@
+"""The benchmark's pure parts: percentiles, phase statistics, ratios, targets, rendering."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench.bodies import BodyFactory, event_id_offsets, make_templates, ring_length, tagged
+from bench.ceilings import parse_producer_performance
+from bench.loadgen import LoadSpec, PhaseSpec, planned_seconds
+from bench.procstat import parse_stat_cpu, parse_status_kb, parse_system_busy
+from bench.profile import area, parse_collapsed, summarize_profile
+from bench.report import (
+    Comparison,
+    Results,
+    background_pct,
+    chart_series,
+    comparisons,
+    generator_check,
+    render_chart,
+    render_markdown,
+    targets,
+    to_json,
+)
+from bench.run import _parser, make_config
+from bench.stats import (
+    Latency,
+    PhaseStats,
+    ProcUsage,
+    Sample,
+    next_steps,
+    overload_violations,
+    per_thousand,
+    percentile,
+    ratio,
+    rss_growth,
+    step_passes,
+    summarize,
+    sustainable,
+)
+
+# Percentiles and ratios -------------------------------------------------------------------
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 4.0
+    assert percentile(values, 50) == pytest.approx(2.5)
+    assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+
+
+def test_percentile_of_nothing_and_of_one_value() -> None:
+    assert percentile([], 99) is None
+    assert percentile([7.0], 1) == 7.0
+
+
+def test_percentile_rejects_out_of_range() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        percentile([1.0], 101)
+
+
+def test_latency_is_in_milliseconds() -> None:
+    latency = Latency.of_seconds([0.001, 0.002, 0.003, 0.010])
+    assert latency.count == 4
+    assert latency.p50 == pytest.approx(2.5)
+    assert latency.max == pytest.approx(10.0)
+    assert latency.mean == pytest.approx(4.0)
+    assert Latency.of_seconds([]) == Latency()
+
+
+def test_ratio_is_none_without_both_values_or_with_a_zero_ceiling() -> None:
+    assert ratio(3.0, 4.0) == pytest.approx(0.75)
+    assert ratio(None, 4.0) is None
+    assert ratio(3.0, None) is None
+    assert ratio(3.0, 0.0) is None
+
+
+def test_cpu_per_thousand_events() -> None:
+    assert per_thousand(0.5, 10_000) == pytest.approx(0.05)
+    assert per_thousand(0.5, 0) is None
+    assert per_thousand(None, 10) is None
+
+
+# Phase statistics -------------------------------------------------------------------------
+
+
+def _phase(**overrides: object) -> PhaseStats:
+    stats = PhaseStats(name="p", target="bridge", mode="open", senders=0, batch=100, duration_s=1)
+    for key, value in overrides.items():
+        setattr(stats, key, value)
+    return stats
+
+
+def test_summarize_counts_answers_errors_and_slow_requests() -> None:
+    samples = [
+        Sample(0.0, 0.010, 200),
+        Sample(0.1, 0.020, 200, clean=False),
+        Sample(0.2, 0.001, 429),
+        Sample(0.3, 6.000, 200),
+        Sample(0.4, 10.0, 0, error="timeout"),
+    ]
+    stats = summarize(
+        samples, name="x", target="bridge", mode="open", senders=0, batch=10, duration_s=1.0
+    )
+    assert stats.requests == 5
+    assert stats.answered == 4
+    assert stats.ok == 3
+    assert stats.events == 30
+    assert stats.unclean == 1
+    assert stats.statuses == {"200": 3, "429": 1}
+    assert stats.errors == {"timeout": 1}
+    assert stats.slow == 2
+    assert stats.elapsed_s == pytest.approx(10.4)
+    assert stats.failed == 2
+    assert stats.events_per_s == pytest.approx(30 / 10.4)
+
+
+def test_phase_stats_survive_json() -> None:
+    stats = _phase(
+        offered_rps=50.0,
+        elapsed_s=2.0,
+        requests=100,
+        answered=100,
+        ok=100,
+        events=10_000,
+        statuses={"200": 100},
+        latency=Latency.of_seconds([0.01, 0.02]),
+        generator_cpu_s=0.2,
+        system_busy_s=2.5,
+        procs={"bridge": ProcUsage(cpu_s=1.0, hwm_mb=90.0, rss_mb=[(0.0, 80.0), (1.0, 85.0)])},
+    )
+    again = PhaseStats.from_dict(orjson.loads(orjson.dumps(stats.to_dict())))
+    assert again.to_dict() == stats.to_dict()
+    assert again.cpu_per_1k("bridge") == pytest.approx(0.1)
+    assert again.generator_cpu_pct == pytest.approx(10.0)
+    assert again.background_cpu_pct == pytest.approx(65.0)
+    assert again.offered_eps == pytest.approx(5000.0)
+
+
+def test_step_passes_needs_every_request_2xx_clean_and_p99_within_limit() -> None:
+    good = _phase(requests=10, ok=10, latency=Latency(count=10, p99=99.0))
+    assert step_passes(good)
+    assert not step_passes(_phase(requests=10, ok=10, latency=Latency(count=10, p99=101.0)))
+    assert not step_passes(_phase(requests=10, ok=9, latency=Latency(count=10, p99=5.0)))
+    assert not step_passes(
+        _phase(requests=10, ok=10, unclean=1, latency=Latency(count=10, p99=5.0))
+    )
+    assert not step_passes(_phase())
+
+
+def test_overload_violations_count_slow_and_unexpected_answers() -> None:
+    fine = _phase(statuses={"200": 5, "429": 3, "503": 2})
+    assert overload_violations(fine) == 0
+    assert overload_violations(_phase(statuses={"200": 5, "500": 1}, slow=2)) == 3
+
+
+def test_sustainable_is_the_best_pass_below_the_first_failure() -> None:
+    def step(rate: float, p99: float) -> PhaseStats:
+        return _phase(offered_rps=rate, requests=10, ok=10, latency=Latency(count=10, p99=p99))
+
+    steps = [step(10, 20), step(20, 50), step(40, 150), step(30, 90), step(50, 80)]
+    best = sustainable(steps)
+    assert best is not None
+    assert best.offered_rps == 30
+    assert sustainable([step(10, 500)]) is None
+
+
+def test_next_steps_grows_steps_down_then_bisects() -> None:
+    assert next_steps([10.0, 20.0], [], refine=0) == pytest.approx(25.0)
+    assert next_steps([], [40.0], refine=2) == pytest.approx(20.0)
+    assert next_steps([20.0], [40.0], refine=1) == pytest.approx(30.0)
+    assert next_steps([20.0], [40.0], refine=0) is None
+    assert next_steps([39.5], [40.0], refine=3) is None
+    assert next_steps([], [], refine=1) is None
+
+
+def test_rss_growth_compares_first_and_last_third() -> None:
+    samples = [(float(t), 100.0 + t) for t in range(10)]
+    growth = rss_growth(samples)
+    assert growth is not None
+    assert growth.first_mb == pytest.approx(101.5)
+    assert growth.last_mb == pytest.approx(107.5)
+    assert growth.growth_mb == pytest.approx(6.0)
+    assert growth.growth_pct == pytest.approx(600 / 101.5)
+    assert rss_growth(samples[:2]) is None
+
+
+# /proc parsing ----------------------------------------------------------------------------
+
+
+def test_proc_parsers() -> None:
+    stat = "42 (python3 -m x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0"
+    assert parse_stat_cpu(stat) == pytest.approx(300 / _ticks())
+    status = "Name:\tpython\nVmHWM:\t  153600 kB\nVmRSS:\t  102400 kB\n"
+    assert parse_status_kb(status, "VmHWM") == pytest.approx(150.0)
+    assert parse_status_kb(status, "VmRSS") == pytest.approx(100.0)
+    assert parse_status_kb(status, "VmSwap") is None
+    busy = parse_system_busy("cpu  100 0 50 1000 20 0 10 0 0 0")
+    assert busy == pytest.approx(160 / _ticks())
+
+
+def _ticks() -> int:
+    import os
+
+    return os.sysconf("SC_CLK_TCK")
+
+
+# Bodies -------------------------------------------------------------------------------------
+
+
+def test_tagged_bodies_have_unique_event_ids_and_valid_signatures() -> None:
+    factory = BodyFactory(secret=b"k", header="X-Sig", account_id=1234, seed=3, tag_base=7)
+    bodies = factory.build(10, 5)
+    ids: list[str] = []
+    for body, headers in bodies:
+        doc = orjson.loads(body)
+        assert len(doc["events"]) == 10
+        ids += [e["eventId"] for e in doc["events"]]
+        expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
+        assert headers["X-Sig"] == expected
+        assert headers["Content-Type"] == "application/json"
+    assert len(ids) == len(set(ids)) == 50
+
+
+def test_tag_replaces_the_last_eight_characters_of_every_event_id() -> None:
+    template = make_templates(20, 1, seed=1, account_id=1)[0]
+    assert template.events == 20
+    doc = orjson.loads(tagged(template, 0xABCDEF12))
+    assert all(str(e["eventId"]).endswith("abcdef12") for e in doc["events"])
+    assert event_id_offsets(template.body) == template.offsets
+
+
+def test_ring_length_reuses_bodies_only_beyond_the_duplicate_window() -> None:
+    assert ring_length(50, 100, 150_000) == (50, False)
+    assert ring_length(10_000, 100, 150_000) == (1500, True)
+    assert ring_length(0, 1, 10) == (1, False)
+
+
+# Java and py-spy output -----------------------------------------------------------------
+
+
+JAVA_OUTPUT = """\
+65391 records sent, 13078.2 records/sec (7.48 MB/sec), 2147.5 ms avg latency, 3027.0 ms max latency.
+200000 records sent, 20872.5 records/sec (11.94 MB/sec), 1994.74 ms avg latency, \
+3027.00 ms max latency, 2014 ms 50th, 2738 ms 95th, 2995 ms 99th, 3027 ms 99.9th.
+"""
+
+
+def test_producer_performance_summary_is_the_final_line() -> None:
+    result = parse_producer_performance(JAVA_OUTPUT)
+    assert result is not None
+    assert result.records == 200_000
+    assert result.records_per_s == pytest.approx(20872.5)
+    assert result.mb_per_s == pytest.approx(11.94)
+    assert result.p99_ms == 2995
+    assert parse_producer_performance("no summary here") is None
+
+
+def test_profile_summary_shares() -> None:
+    text = (
+        "<module> (bridge/__main__.py:1);run (uvloop/__init__.py:2);"
+        "send (aiokafka/producer/producer.py:9);murmur2 (aiokafka/partitioner.py:30) 6\n"
+        "<module> (bridge/__main__.py:1);run (uvloop/__init__.py:2);"
+        "parse_body (bridge/alm.py:141) 3\n"
+        "<module> (bridge/__main__.py:1);run (uvloop/__init__.py:2) 1\n"
+        "garbage line\n"
+    )
+    stacks = parse_collapsed(text)
+    assert len(stacks) == 3
+    summary = summarize_profile(stacks)
+    assert summary["samples"] == 10
+    assert summary["top_self"][0] == {
+        "frame": "murmur2 (aiokafka/partitioner.py)",
+        "samples": 6,
+        "pct": 60.0,
+    }
+    inclusive = {row["frame"] for row in summary["top_inclusive"]}
+    assert "<module> (bridge/__main__.py)" not in inclusive
+    assert {r["frame"]: r["pct"] for r in summary["leaf_areas"]} == {
+        "aiokafka": 60.0,
+        "bridge.alm": 30.0,
+        "uvloop": 10.0,
+    }
+    assert area("f (<string>)") == "<string>"
+    assert area("write (asyncio/streams.py)") == "asyncio"
+
+
+# Report -------------------------------------------------------------------------------------
+
+
+def _stats(
+    name: str,
+    *,
+    senders: int = 16,
+    batch: int = 100,
+    rps: float = 100.0,
+    p99: float = 10.0,
+    offered: float | None = None,
+    proc: str = "bridge",
+    cpu: float = 1.0,
+    target: str = "bridge",
+) -> PhaseStats:
+    requests = int(rps * 10)
+    return PhaseStats(
+        name=name,
+        target=target,
+        mode="open" if offered else "closed",
+        senders=senders,
+        batch=batch,
+        duration_s=10.0,
+        offered_rps=offered,
+        elapsed_s=10.0,
+        requests=requests,
+        answered=requests,
+        ok=requests,
+        events=requests * batch,
+        statuses={"200": requests},
+        latency=Latency(count=requests, p50=p99 / 4, p90=p99 / 2, p99=p99, max=p99 * 2),
+        generator_cpu_s=1.0,
+        system_busy_s=5.0,
+        procs={proc: ProcUsage(cpu_s=cpu, hwm_mb=100.0)},
+    )
+
+
+def _results() -> Results:
+    results = Results(meta={"quick": True, "started": "now", "cpus": 2, "duration_s": 90})
+    results.alm = [
+        _stats("ALM-like 1 x 10", senders=1, batch=10, rps=50.0, p99=8.0),
+        _stats("ALM-like 16 x 100", rps=100.0, p99=150.0, cpu=5.0),
+        _stats("ALM-like 16 x 1", batch=1, rps=1000.0, p99=20.0),
+    ]
+    results.open_steps = [
+        _stats("open loop", rps=50.0, offered=50.0, p99=20.0),
+        _stats("open loop", rps=100.0, offered=100.0, p99=200.0),
+        _stats("open loop", rps=75.0, offered=75.0, p99=60.0),
+    ]
+    over = _stats("over capacity", rps=150.0, offered=150.0, p99=900.0)
+    over.statuses = {"200": 1200, "429": 300}
+    results.overload = over
+    results.http_cells = [
+        _stats("HTTP", senders=1, batch=10, rps=5000.0, p99=0.5, proc="http-ceiling"),
+        _stats("HTTP", rps=7000.0, p99=4.0, proc="http-ceiling", cpu=2.0),
+        _stats("HTTP", batch=1, rps=8000.0, p99=4.0, proc="http-ceiling"),
+    ]
+    results.http_steps = [
+        _stats("HTTP open", rps=r, offered=r, p99=2.0, proc="http-ceiling")
+        for r in (50.0, 100.0, 200.0)
+    ]
+    results.producer_throughput = _stats("raw", rps=250.0, proc="producer", cpu=4.0)
+    results.producer_latency = _stats("raw10", senders=1, batch=10, rps=1500.0, p99=3.0)
+    results.producer_steps = [
+        _stats("raw open", rps=r, offered=r, p99=8.0, proc="producer") for r in (50.0, 100.0)
+    ]
+    results.java = {
+        "summary": {
+            "records_per_s": 60_000.0,
+            "mb_per_s": 40.0,
+            "records": 1,
+            "avg_ms": 1.0,
+            "p99_ms": 2.0,
+        },
+        "cpu_s": 3.0,
+        "record_size": 668,
+    }
+    results.bridge_peak_rss_mb = 120.0
+    return results
+
+
+def test_comparisons_are_bridge_over_ceiling() -> None:
+    rows = comparisons(_results())
+    by = {(c.metric, c.ceiling_name): c for c in rows}
+    sus = by[
+        (
+            "events/s, 100-event batches, sustainable (open loop, p99 <= 100 ms)",
+            "raw aiokafka producer (Python client ceiling)",
+        )
+    ]
+    assert sus.bridge == pytest.approx(7500.0)
+    assert sus.ceiling == pytest.approx(25_000.0)
+    assert sus.ratio == pytest.approx(0.3)
+    p99 = by[("latency p99, ALM-like 1 x 10", "raw producer: send 10 records, await all")]
+    assert p99.ratio == pytest.approx(8.0 / 3.0)
+    cpu = by[("CPU s per 1,000 events, ALM-like 16 x 100", "raw producer process, same records")]
+    assert cpu.bridge == pytest.approx(5.0 * 1000 / 100_000)
+    assert cpu.ceiling == pytest.approx(4.0 * 1000 / 250_000)
+    assert Comparison("m", "ms", 1.0, "c", None).ratio is None
+
+
+def test_targets_pass_fail_and_not_measured() -> None:
+    results = _results()
+    verdicts = [t.verdict for t in targets(results)]
+    # 7,500 of 25,000 events/s; 8 ms vs 3 ms; no slow request; 120 MB.
+    assert verdicts == ["FAIL", "FAIL", "PASS", "PASS"]
+    results.bridge_peak_rss_mb = 151.0
+    results.overload = None
+    assert [t.verdict for t in targets(results)][2:] == ["n/a", "FAIL"]
+    assert [t.verdict for t in targets(Results())] == ["n/a"] * 4
+
+
+def test_generator_check_compares_ceiling_and_bridge_request_rates() -> None:
+    check = generator_check(_results())
+    assert check.passed is True
+    assert check.value == pytest.approx(8.0)
+    assert generator_check(Results()).passed is None
+
+
+def test_markdown_has_the_tables_and_verdicts() -> None:
+    results = _results()
+    results.profile = {"workload": "16 x 10", "top_self": [{"frame": "murmur2 (x)", "pct": 5.4}]}
+    text = render_markdown(results)
+    assert "## Targets" in text
+    assert "| sustainable events/s (100-event batches) >= 60 % of the raw aiokafka ceiling" in text
+    assert "FAIL" in text
+    assert "PASS" in text
+    assert "open loop 75.0 req/s x 100 (sustainable)" in text
+    assert "open loop 100.0 req/s x 100 (over)" in text
+    assert "| events/s, 100-event batches, sustainable" in text
+    assert "0.30x" in text
+    assert "`murmur2 (x)`" in text
+    assert "Java ProducerPerformance (668-byte records" in text
+    assert background_pct(results) == pytest.approx(25.0)
+    assert "Warning: other processes used 25 %" in text
+    header = next(line for line in text.splitlines() if line.startswith("| workload"))
+    separator = text.splitlines()[text.splitlines().index(header) + 1]
+    assert separator.count("|") == header.count("|")
+
+
+def test_json_is_serialisable_and_names_the_sustainable_rate() -> None:
+    data = orjson.loads(orjson.dumps(to_json(_results())))
+    assert data["bridge"]["open_loop"]["sustainable_rps"] == 75.0
+    assert [t["result"] for t in data["targets"]] == ["FAIL", "FAIL", "PASS", "PASS"]
+    assert data["ceilings"]["java"]["summary"]["records_per_s"] == 60_000.0
+
+
+def test_chart_series_and_png(tmp_path: Path) -> None:
+    results = _results()
+    series = chart_series(results)
+    assert series["bridge p99"] == [(5000.0, 20.0), (7500.0, 60.0), (10_000.0, 200.0)]
+    assert "raw aiokafka producer p50" in series
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "chart.png"
+    render_chart(results, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Specs and options --------------------------------------------------------------------------
+
+
+def test_load_spec_round_trip_and_time_bound() -> None:
+    spec = LoadSpec(
+        url="http://127.0.0.1:1/webhooks/alm",
+        target="bridge",
+        secret="s",
+        timeout_s=10.0,
+        phases=[
+            PhaseSpec("a", "closed", 10, 2.0, senders=4),
+            PhaseSpec("b", "steps", 100, 3.0, rates=[1.0, 2.0], max_steps=4, pause_s=0.5),
+        ],
+    )
+    again = LoadSpec.from_json(spec.to_json())
+    assert again == spec
+    assert planned_seconds(spec) == pytest.approx((2 + 10 + 0.5) + 4 * (3 + 10 + 0.5))
+
+
+def test_quick_and_full_configurations() -> None:
+    quick = make_config(_parser().parse_args(["--quick"]))
+    assert quick.soak_s == 0
+    assert quick.overload_s < 30
+    full = make_config(_parser().parse_args(["--soak-seconds", "60"]))
+    assert full.soak_s == 60
+    assert full.overload_s == 30
+    assert len(full.http_cells) == 9
+    with pytest.raises(SystemExit):
+        make_config(_parser().parse_args(["--bridge-env", "NOPE=1"]))
+
+
+def test_markdown_says_when_over_capacity_did_not_overload() -> None:
+    results = _results()
+    assert "did not overload the bridge" not in render_markdown(results)
+    assert results.overload is not None
+    results.overload.offered_rps = 50.0
+    assert "did not overload the bridge" in render_markdown(results)
+
+
+def test_markdown_says_when_the_generator_limited_the_http_ceiling() -> None:
+    results = _results()
+    assert "at least the figure shown" not in render_markdown(results)
+    results.http_cells[2].generator_cpu_s = 9.5
+    assert "HTTP ceiling in 16 x 1: there the HTTP ceiling is at least" in render_markdown(results)
