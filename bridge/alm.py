@@ -8,6 +8,7 @@ kept, and every event is kept exactly as received for the Kafka record's value.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -15,14 +16,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
+
 from bridge.errors import InvalidBatch
 
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
+_FLOAT_AMBIGUOUS: Final = float(2**63)
 _MAX_ID_CHARS: Final = 512
 # Epoch values at or above this are milliseconds (1e11 seconds is the year 5138).
 _EPOCH_MS_THRESHOLD: Final = 100_000_000_000
 _CHALLENGE_MAX_CHARS: Final = 256
+_CACHED_TIME_CHARS: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,30 @@ _DECODER: Final = json.JSONDecoder(
 
 
 def decode_json(body: bytes, limits: Limits) -> Any:
-    """Strict JSON: UTF-8 only, no duplicate keys, bounded depth, strings and numbers."""
+    """Strict JSON: UTF-8 only, no duplicate keys, bounded depth, strings and numbers.
+
+    orjson reads the body first; it keeps the last of duplicate keys silently, so its
+    result is used only when the body provably has none: every ``:`` in the raw bytes is
+    either a key's separator or inside a string, so the raw count equals the parsed keys
+    plus the colons in parsed strings exactly when no key was dropped (``\\u003a``, the one
+    escape that hides a colon, sends the body to the strict parser). Anything orjson
+    rejects is read again by the strict parser, which names the problem.
+    """
+    if b"\\u003" not in body:
+        try:
+            value = orjson.loads(body)
+            if body.count(b":") == _check_tree(value, limits, fast=True):
+                return value
+        except (orjson.JSONDecodeError, _Ambiguous):
+            pass
+    return _decode_strict(body, limits)
+
+
+class _Ambiguous(Exception):
+    """orjson's reading may differ from the strict parser's: read the body again."""
+
+
+def _decode_strict(body: bytes, limits: Limits) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -107,35 +135,48 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _check_tree(root: Any, limits: Limits) -> None:
+def _check_tree(root: Any, limits: Limits, *, fast: bool = False) -> int:
+    """Enforce the limits; returns the number of keys plus the colons inside strings.
+
+    With ``fast``, a float beyond 64-bit integers raises :class:`_Ambiguous`: orjson
+    reads integers that large as floats, which the strict parser rejects as out of range.
+    """
     stack: list[tuple[Any, int]] = [(root, 1)]
     max_depth = limits.max_depth
     max_chars = limits.max_string_chars
+    colons = 0
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict):
             if depth > max_depth:
                 raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
+            colons += len(node)
             for key, child in node.items():
                 if len(key) > max_chars:
                     raise InvalidBatch("a JSON key is too long", code="string_too_long")
+                colons += key.count(":")
                 stack.append((child, depth + 1))
-        elif isinstance(node, list):
-            if depth > max_depth:
-                raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
-            stack.extend((child, depth + 1) for child in node)
         elif isinstance(node, str):
             if len(node) > max_chars:
                 raise InvalidBatch(
                     f"a string is longer than {max_chars} characters", code="string_too_long"
                 )
+            colons += node.count(":")
+        elif isinstance(node, list):
+            if depth > max_depth:
+                raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
+            stack.extend((child, depth + 1) for child in node)
         elif isinstance(node, bool) or node is None:
             continue
         elif isinstance(node, int):
             if not _INT64_MIN <= node <= _UINT64_MAX:
                 raise InvalidBatch("an integer is outside 64 bits", code="number_out_of_range")
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise InvalidBatch("a number is too large", code="number_out_of_range")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InvalidBatch("a number is too large", code="number_out_of_range")
+            if fast and abs(node) >= _FLOAT_AMBIGUOUS:
+                raise _Ambiguous
+    return colons
 
 
 def parse_body(body: bytes, limits: Limits | None = None) -> Batch | Challenge:
@@ -204,8 +245,16 @@ def _event(raw: object, index: int) -> Event:
 
 def normalize_time(value: object) -> str | None:
     """An ALM time (epoch s or ms, number or digits, or ISO-8601) as RFC 3339 UTC."""
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
+    if isinstance(value, str) and len(value) > _CACHED_TIME_CHARS:
+        return _normalize_time.__wrapped__(value)
+    return _normalize_time(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize_time(value: float | str) -> str | None:
+    # Events of one batch usually share their time; parsing it once saves most of the work.
     try:
         if isinstance(value, int | float):
             moment = _from_epoch(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -132,6 +133,10 @@ async def serve(settings: Settings) -> int:
         sites.append(web.TCPSite(metrics_runner, settings.host, settings.metrics_port))
     for site in sites:
         await site.start()
+    # Everything imported and built so far lives as long as the process; moving it out of
+    # the collector's reach keeps full collections (tens of ms) out of request latency.
+    gc.collect()
+    gc.freeze()
     log.info(
         "listening",
         url=f"http://{settings.host}:{settings.port}",

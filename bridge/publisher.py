@@ -333,15 +333,16 @@ class Publisher:
         try:
             async with asyncio.timeout_at(deadline):
                 await self._ensure_topics({r.topic for r in records})
-                for index, record in enumerate(records):
+                for record in records:
                     future = await producer.send(
                         record.topic, record.value, key=record.key, headers=record.headers
                     )
-                    if on_ack is not None:
-                        future.add_done_callback(_ack_callback(on_ack, index))
                     futures.append(future)
         except TimeoutError:
             self._set_connected(False)
+            if on_ack is not None:
+                for index, future in enumerate(futures):
+                    future.add_done_callback(_ack_callback(on_ack, index))
             raise PublishUnavailable(
                 f"Kafka did not accept {len(records) - len(futures)} of {len(records)} "
                 f"records within {timeout_seconds:.1f}s"
@@ -354,6 +355,12 @@ class Publisher:
         if futures:
             remaining = max(0.0, deadline - loop.time())
             done, pending = await asyncio.wait(futures, timeout=remaining)
+            if on_ack is not None:
+                for index, future in enumerate(futures):
+                    if future in pending:
+                        future.add_done_callback(_ack_callback(on_ack, index))
+                    elif not future.cancelled() and future.exception() is None:
+                        on_ack(index)
             if pending:
                 self._set_connected(False)
                 raise PublishUnavailable(

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
@@ -177,12 +177,20 @@ class Plan:
     filtered: int
 
 
+class _NameInfo(NamedTuple):
+    topic: str | None
+    family: str
+    ce_type: bytes
+    name: bytes
+
+
 class Router:
     """Builds records for one receiver; caches per-name topic and header bytes."""
 
     def __init__(self, policy: RoutingPolicy) -> None:
         self.policy = policy
         self._topics: dict[str, str | None] = {}
+        self._names: dict[str, _NameInfo] = {}
         self._receiver = policy.receiver.encode()
 
     def topic_for(self, name: str) -> str | None:
@@ -227,6 +235,19 @@ class Router:
                 return f"{account_id}:{lo}".encode()
         return f"{account_id}:{event.event_id}".encode()
 
+    def _name_info(self, name: str) -> _NameInfo:
+        info = self._names.get(name)
+        if info is None:
+            info = _NameInfo(
+                self.topic_for(name),
+                family(name),
+                f"com.adobe.learningmanager.{name}".encode("utf-8", "surrogatepass"),
+                name.encode("utf-8", "surrogatepass"),
+            )
+            if len(self._names) < 10_000:
+                self._names[name] = info
+        return info
+
     def plan(self, batch: Batch) -> Plan:
         """One record per event in batch order; denied names are counted, not produced."""
         records: list[Record] = []
@@ -234,32 +255,36 @@ class Router:
         account = batch.account_id
         account_bytes = str(account).encode()
         source = self.policy.source_template.replace("{accountId}", str(account)).encode()
+        deny = self.policy.deny
+        receiver = self._receiver
         for event in batch.events:
             name = event.name
-            if name in self.policy.deny:
+            if name in deny:
                 filtered += 1
                 continue
-            fam = family(name)
+            topic, fam, ce_type, name_bytes = self._name_info(name)
             value = _value(event.raw, account)
             headers: Headers = [
                 ("ce_specversion", b"1.0"),
-                ("ce_id", event.event_id.encode()),
+                ("ce_id", event.event_id.encode("utf-8", "surrogatepass")),
                 ("ce_source", source),
-                ("ce_type", f"com.adobe.learningmanager.{name}".encode()),
-                ("content-type", b"application/json"),
-                ("alm_account_id", account_bytes),
-                ("alm_event_name", name.encode()),
-                ("alm_receiver", self._receiver),
+                ("ce_type", ce_type),
             ]
             if event.time is not None:
-                headers.insert(4, ("ce_time", event.time.encode()))
-            topic = self.topic_for(name)
+                headers.append(("ce_time", event.time.encode()))
+            headers += (
+                ("content-type", b"application/json"),
+                ("alm_account_id", account_bytes),
+                ("alm_event_name", name_bytes),
+                ("alm_receiver", receiver),
+            )
+            key = self.key_for(account, event, fam)
             if topic is None:
                 headers.extend(dead_letter_headers("unlisted_event", f"event name {name!r}"))
                 records.append(
                     Record(
                         self.policy.dead_letter_topic,
-                        self.key_for(account, event, fam),
+                        key,
                         value,
                         headers,
                         event.event_id,
@@ -268,11 +293,7 @@ class Router:
                     )
                 )
                 continue
-            records.append(
-                Record(
-                    topic, self.key_for(account, event, fam), value, headers, event.event_id, fam
-                )
-            )
+            records.append(Record(topic, key, value, headers, event.event_id, fam))
         return Plan(tuple(records), filtered)
 
     def dead_letter(self, body: bytes, reason: str, error: str) -> Record:

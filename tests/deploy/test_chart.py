@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,6 +22,7 @@ from tests.deploy.toolbox import (
     KUBE_VERSIONS,
     NAMESPACE,
     RELEASE,
+    REPO,
     Manifest,
     RenderError,
     bridge_container,
@@ -388,13 +390,16 @@ def test_config_checksum_follows_the_receivers() -> None:
     assert _checksum(render(set_values=accounts)) != base
 
 
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
 def test_labels_and_selectors(values_files: tuple[Path, ...]) -> None:
     docs = render(values_files)
     for doc in docs:
         labels = doc["metadata"]["labels"]
         for key in ("name", "instance", "version", "managed-by", "part-of"):
             assert f"app.kubernetes.io/{key}" in labels, (doc["kind"], key)
-        assert labels["helm.sh/chart"] == "alm-kafka-bridge-0.1.0"
+        assert labels["helm.sh/chart"] == f"alm-kafka-bridge-{CHART_META['version']}"
         assert doc["metadata"]["namespace"] == NAMESPACE
     deployment = only(docs, "Deployment")
     assert deployment["spec"]["selector"]["matchLabels"] == SELECTOR
@@ -563,8 +568,11 @@ def test_every_value_is_documented_by_a_comment_starting_with_its_name() -> None
 def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
-    assert chart["version"] == "0.1.0"
-    assert chart["appVersion"] == "0.1.0"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"])
+    assert (
+        chart["appVersion"]
+        == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    )
     templates = sorted(p.name for p in (CHART / "templates").iterdir())
     assert templates == sorted(
         [

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge import alm
 from bridge.alm import Batch, Challenge, parse_body
 from bridge.errors import InvalidBatch
 from bridge.routing import Plan, Router, RoutingPolicy, is_legal_topic, legal_topic
@@ -269,3 +270,58 @@ def test_every_event_name_gets_a_legal_topic(name: str, template: str) -> None:
     topic = Router(RoutingPolicy(receiver="r", topic_template=template)).topic_for(name)
     assert topic is not None
     assert is_legal_topic(topic)
+
+
+def _strict_or_error(body: bytes) -> object:
+    try:
+        return ("ok", alm._decode_strict(body, alm.Limits()))
+    except InvalidBatch:
+        return ("invalid",)
+
+
+def _fast_or_error(body: bytes) -> object:
+    try:
+        return ("ok", alm.decode_json(body, alm.Limits()))
+    except InvalidBatch:
+        return ("invalid",)
+
+
+def _object_text(pairs: list[tuple[str, Any]]) -> str:
+    return "{" + ",".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+
+
+json_scalars = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet=':abc\\"\u00e9', max_size=8),
+    st.booleans(),
+    st.none(),
+)
+keys = st.text(alphabet=":ab", max_size=3)
+
+
+@modest
+@given(st.lists(st.tuples(keys, json_scalars), max_size=8), st.booleans(), st.booleans())
+def test_fast_decoding_reads_exactly_what_the_strict_parser_reads(
+    pairs: list[tuple[str, Any]], escape_colons: bool, nest: bool
+) -> None:
+    text = _object_text(pairs)
+    if nest:
+        text = '{"outer": [' + text + ", " + text + '], "k:": "v:"}'
+    if escape_colons:
+        text = text.replace(":", "\\u003a", 1) if '":' not in text[:3] else text
+    body = text.encode()
+
+    assert _fast_or_error(body) == _strict_or_error(body)
+
+
+@modest
+@given(st.binary(max_size=200) | st.lists(st.sampled_from(TOKENS), max_size=30).map(b"".join))
+def test_fast_decoding_agrees_with_the_strict_parser_on_arbitrary_bytes(body: bytes) -> None:
+    assert _fast_or_error(body) == _strict_or_error(body)
+
+
+def test_duplicate_keys_are_found_whatever_colons_the_strings_hold() -> None:
+    body = b'{"a": "x:y", "a": "z", "b": ":"}'
+
+    assert _fast_or_error(body) == ("invalid",)
