@@ -28,7 +28,6 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     UnknownProducerId,
 )
-from aiokafka.partitioner import DefaultPartitioner
 
 from bridge.errors import BridgeError, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
@@ -118,9 +117,6 @@ class Publisher:
         self._connected = False
         self._started = False
         self._replacing: asyncio.Task[None] | None = None
-        # The same murmur2 partitioner as the Java client, so keys land where other
-        # producers of the same topics put them.
-        self._partitioner = DefaultPartitioner()
 
     @property
     def connected(self) -> bool:
@@ -313,26 +309,6 @@ class Publisher:
             self._known_topics.update(missing)
             log.info("kafka_topics_created", topics=sorted(missing))
 
-    async def _by_partition(self, records: Sequence[Record]) -> dict[tuple[str, int], list[int]]:
-        """Record indexes grouped by topic-partition, in batch order within each group."""
-        producer = self._producer
-        assert producer is not None
-        partitions: dict[str, list[int]] = {}
-        groups: dict[tuple[str, int], list[int]] = {}
-        choose = self._partitioner
-        for index, record in enumerate(records):
-            topic = record.topic
-            known = partitions.get(topic)
-            if known is None:
-                known = partitions[topic] = sorted(await producer.partitions_for(topic))
-            key = (topic, choose(record.key, known, known))
-            members = groups.get(key)
-            if members is None:
-                groups[key] = [index]
-            else:
-                members.append(index)
-        return groups
-
     async def publish(
         self,
         records: Sequence[Record],
@@ -353,66 +329,45 @@ class Publisher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout_seconds
-        # One producer batch per topic-partition instead of one send() per record: the
-        # accumulator keeps their order, and a batch is acknowledged as a whole.
-        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+        futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout_at(deadline):
                 await self._ensure_topics({r.topic for r in records})
-                for (topic, partition), members in (await self._by_partition(records)).items():
-                    batch = producer.create_batch()
-                    in_batch: list[int] = []
-                    for index in members:
-                        record = records[index]
-                        if not _append(batch, record):
-                            if not in_batch:
-                                raise InvalidBatch(
-                                    f"a record of {record.size} bytes does not fit a "
-                                    "producer batch",
-                                    code="record_too_large",
-                                )
-                            future = await producer.send_batch(batch, topic, partition=partition)
-                            sent.append((future, in_batch))
-                            batch, in_batch = producer.create_batch(), []
-                            if not _append(batch, record):
-                                raise InvalidBatch(
-                                    f"a record of {record.size} bytes does not fit a "
-                                    "producer batch",
-                                    code="record_too_large",
-                                )
-                        in_batch.append(index)
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    sent.append((future, in_batch))
+                for record in records:
+                    future = await producer.send(
+                        record.topic, record.value, key=record.key, headers=record.headers
+                    )
+                    futures.append(future)
         except TimeoutError:
             self._set_connected(False)
             if on_ack is not None:
-                for future, members in sent:
-                    future.add_done_callback(_ack_callback(on_ack, members))
+                for index, future in enumerate(futures):
+                    future.add_done_callback(_ack_callback(on_ack, index))
             raise PublishUnavailable(
-                f"Kafka did not accept all {len(records)} records within {timeout_seconds:.1f}s"
+                f"Kafka did not accept {len(records) - len(futures)} of {len(records)} "
+                f"records within {timeout_seconds:.1f}s"
             ) from None
         except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
             raise InvalidBatch(f"a record is too large: {exc}", code="record_too_large") from exc
         except KafkaError as exc:
             self._set_connected(False)
             raise PublishUnavailable(f"Kafka refused a record: {_describe(exc)}") from exc
-        if sent:
+        if futures:
             remaining = max(0.0, deadline - loop.time())
-            done, pending = await asyncio.wait([f for f, _ in sent], timeout=remaining)
+            done, pending = await asyncio.wait(futures, timeout=remaining)
             if on_ack is not None:
-                for future, members in sent:
+                for index, future in enumerate(futures):
                     if future in pending:
-                        future.add_done_callback(_ack_callback(on_ack, members))
+                        future.add_done_callback(_ack_callback(on_ack, index))
                     elif not future.cancelled() and future.exception() is None:
-                        for index in members:
-                            on_ack(index)
+                        on_ack(index)
             if pending:
                 self._set_connected(False)
                 raise PublishUnavailable(
-                    f"Kafka acknowledged {len(done)} of {len(sent)} record batches "
+                    f"Kafka acknowledged {len(done)} of {len(futures)} records "
                     f"within {timeout_seconds:.1f}s"
                 )
-            for future, _ in sent:
+            for future in futures:
                 failure = future.exception()
                 if isinstance(failure, MessageSizeTooLargeError | RecordTooLargeError):
                     raise InvalidBatch(
@@ -424,23 +379,15 @@ class Publisher:
                     self._set_connected(False)
                     raise PublishUnavailable(f"Kafka did not store a record: {_describe(failure)}")
         self._set_connected(True)
-        return PublishResult(len(records), loop.time() - started)
-
-
-def _append(batch: Any, record: Record) -> bool:
-    appended = batch.append(
-        key=record.key, value=record.value, timestamp=None, headers=record.headers
-    )
-    return appended is not None
+        return PublishResult(len(futures), loop.time() - started)
 
 
 def _ack_callback(
-    on_ack: Callable[[int], None], members: list[int]
+    on_ack: Callable[[int], None], index: int
 ) -> Callable[[asyncio.Future[Any]], None]:
     def callback(future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
-            for index in members:
-                on_ack(index)
+            on_ack(index)
 
     return callback
 
