@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import structlog
 
 _SHARED: list[structlog.types.Processor] = [
@@ -62,7 +63,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     """Route structlog and stdlib logging to stdout in one format."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
@@ -97,6 +98,10 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     for existing in [f for f in handler.filters if isinstance(f, RepeatFilter)]:
         handler.removeFilter(existing)
     handler.addFilter(RepeatFilter())
+
+
+def _dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
 
 
 def get_logger(name: str) -> Any:
