@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     publish_timeout_ms: int = Field(default=3000, ge=100, le=60_000)
     shutdown_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    max_inflight_batches: int = Field(default=16, ge=1)
+    max_inflight_batches: int = Field(default=32, ge=1)
     max_events_per_batch: int = Field(default=5000, ge=1)
     max_json_depth: int = Field(default=32, ge=4, le=512)
     max_string_chars: int = Field(default=65_536, ge=64)
