@@ -8,7 +8,6 @@ the run ends, whether it ends normally, with an error, or with Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import socket
@@ -18,8 +17,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import ModuleType, TracebackType
-from typing import IO, TYPE_CHECKING, Final, Self
+from types import TracebackType
+from typing import IO, Final, Self
 
 import orjson
 
@@ -30,28 +29,9 @@ LOCALKAFKA_PATH: Final = REPO_ROOT / "deploy" / "kafka" / "localkafka.py"
 HOST: Final = "127.0.0.1"
 
 
-def _load_localkafka() -> ModuleType:
-    # deploy/kafka is not a package; loaded by path under the name mypy knows it by.
-    if "localkafka" in sys.modules:
-        return sys.modules["localkafka"]
-    spec = importlib.util.spec_from_file_location("localkafka", LOCALKAFKA_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["localkafka"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-if TYPE_CHECKING:
-    from localkafka import LOG4J_CONFIG, LocalKafka, classpath, ensure_jars, kafka_version
-else:
-    _lk = _load_localkafka()
-    LOG4J_CONFIG = _lk.LOG4J_CONFIG
-    LocalKafka = _lk.LocalKafka
-    classpath = _lk.classpath
-    ensure_jars = _lk.ensure_jars
-    kafka_version = _lk.kafka_version
+# deploy/kafka is not a package: its folder goes on the path (mypy_path says the same).
+sys.path.insert(0, str(LOCALKAFKA_PATH.parent))
+from localkafka import LOG4J_CONFIG, LocalKafka, classpath, ensure_jars, kafka_version  # noqa: E402
 
 __all__ = [
     "LOG4J_CONFIG",

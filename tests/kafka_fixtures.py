@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 import os
 import secrets
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -28,28 +26,9 @@ from aiokafka.structs import ConsumerRecord
 _LOCALKAFKA_PATH = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "localkafka.py"
 
 
-def _load_localkafka() -> ModuleType:
-    # deploy/kafka is not a package; the module is loaded by path under its own name so that
-    # mypy (which sees deploy/kafka on its path) and the runtime agree on the types.
-    if "localkafka" in sys.modules:
-        return sys.modules["localkafka"]
-    spec = importlib.util.spec_from_file_location("localkafka", _LOCALKAFKA_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["localkafka"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-if TYPE_CHECKING:
-    from localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports
-else:
-    _localkafka = _load_localkafka()
-    LocalKafka = _localkafka.LocalKafka
-    LocalKafkaError = _localkafka.LocalKafkaError
-    ensure_jars = _localkafka.ensure_jars
-    free_ports = _localkafka.free_ports
+# deploy/kafka is not a package: its folder goes on the path (mypy_path says the same).
+sys.path.insert(0, str(_LOCALKAFKA_PATH.parent))
+from localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports  # noqa: E402
 
 __all__ = [
     "KafkaSource",
