@@ -189,7 +189,8 @@ class Ingestor:
         exc: InvalidBatch,
         deadline: float,
     ) -> Summary:
-        limit = self.settings.max_record_bytes - 4096
+        # Room for the headers and the record's own overhead.
+        limit = self.settings.max_record_bytes - min(4096, self.settings.max_record_bytes // 4)
         record = router.dead_letter(body[:limit], exc.code, exc.detail)
         if len(body) > limit:
             record.headers.append((_TRUNCATED, str(len(body)).encode()))
