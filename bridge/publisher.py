@@ -31,6 +31,7 @@ from aiokafka.errors import (
 
 from bridge.errors import BridgeError, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
+from bridge.partitioning import partition_for
 from bridge.routing import Record
 from bridge.settings import Settings, sasl_password
 
@@ -141,6 +142,7 @@ class Publisher:
             linger_ms=s.kafka_linger_ms,
             max_batch_size=s.kafka_max_batch_bytes,
             max_request_size=max(s.kafka_max_batch_bytes, s.max_record_bytes + 1024),
+            partitioner=partition_for,
         )
 
     async def start(self, timeout_seconds: float) -> None:
