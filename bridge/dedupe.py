@@ -12,6 +12,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 
+def _key(key: tuple[int, str]) -> str:
+    # One string instead of a tuple that keeps the request's own strings alive: exact,
+    # and about 60 bytes less per entry.
+    return f"{key[0]}:{key[1]}"
+
+
 class SeenWindow:
     """Insertion-ordered set of acknowledged event keys with count and age limits."""
 
@@ -25,13 +31,13 @@ class SeenWindow:
         self.max_entries = max_entries
         self.max_age_seconds = max_age_seconds
         self._clock = clock
-        self._seen: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self._seen: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def __contains__(self, key: tuple[int, str]) -> bool:
-        stamp = self._seen.get(key)
+        stamp = self._seen.get(_key(key))
         if stamp is None:
             return False
         return self._clock() - stamp <= self.max_age_seconds
@@ -40,8 +46,9 @@ class SeenWindow:
         if self.max_entries <= 0:
             return
         now = self._clock()
-        self._seen[key] = now
-        self._seen.move_to_end(key)
+        text = _key(key)
+        self._seen[text] = now
+        self._seen.move_to_end(text)
         self._evict(now)
 
     def _evict(self, now: float) -> None:
