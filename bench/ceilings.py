@@ -33,6 +33,7 @@ from bench.stats import (
     PhaseStats,
     ProcUsage,
     Sample,
+    schedule_open_loop,
     step_passes,
     summarize,
 )
@@ -217,7 +218,6 @@ async def _open(
 
     async def run(t0: float) -> list[Sample]:
         samples: list[Sample] = []
-        pending: set[asyncio.Task[None]] = set()
 
         async def one(index: int, due: float) -> None:
             started = time.perf_counter()
@@ -230,16 +230,7 @@ async def _open(
                 Sample(due - t0, time.perf_counter() - due, status, True, error, lag=started - due)
             )
 
-        for index in range(total):
-            due = t0 + index / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(index, due))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        if pending:
-            await asyncio.wait(pending, timeout=30.0)
+        await schedule_open_loop(total, rate, t0, one, wait_s=30.0)
         return samples
 
     return await _measured(

@@ -33,6 +33,7 @@ from bench.stats import (
     ProcUsage,
     Sample,
     next_steps,
+    schedule_open_loop,
     step_passes,
     summarize,
 )
@@ -274,7 +275,6 @@ class Generator:
 
             async def run(t0: float) -> list[Sample]:
                 samples: list[Sample] = []
-                pending: set[asyncio.Task[None]] = set()
 
                 async def one(index: int, due: float) -> None:
                     started = time.perf_counter()
@@ -286,16 +286,7 @@ class Generator:
                         Sample(due - t0, done - due, status, clean, error, lag=started - due)
                     )
 
-                for index in range(total):
-                    due = t0 + index / rate
-                    delay = due - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    task = asyncio.create_task(one(index, due))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                if pending:
-                    await asyncio.wait(pending, timeout=self.spec.timeout_s + 5.0)
+                await schedule_open_loop(total, rate, t0, one, wait_s=self.spec.timeout_s + 5.0)
                 return samples
 
             return await self._measure(phase, run, mode="open", rate=rate)

@@ -6,8 +6,10 @@ unit tests cover it without a broker.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -409,3 +411,29 @@ def _opt_float(value: object) -> float | None:
     if isinstance(value, int | float | str):
         return float(value)
     raise TypeError(f"not a number: {value!r}")
+
+
+async def schedule_open_loop(
+    total: int,
+    rate: float,
+    t0: float,
+    one: Callable[[int, float], Coroutine[Any, Any, None]],
+    *,
+    wait_s: float,
+) -> None:
+    """Start ``one(index, due)`` at fixed times, late or not, and wait for the stragglers.
+
+    Requests are started on schedule whatever earlier ones are doing (open loop), so a
+    slow server cannot slow the offered rate down.
+    """
+    pending: set[asyncio.Task[None]] = set()
+    for index in range(total):
+        due = t0 + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(index, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending, timeout=wait_s)
