@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def _key(key: tuple[int, str]) -> str:
@@ -49,6 +49,20 @@ class SeenWindow:
         text = _key(key)
         self._seen[text] = now
         self._seen.move_to_end(text)
+        self._evict(now)
+
+    def add_many(self, account_id: int, event_ids: Iterable[str | None]) -> None:
+        """Add the events of one account (``None`` ids are skipped)."""
+        if self.max_entries <= 0:
+            return
+        now = self._clock()
+        seen = self._seen
+        prefix = f"{account_id}:"
+        for event_id in event_ids:
+            if event_id is not None:
+                text = prefix + event_id
+                seen[text] = now
+                seen.move_to_end(text)
         self._evict(now)
 
     def _evict(self, now: float) -> None:

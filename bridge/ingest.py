@@ -8,7 +8,7 @@ and turned into HTTP statuses by :mod:`bridge.handlers` only.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -109,7 +109,8 @@ class Ingestor:
                     f"accountId {parsed.account_id} is not accepted by receiver {receiver.name!r}"
                 )
             plan = router.plan(parsed)
-            oversized = [r for r in plan.records if r.size > self.settings.max_record_bytes]
+            limit = self.settings.max_record_bytes
+            oversized = [r for r in plan.records if r.exceeds(limit)]
             if oversized:
                 raise InvalidBatch(
                     f"an event makes a record of {oversized[0].size} bytes, more than "
@@ -171,10 +172,8 @@ class Ingestor:
     async def _publish(self, account_id: int, records: list[Record], deadline: float) -> None:
         seen = self.seen
 
-        def mark_seen(index: int) -> None:
-            event_id = records[index].event_id
-            if event_id is not None:
-                seen.add((account_id, event_id))
+        def mark_seen(indexes: Sequence[int]) -> None:
+            seen.add_many(account_id, [records[i].event_id for i in indexes])
 
         timeout = max(0.0, deadline - time.monotonic())
         result = await self.publisher.publish(records, timeout_seconds=timeout, on_ack=mark_seen)

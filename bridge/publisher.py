@@ -1,14 +1,15 @@
 """The Kafka producer's lifecycle, and "publish these records, all of them, within a deadline".
 
 A batch is answered 2xx only when every record is acknowledged (``acks=all``, idempotent
-producer). Every wait is bounded: aiokafka can block in ``send`` (metadata, a full
-buffer) and in ``stop`` while the cluster is unreachable.
+producer). Records go into per-partition batches (:mod:`bridge.batching`). Every wait is
+bounded: metadata, a full batch and ``stop`` can all block while the cluster is unreachable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from bridge.batching import Lanes, raise_too_large
 from bridge.errors import BridgeError, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
@@ -112,6 +114,7 @@ class Publisher:
         self._settings = settings
         self._on_connected = on_connected
         self._producer: AIOKafkaProducer | None = None
+        self._lanes: Lanes | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._known_topics: set[str] = set()
         self._topic_lock = asyncio.Lock()
@@ -130,6 +133,18 @@ class Publisher:
         if self._on_connected is not None:
             self._on_connected(value)
 
+    @property
+    def _max_request_size(self) -> int:
+        s = self._settings
+        return max(s.kafka_max_batch_bytes, s.max_record_bytes + 1024)
+
+    def _use(self, producer: AIOKafkaProducer | None) -> None:
+        """Publish through ``producer`` from now on; batches of the previous one fail."""
+        if self._lanes is not None:
+            self._lanes.close()
+        self._producer = producer
+        self._lanes = None if producer is None else Lanes(producer)
+
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
         return AIOKafkaProducer(
@@ -141,7 +156,7 @@ class Publisher:
             else s.kafka_compression_type,
             linger_ms=s.kafka_linger_ms,
             max_batch_size=s.kafka_max_batch_bytes,
-            max_request_size=max(s.kafka_max_batch_bytes, s.max_record_bytes + 1024),
+            max_request_size=self._max_request_size,
             partitioner=partition_for,
         )
 
@@ -163,7 +178,7 @@ class Publisher:
                     raise KafkaStartError(_describe(cause)) from exc
                 raise PublishUnavailable(f"cannot reach Kafka: {_describe(cause)}") from exc
             raise
-        self._producer = producer
+        self._use(producer)
         self._started = True
         self._set_connected(True)
         if self._settings.kafka_auto_create_topics:
@@ -211,7 +226,8 @@ class Publisher:
             replacing.cancel()
             with contextlib.suppress(BaseException):
                 await replacing
-        producer, self._producer = self._producer, None
+        producer = self._producer
+        self._use(None)
         admin, self._admin = self._admin, None
         self._started = False
         if admin is not None:
@@ -237,7 +253,7 @@ class Publisher:
         if self._producer is not broken or self._replacing is not None:
             return
         log.warning("kafka_producer_replaced", error=_describe(cause))
-        self._producer = None
+        self._use(None)
 
         async def replace() -> None:
             try:
@@ -251,7 +267,7 @@ class Publisher:
                     self._started = False  # the watch loop starts one later
                     log.warning("kafka_producer_replace_failed", error=_describe(exc))
                     return
-                self._producer = fresh
+                self._use(fresh)
                 self._set_connected(True)
             finally:
                 self._replacing = None
@@ -316,35 +332,49 @@ class Publisher:
         records: Sequence[Record],
         *,
         timeout_seconds: float,
-        on_ack: Callable[[int], None] | None = None,
+        on_ack: Callable[[Sequence[int]], None] | None = None,
     ) -> PublishResult:
         """Produce ``records`` in order and wait until Kafka acknowledged all of them.
 
         Raises :class:`PublishUnavailable` when that does not happen within the deadline,
         and :class:`InvalidBatch` when the cluster rejects a record for its size.
-        ``on_ack(i)`` is called for every record Kafka acknowledges, also after the
+        ``on_ack(indexes)`` is called with the records Kafka acknowledged, also after the
         deadline, so that late acknowledgements still count as seen.
         """
-        producer = self._producer
-        if producer is None:
+        producer, lanes = self._producer, self._lanes
+        if producer is None or lanes is None:
             raise PublishUnavailable("the Kafka producer is not connected")
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout_seconds
-        futures: list[asyncio.Future[Any]] = []
+        max_request = self._max_request_size
+        futures: list[asyncio.Future[None]] = []
         try:
             async with asyncio.timeout_at(deadline):
                 await self._ensure_topics({r.topic for r in records})
+                partitions: dict[str, list[int]] = {}
                 for record in records:
-                    future = await producer.send(
-                        record.topic, record.value, key=record.key, headers=record.headers
-                    )
-                    futures.append(future)
+                    if record.exceeds(max_request):
+                        raise_too_large(record, max_request)
+                    topic = record.topic
+                    known = partitions.get(topic)
+                    if known is None:
+                        known = partitions[topic] = sorted(await producer.partitions_for(topic))
+                        if not known:
+                            raise PublishUnavailable(f"Kafka lists no partitions of {topic}")
+                    if record.key is None:
+                        available = producer.client.cluster.available_partitions_for_topic(topic)
+                        partition = partition_for(None, known, sorted(available))
+                    else:
+                        partition = partition_for(record.key, known, known)
+                    lane = lanes.lane(topic, partition)
+                    while lane.full:
+                        await lane.room()
+                    futures.append(lane.append(record))
         except TimeoutError:
             self._set_connected(False)
             if on_ack is not None:
-                for index, future in enumerate(futures):
-                    future.add_done_callback(_ack_callback(on_ack, index))
+                _ack_later(futures, on_ack)
             raise PublishUnavailable(
                 f"Kafka did not accept {len(records) - len(futures)} of {len(records)} "
                 f"records within {timeout_seconds:.1f}s"
@@ -356,20 +386,20 @@ class Publisher:
             raise PublishUnavailable(f"Kafka refused a record: {_describe(exc)}") from exc
         if futures:
             remaining = max(0.0, deadline - loop.time())
-            done, pending = await asyncio.wait(futures, timeout=remaining)
+            done, pending = await asyncio.wait(set(futures), timeout=remaining)
             if on_ack is not None:
-                for index, future in enumerate(futures):
-                    if future in pending:
-                        future.add_done_callback(_ack_callback(on_ack, index))
-                    elif not future.cancelled() and future.exception() is None:
-                        on_ack(index)
+                if pending:
+                    _ack_later(futures, on_ack)
+                else:
+                    on_ack([i for i, f in enumerate(futures) if f.exception() is None])
             if pending:
                 self._set_connected(False)
+                waiting = sum(1 for future in futures if future in pending)
                 raise PublishUnavailable(
-                    f"Kafka acknowledged {len(done)} of {len(futures)} records "
+                    f"Kafka acknowledged {len(futures) - waiting} of {len(futures)} records "
                     f"within {timeout_seconds:.1f}s"
                 )
-            for future in futures:
+            for future in done:
                 failure = future.exception()
                 if isinstance(failure, MessageSizeTooLargeError | RecordTooLargeError):
                     raise InvalidBatch(
@@ -384,14 +414,22 @@ class Publisher:
         return PublishResult(len(futures), loop.time() - started)
 
 
-def _ack_callback(
-    on_ack: Callable[[int], None], index: int
-) -> Callable[[asyncio.Future[Any]], None]:
-    def callback(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            on_ack(index)
+def _ack_later(
+    futures: Sequence[asyncio.Future[None]], on_ack: Callable[[Sequence[int]], None]
+) -> None:
+    """Call ``on_ack`` with each batch's records once (and if) Kafka acknowledges it."""
+    groups: dict[asyncio.Future[None], list[int]] = {}
+    for index, future in enumerate(futures):
+        groups.setdefault(future, []).append(index)
+    for future, indexes in groups.items():
+        future.add_done_callback(functools.partial(_acked, on_ack, indexes))
 
-    return callback
+
+def _acked(
+    on_ack: Callable[[Sequence[int]], None], indexes: list[int], future: asyncio.Future[None]
+) -> None:
+    if not future.cancelled() and future.exception() is None:
+        on_ack(indexes)
 
 
 def _describe(exc: BaseException) -> str:

@@ -150,6 +150,9 @@ class RoutingPolicy:
         return name in KNOWN_EVENT_NAMES
 
 
+_HEADERS_MARGIN: Final = 65_536
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One Kafka record ready to produce."""
@@ -167,6 +170,15 @@ class Record:
         """Bytes the record occupies, close to what the broker counts against its limit."""
         header_bytes = sum(len(k) + len(v) for k, v in self.headers)
         return len(self.value) + len(self.key or b"") + header_bytes + 64
+
+    def exceeds(self, limit: int) -> bool:
+        """``size > limit``, measured only when the value and key come near the limit.
+
+        The headers are the bridge's own (CloudEvents, ids, a bounded error text), far
+        below the margin, so the check is exact and costs nothing for ordinary records.
+        """
+        near = len(self.value) + len(self.key or b"") + _HEADERS_MARGIN > limit
+        return near and self.size > limit
 
 
 @dataclass(frozen=True, slots=True)

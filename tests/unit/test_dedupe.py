@@ -85,3 +85,24 @@ def test_zero_max_entries_disables_the_window() -> None:
     window.add((1, "a"))
     assert (1, "a") not in window
     assert len(window) == 0
+
+
+def test_add_many_is_add_for_each_id_of_one_account() -> None:
+    one_by_one = SeenWindow(max_entries=3, clock=Clock())
+    together = SeenWindow(max_entries=3, clock=Clock())
+    ids = ["a", None, "b", "a", "c", "d"]
+    for event_id in ids:
+        if event_id is not None:
+            one_by_one.add((7, event_id))
+    together.add_many(7, ids)
+    for event_id in ("a", "b", "c", "d"):
+        assert ((7, event_id) in together) == ((7, event_id) in one_by_one)
+    assert len(together) == len(one_by_one) == 3
+    assert (7, "b") not in together
+    assert (8, "c") not in together
+
+
+def test_add_many_with_no_room_keeps_nothing() -> None:
+    window = SeenWindow(max_entries=0, clock=Clock())
+    window.add_many(1, ["a"])
+    assert len(window) == 0
