@@ -140,14 +140,18 @@ def _check_tree(root: Any, limits: Limits, *, fast: bool = False) -> int:
 
     With ``fast``, a float beyond 64-bit integers raises :class:`_Ambiguous`: orjson
     reads integers that large as floats, which the strict parser rejects as out of range.
+    Strings, the most common values, are checked where they are found; only containers
+    and other scalars go through the stack.
     """
-    stack: list[tuple[Any, int]] = [(root, 1)]
     max_depth = limits.max_depth
     max_chars = limits.max_string_chars
     colons = 0
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    push = stack.append
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict):
+        kind = type(node)
+        if kind is dict:
             if depth > max_depth:
                 raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
             colons += len(node)
@@ -155,28 +159,43 @@ def _check_tree(root: Any, limits: Limits, *, fast: bool = False) -> int:
                 if len(key) > max_chars:
                     raise InvalidBatch("a JSON key is too long", code="string_too_long")
                 colons += key.count(":")
-                stack.append((child, depth + 1))
-        elif isinstance(node, str):
-            if len(node) > max_chars:
-                raise InvalidBatch(
-                    f"a string is longer than {max_chars} characters", code="string_too_long"
-                )
-            colons += node.count(":")
-        elif isinstance(node, list):
+                if type(child) is str:
+                    if len(child) > max_chars:
+                        raise _too_long(max_chars)
+                    colons += child.count(":")
+                else:
+                    push((child, depth + 1))
+        elif kind is list:
             if depth > max_depth:
                 raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
-            stack.extend((child, depth + 1) for child in node)
-        elif isinstance(node, bool) or node is None:
+            for child in node:
+                if type(child) is str:
+                    if len(child) > max_chars:
+                        raise _too_long(max_chars)
+                    colons += child.count(":")
+                else:
+                    push((child, depth + 1))
+        elif kind is str:
+            if len(node) > max_chars:
+                raise _too_long(max_chars)
+            colons += node.count(":")
+        elif kind is bool or node is None:
             continue
-        elif isinstance(node, int):
+        elif kind is int:
             if not _INT64_MIN <= node <= _UINT64_MAX:
                 raise InvalidBatch("an integer is outside 64 bits", code="number_out_of_range")
-        elif isinstance(node, float):
+        elif kind is float:
             if not math.isfinite(node):
                 raise InvalidBatch("a number is too large", code="number_out_of_range")
             if fast and abs(node) >= _FLOAT_AMBIGUOUS:
                 raise _Ambiguous
+        else:  # pragma: no cover - both parsers build only the JSON types above
+            raise InvalidBatch(f"unexpected JSON value {kind.__name__}", code="invalid_json")
     return colons
+
+
+def _too_long(max_chars: int) -> InvalidBatch:
+    return InvalidBatch(f"a string is longer than {max_chars} characters", code="string_too_long")
 
 
 def parse_body(body: bytes, limits: Limits | None = None) -> Batch | Challenge:
