@@ -489,39 +489,52 @@ class Run:
         self.results.http_cells = [s for p in phases for s in out[p.name]]
         self.results.http_steps = out[steps.name]
 
+    def producer_latency(self) -> None:
+        """The raw producer's 10-record latency, measured just before the bridge's."""
+        spec = ProducerSpec(
+            latency_s=self.config.producer_latency_s, watch=self.kafka_watch(), parts=["latency"]
+        )
+        say("== raw aiokafka producer latency (next to the bridge's ALM-like phases)")
+        data = self._run_producer(spec, "producer-latency")
+        self.results.producer_latency = PhaseStats.from_dict(data.pop("latency"))
+
     def producer_ceiling(self) -> None:
         tried = self.tried_rates() or [10.0]
         spec = ProducerSpec(
             throughput_s=self.config.producer_throughput_s,
-            latency_s=self.config.producer_latency_s,
             rates=sorted({*tried, round(2 * max(tried), 2)}),
             fractions=self.config.producer_fractions,
             step_s=self.config.producer_step_s,
             watch=self.kafka_watch(),
+            parts=["throughput", "steps"],
         )
+        say("== raw aiokafka producer ceiling")
+        data = self._run_producer(spec, "producer-ceiling")
+        data.pop("latency")
+        self.results.producer_throughput = PhaseStats.from_dict(data.pop("throughput"))
+        self.results.producer_steps = [PhaseStats.from_dict(s) for s in data.pop("steps")]
+        self.results.producer_info = data
+
+    def _run_producer(self, spec: ProducerSpec, name: str) -> dict[str, Any]:
         specs = self.run_dir / "specs"
         specs.mkdir(exist_ok=True)
-        spec_file, out_file = specs / "producer.json", specs / "producer.out.json"
+        spec_file, out_file = specs / f"{name}.json", specs / f"{name}.out.json"
         spec_file.write_bytes(spec.to_json())
-        say("== raw aiokafka producer ceiling")
         env = {**self.bridge_env, "BRIDGE_PORT": "0"}
         steps = len(spec.rates) + len(spec.fractions)
         budget = spec.throughput_s + spec.latency_s + steps * (spec.step_s + 5) + 120
         code = self.procs.run(
-            "producer-ceiling",
+            name,
             [sys.executable, "-m", "bench.ceilings", str(spec_file), str(out_file)],
             env=env,
-            log=self.run_dir / "producer-ceiling.log",
+            log=self.run_dir / f"{name}.log",
             timeout_s=budget,
             console=True,
         )
         if code != 0 or not out_file.is_file():
-            raise BenchError(f"the producer ceiling failed ({code}); see producer-ceiling.log")
-        data = orjson.loads(out_file.read_bytes())
-        self.results.producer_throughput = PhaseStats.from_dict(data.pop("throughput"))
-        self.results.producer_latency = PhaseStats.from_dict(data.pop("latency"))
-        self.results.producer_steps = [PhaseStats.from_dict(s) for s in data.pop("steps")]
-        self.results.producer_info = data
+            raise BenchError(f"the raw producer failed ({code}); see {name}.log")
+        data: dict[str, Any] = orjson.loads(out_file.read_bytes())
+        return data
 
     def java_ceiling(self) -> None:
         if not self.config.java:
@@ -583,6 +596,7 @@ class Run:
         self.start_kafka()
         self.start_servers()
         self.warm_up()
+        self.producer_latency()
         self.alm_like()
         self.open_loop()
         self.overload()
