@@ -172,14 +172,23 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, deadline: float) -> bytes:
+    """The body, read within the deadline (raises TimeoutError) and the size limit."""
+    content = request.content
+    if content.is_eof():
+        # Usually the whole body came with the headers: nothing to wait for.
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise _TooLarge
+        return body
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    async with asyncio.timeout_at(asyncio.get_running_loop().time() + _remaining(deadline)):
+        async for chunk in content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -267,8 +276,7 @@ async def _accept(request: web.Request, state: State, receiver: Receiver) -> web
         return unauthorized(auth_error)
     limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
     try:
-        async with asyncio.timeout_at(asyncio.get_running_loop().time() + _remaining(deadline)):
-            body = await _read_body(request, limit)
+        body = await _read_body(request, limit, deadline)
     except TimeoutError:
         return rejected(
             HTTPStatus.REQUEST_TIMEOUT, "body_timeout", "the body did not arrive in time"

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import functools
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -38,6 +38,7 @@ from bridge.routing import Record
 from bridge.settings import Settings, sasl_password
 
 log = get_logger("bridge.publisher")
+T = TypeVar("T")
 
 _FATAL_NAMES = ("SaslAuthenticationFailed", "AuthenticationFailedError", "SSLError")
 # After these the idempotent producer's sequence state is broken for good (aiokafka expires
@@ -349,28 +350,36 @@ class Publisher:
         deadline = started + timeout_seconds
         max_request = self._max_request_size
         futures: list[asyncio.Future[None]] = []
+        cluster = producer.client.cluster
         try:
-            async with asyncio.timeout_at(deadline):
-                await self._ensure_topics({r.topic for r in records})
-                partitions: dict[str, list[int]] = {}
-                for record in records:
-                    if record.exceeds(max_request):
-                        raise_too_large(record, max_request)
-                    topic = record.topic
-                    known = partitions.get(topic)
-                    if known is None:
-                        known = partitions[topic] = sorted(await producer.partitions_for(topic))
-                        if not known:
-                            raise PublishUnavailable(f"Kafka lists no partitions of {topic}")
-                    if record.key is None:
-                        available = producer.client.cluster.available_partitions_for_topic(topic)
-                        partition = partition_for(None, known, sorted(available))
-                    else:
-                        partition = partition_for(record.key, known, known)
-                    lane = lanes.lane(topic, partition)
-                    while lane.full:
-                        await lane.room()
-                    futures.append(lane.append(record))
+            # Nothing below waits in the common case (topics known, room in every batch),
+            # so a deadline timer is only armed around a wait that actually happens.
+            topics = {r.topic for r in records}
+            if self._settings.kafka_auto_create_topics and not topics <= self._known_topics:
+                await _within(deadline, self._ensure_topics(topics))
+            partitions: dict[str, list[int]] = {}
+            for record in records:
+                if record.exceeds(max_request):
+                    raise_too_large(record, max_request)
+                topic = record.topic
+                known = partitions.get(topic)
+                if known is None:
+                    found = cluster.partitions_for_topic(topic)
+                    if found is None:
+                        found = await _within(deadline, producer.partitions_for(topic))
+                    known = partitions[topic] = sorted(found)
+                    if not known:
+                        raise PublishUnavailable(f"Kafka lists no partitions of {topic}")
+                if record.key is None:
+                    available = sorted(cluster.available_partitions_for_topic(topic))
+                    partition = partition_for(None, known, available)
+                else:
+                    partition = partition_for(record.key, known, known)
+                lane = lanes.lane(topic, partition)
+                while lane.full:
+                    # Shielded: the room future is shared with other requests.
+                    await _within(deadline, asyncio.shield(lane.room()))
+                futures.append(lane.append(record))
         except TimeoutError:
             self._set_connected(False)
             if on_ack is not None:
@@ -412,6 +421,11 @@ class Publisher:
                     raise PublishUnavailable(f"Kafka did not store a record: {_describe(failure)}")
         self._set_connected(True)
         return PublishResult(len(futures), loop.time() - started)
+
+
+async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
+    async with asyncio.timeout_at(deadline):
+        return await awaitable
 
 
 def _ack_later(

@@ -179,3 +179,48 @@ def test_a_record_larger_than_a_request_is_named_as_such() -> None:
         raise_too_large(big, 1000)
     assert caught.value.code == "record_too_large"
     assert "2067 bytes" in caught.value.detail
+
+
+class FakeCluster:
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+
+class FakeClient:
+    cluster = FakeCluster()
+
+
+class ClusterProducer(FakeProducer):
+    client = FakeClient()
+
+
+async def test_a_request_giving_up_on_a_full_batch_does_not_fail_the_others() -> None:
+    from bridge.publisher import Publisher
+    from bridge.settings import Settings
+
+    producer = ClusterProducer(capacity=1)
+    producer.gate = asyncio.Event()  # the producer takes nothing for now
+    publisher = Publisher(settings=Settings(kafka_auto_create_topics=False))
+    publisher._use(producer)
+    first = asyncio.create_task(publisher.publish([record("a"), record("b")], timeout_seconds=5))
+    await settle()  # the sender holds "a"; "b" fills the next batch
+    impatient = asyncio.create_task(
+        publisher.publish([record("c"), record("d")], timeout_seconds=0.05)
+    )
+    patient = asyncio.create_task(publisher.publish([record("e")], timeout_seconds=5))
+    await asyncio.sleep(0.1)
+    assert impatient.done()
+    assert not patient.done()  # still waiting for room, not failed with the impatient one
+    producer.gate.set()
+    for _ in range(20):
+        await settle()
+        for outcome in producer.outcomes:
+            if not outcome.done():
+                outcome.set_result(None)
+    assert (await patient).records == 1
+    assert (await first).records == 2
+    handed = [value for _, _, values in producer.handed for value in values]
+    assert b"e" in handed
