@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -39,9 +39,12 @@ class Limits:
     max_string_chars: int = 65_536
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One ALM event: the object as received plus the fields the bridge needs."""
+class Event(NamedTuple):
+    """One ALM event: the object as received plus the fields the bridge needs.
+
+    A named tuple rather than a frozen dataclass: one is made per event, and a tuple is
+    built several times faster.
+    """
 
     raw: Mapping[str, Any]
     event_id: str
@@ -239,23 +242,26 @@ def _batch(doc: dict[str, Any], limits: Limits) -> Batch:
 
 
 def _event(raw: object, index: int) -> Event:
-    where = f"events[{index}]"
     if not isinstance(raw, dict):
-        raise InvalidBatch(f"{where} must be an object", code="invalid_event")
+        raise InvalidBatch(f"events[{index}] must be an object", code="invalid_event")
     event_id = raw.get("eventId")
     if isinstance(event_id, int) and not isinstance(event_id, bool):
         event_id = str(event_id)
     if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > _MAX_ID_CHARS:
-        raise InvalidBatch(f"{where}.eventId must be a non-empty string", code="invalid_event")
+        raise InvalidBatch(
+            f"events[{index}].eventId must be a non-empty string", code="invalid_event"
+        )
     name = raw.get("eventName")
     if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ID_CHARS:
-        raise InvalidBatch(f"{where}.eventName must be a non-empty string", code="invalid_event")
+        raise InvalidBatch(
+            f"events[{index}].eventName must be a non-empty string", code="invalid_event"
+        )
     data_field = "data" if raw.get("data") is not None else "eventData"
     data = raw.get(data_field)
     if data is None:
         data = {}
     elif not isinstance(data, dict):
-        raise InvalidBatch(f"{where}.{data_field} must be an object", code="invalid_event")
+        raise InvalidBatch(f"events[{index}].{data_field} must be an object", code="invalid_event")
     when = raw.get("timestamp")
     if when is None:
         when = raw.get("eventTime")

@@ -42,6 +42,21 @@ class SeenWindow:
             return False
         return self._clock() - stamp <= self.max_age_seconds
 
+    def known(self, account_id: int, event_ids: Iterable[str | None]) -> set[str]:
+        """The ids among ``event_ids`` of one account that are in the window."""
+        seen = self._seen
+        if not seen:
+            return set()
+        horizon = self._clock() - self.max_age_seconds
+        prefix = f"{account_id}:"
+        found: set[str] = set()
+        for event_id in event_ids:
+            if event_id is not None:
+                stamp = seen.get(prefix + event_id)
+                if stamp is not None and stamp >= horizon:
+                    found.add(event_id)
+        return found
+
     def add(self, key: tuple[int, str]) -> None:
         if self.max_entries <= 0:
             return

@@ -157,12 +157,11 @@ class Ingestor:
         self, account_id: int, records: tuple[Record, ...], summary: Summary
     ) -> list[Record]:
         fresh: list[Record] = []
-        in_batch: set[str] = set()
-        seen = self.seen
+        in_batch = self.seen.known(account_id, [r.event_id for r in records])
         for record in records:
             event_id = record.event_id
             if event_id is not None:
-                if event_id in in_batch or (account_id, event_id) in seen:
+                if event_id in in_batch:
                     summary.duplicates += 1
                     continue
                 in_batch.add(event_id)

@@ -153,9 +153,8 @@ class RoutingPolicy:
 _HEADERS_MARGIN: Final = 65_536
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka record ready to produce."""
+class Record(NamedTuple):
+    """One Kafka record ready to produce (a named tuple: one is made per event)."""
 
     topic: str
     key: bytes | None

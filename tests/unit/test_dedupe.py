@@ -106,3 +106,18 @@ def test_add_many_with_no_room_keeps_nothing() -> None:
     window = SeenWindow(max_entries=0, clock=Clock())
     window.add_many(1, ["a"])
     assert len(window) == 0
+
+
+def test_known_agrees_with_contains_including_expiry() -> None:
+    clock = Clock()
+    window = SeenWindow(max_age_seconds=60.0, clock=clock)
+    window.add((5, "old"))
+    clock.now += 30
+    window.add((5, "new"))
+    window.add((6, "other-account"))
+    ids = ["old", "new", "other-account", "never", None]
+    assert window.known(5, ids) == {"old", "new"}
+    clock.now += 31  # "old" is now 61 s old, "new" 31 s
+    assert window.known(5, ids) == {"new"}
+    assert window.known(5, ids) == {e for e in ids if e is not None and (5, e) in window}
+    assert SeenWindow(clock=clock).known(5, ids) == set()
