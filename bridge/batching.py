@@ -3,15 +3,21 @@
 aiokafka's ``send()`` does for every record what only needs doing once per batch: a
 metadata wait, a partition lookup that builds sets and lists, a future per record, and a
 callback per record when the batch is acknowledged. Here each record goes straight into the
-open batch of its partition (a :class:`Lane`), and each lane has one task that hands its
-batches to the producer (``send_batch``) one at a time; while the producer holds one, the
-next fills with the records of the requests arriving meanwhile. That is the batching the
-producer's own accumulator does, at a fraction of the cost per record. A record's outcome
-is its batch's outcome, and records of one partition reach Kafka in the order they were
-appended.
+open batch of its partition (a :class:`Lane`). When a request has added its records, the
+lanes it touched hand their batches to the producer's accumulator, one batch per partition
+at a time, exactly as ``send_batch`` does; while the accumulator holds one, the next fills
+with the records of the requests arriving meanwhile. That is the batching the producer does
+itself, at a fraction of the cost per record. A record's outcome is its batch's outcome,
+and the records of one partition reach Kafka in the order they were added.
+
+The hand-over uses three members of aiokafka's ``MessageAccumulator`` that are not part of
+its documented API (``_batches``, ``_append_batch``, and a batch's ``_drain_waiter``): the
+documented ``send_batch`` is a coroutine, and one task per partition and request cost more
+than the records themselves. aiokafka is pinned to one minor version for that reason, and
+``tests/unit/test_batching.py`` checks those members on the installed version.
 
 Memory is bounded like the producer's own buffer: when a lane already holds a full batch
-waiting for the producer, a request waits (within its deadline) for room before adding.
+waiting for the accumulator, a request waits (within its deadline) for room before adding.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import collections
 import functools
 from typing import Any, Final
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerClosed
+from aiokafka.structs import TopicPartition
 
 from bridge.errors import InvalidBatch
 from bridge.routing import Record
@@ -56,32 +63,40 @@ def _settle(handle: Handle, outcome: asyncio.Future[Any]) -> None:
 
 
 class Lane:
-    """One topic-partition: the batch filling now, full ones waiting, and their sender."""
+    """One topic-partition: the batch filling now, and full ones waiting to be handed over."""
 
     __slots__ = (
         "_builder",
+        "_closed",
         "_handle",
         "_lanes",
         "_room",
         "_sealed",
-        "_task",
-        "partition",
-        "topic",
+        "_tp",
+        "_waiting",
     )
 
     def __init__(self, lanes: Lanes, topic: str, partition: int) -> None:
         self._lanes = lanes
-        self.topic = topic
-        self.partition = partition
+        self._tp = TopicPartition(topic, partition)
         self._builder: Any = None
         self._handle: Handle | None = None
         self._sealed: collections.deque[tuple[Any, Handle]] = collections.deque()
-        self._task: asyncio.Task[None] | None = None
         self._room: asyncio.Future[None] | None = None
+        self._waiting = False
+        self._closed = False
+
+    @property
+    def topic(self) -> str:
+        return str(self._tp.topic)
+
+    @property
+    def partition(self) -> int:
+        return int(self._tp.partition)
 
     @property
     def full(self) -> bool:
-        """A full batch waits for the producer: wait for :meth:`room` before appending."""
+        """A full batch waits to be handed over: wait for :meth:`room` before appending."""
         return bool(self._sealed)
 
     def room(self) -> asyncio.Future[None]:
@@ -91,7 +106,11 @@ class Lane:
         return self._room
 
     def append(self, record: Record) -> Handle:
-        """Add ``record`` to the open batch; returns the future of that batch's outcome."""
+        """Add ``record`` to the open batch; returns the future of that batch's outcome.
+
+        Nothing is handed over here: :meth:`Lanes.flush` does that once a request has
+        added all its records.
+        """
         handle = self._handle
         builder = self._builder
         if builder is None or handle is None:
@@ -102,15 +121,14 @@ class Lane:
             )
             is None
         ):
-            # Full: it waits for the producer, and the record starts the next batch (the
-            # first record of a batch always fits, whatever its size).
+            # Full: it waits for the accumulator, and the record starts the next batch
+            # (the first record of a batch always fits, whatever its size).
             self._sealed.append((builder, handle))
             builder, handle = self._open()
             builder.append(
                 timestamp=None, key=record.key, value=record.value, headers=record.headers
             )
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._send())
+        self._lanes.touched.add(self)
         return handle
 
     def _open(self) -> tuple[Any, Handle]:
@@ -134,32 +152,39 @@ class Lane:
             return taken
         return None
 
-    async def _send(self) -> None:
-        producer = self._lanes.producer
-        try:
-            while (taken := self._next()) is not None:
-                builder, handle = taken
-                builder.close()
-                try:
-                    outcome = await producer.send_batch(
-                        builder, self.topic, partition=self.partition
-                    )
-                except asyncio.CancelledError:
-                    if not handle.done():
-                        handle.set_exception(LaneClosed(_CLOSED))
-                    raise
-                except Exception as exc:  # every failure belongs to the batch's requests
-                    if not handle.done():
-                        handle.set_exception(exc)
-                    continue
-                outcome.add_done_callback(functools.partial(_settle, handle))
-        finally:
-            self._task = None
+    def pump(self) -> None:
+        """Hand batches to the accumulator while it holds none of this partition."""
+        if self._closed or self._waiting:
+            return
+        accumulator = self._lanes.accumulator
+        tp = self._tp
+        while True:
+            pending = accumulator._batches.get(tp)
+            if pending:
+                # One batch per partition waits in the accumulator; the next one goes in
+                # when the sender has taken it (or it failed).
+                self._waiting = True
+                pending[-1]._drain_waiter.add_done_callback(self._drained)
+                return
+            taken = self._next()
+            if taken is None:
+                return
+            builder, handle = taken
+            builder.close()
+            if accumulator._closed or accumulator._exception is not None:
+                failure = accumulator._exception or ProducerClosed()
+                handle.set_exception(failure)
+                continue
+            batch = accumulator._append_batch(builder, tp)
+            batch.future.add_done_callback(functools.partial(_settle, handle))
+
+    def _drained(self, _: asyncio.Future[Any]) -> None:
+        self._waiting = False
+        self.pump()
 
     def close(self) -> None:
-        """Fail every batch not yet handed to the producer, and stop the sender."""
-        if self._task is not None:
-            self._task.cancel()
+        """Fail every batch not yet handed over."""
+        self._closed = True
         while (taken := self._next()) is not None:
             if not taken[1].done():
                 taken[1].set_exception(LaneClosed(_CLOSED))
@@ -172,7 +197,9 @@ class Lanes:
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer
+        self.accumulator = producer._message_accumulator
         self._lanes: dict[tuple[str, int], Lane] = {}
+        self.touched: set[Lane] = set()
 
     def lane(self, topic: str, partition: int) -> Lane:
         lane = self._lanes.get((topic, partition))
@@ -180,10 +207,17 @@ class Lanes:
             lane = self._lanes[topic, partition] = Lane(self, topic, partition)
         return lane
 
+    def flush(self) -> None:
+        """Hand over what the lanes touched since the last flush can send now."""
+        touched, self.touched = self.touched, set()
+        for lane in touched:
+            lane.pump()
+
     def close(self) -> None:
         for lane in self._lanes.values():
             lane.close()
         self._lanes.clear()
+        self.touched.clear()
 
 
 def raise_too_large(record: Record, max_request_size: int) -> None:

@@ -377,6 +377,7 @@ class Publisher:
                     partition = partition_for(record.key, known, known)
                 lane = lanes.lane(topic, partition)
                 while lane.full:
+                    lanes.flush()
                     # Shielded: the room future is shared with other requests.
                     await _within(deadline, asyncio.shield(lane.room()))
                 futures.append(lane.append(record))
@@ -393,6 +394,9 @@ class Publisher:
         except KafkaError as exc:
             self._set_connected(False)
             raise PublishUnavailable(f"Kafka refused a record: {_describe(exc)}") from exc
+        finally:
+            # Also when giving up: what was added goes out (and may still be acknowledged).
+            lanes.flush()
         if futures:
             remaining = max(0.0, deadline - loop.time())
             done, pending = await asyncio.wait(set(futures), timeout=remaining)
