@@ -141,14 +141,16 @@ def _skip_ws(text: str, pos: int) -> int:
 def _check_tree(root: Any, limits: Limits, *, fast: bool = False) -> int:
     """Enforce the limits; returns the number of keys plus the colons inside strings.
 
-    With ``fast``, a float beyond 64-bit integers raises :class:`_Ambiguous`: orjson
-    reads integers that large as floats, which the strict parser rejects as out of range.
-    Strings, the most common values, are checked where they are found; only containers
-    and other scalars go through the stack.
+    With ``fast`` (orjson's result), integers need no check: orjson reads any integer
+    beyond 64 bits as a float, and such a float raises :class:`_Ambiguous`, because the
+    strict parser rejects that integer as out of range. The walk only sorts the values;
+    keys and strings are measured and searched for colons all at once at the end.
     """
     max_depth = limits.max_depth
-    max_chars = limits.max_string_chars
-    colons = 0
+    keys: list[str] = []
+    strings: list[str] = []
+    keep = strings.append
+    numbers: list[Any] = []
     stack: list[tuple[Any, int]] = [(root, 1)]
     push = stack.append
     while stack:
@@ -157,44 +159,44 @@ def _check_tree(root: Any, limits: Limits, *, fast: bool = False) -> int:
         if kind is dict:
             if depth > max_depth:
                 raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
-            colons += len(node)
-            for key, child in node.items():
-                if len(key) > max_chars:
-                    raise InvalidBatch("a JSON key is too long", code="string_too_long")
-                colons += key.count(":")
-                if type(child) is str:
-                    if len(child) > max_chars:
-                        raise _too_long(max_chars)
-                    colons += child.count(":")
-                else:
-                    push((child, depth + 1))
+            keys.extend(node)
+            values = node.values()
         elif kind is list:
             if depth > max_depth:
                 raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
-            for child in node:
-                if type(child) is str:
-                    if len(child) > max_chars:
-                        raise _too_long(max_chars)
-                    colons += child.count(":")
-                else:
-                    push((child, depth + 1))
-        elif kind is str:
-            if len(node) > max_chars:
-                raise _too_long(max_chars)
-            colons += node.count(":")
-        elif kind is bool or node is None:
-            continue
-        elif kind is int:
-            if not _INT64_MIN <= node <= _UINT64_MAX:
+            values = node
+        else:
+            values = (node,)
+            depth = 0
+        for child in values:
+            child_kind = type(child)
+            if child_kind is str:
+                keep(child)
+            elif child_kind is dict or child_kind is list:
+                push((child, depth + 1))
+            elif child is None or child_kind is bool or (fast and child_kind is int):
+                continue
+            else:
+                numbers.append(child)
+    max_chars = limits.max_string_chars
+    if keys and max(map(len, keys)) > max_chars:
+        raise InvalidBatch("a JSON key is too long", code="string_too_long")
+    if strings and max(map(len, strings)) > max_chars:
+        raise _too_long(max_chars)
+    for number in numbers:
+        if type(number) is int:
+            if not _INT64_MIN <= number <= _UINT64_MAX:
                 raise InvalidBatch("an integer is outside 64 bits", code="number_out_of_range")
-        elif kind is float:
-            if not math.isfinite(node):
+        elif type(number) is float:
+            if not math.isfinite(number):
                 raise InvalidBatch("a number is too large", code="number_out_of_range")
-            if fast and abs(node) >= _FLOAT_AMBIGUOUS:
+            if fast and abs(number) >= _FLOAT_AMBIGUOUS:
                 raise _Ambiguous
         else:  # pragma: no cover - both parsers build only the JSON types above
-            raise InvalidBatch(f"unexpected JSON value {kind.__name__}", code="invalid_json")
-    return colons
+            raise InvalidBatch(
+                f"unexpected JSON value {type(number).__name__}", code="invalid_json"
+            )
+    return len(keys) + "\x00".join(keys).count(":") + "\x00".join(strings).count(":")
 
 
 def _too_long(max_chars: int) -> InvalidBatch:
