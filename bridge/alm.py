@@ -244,30 +244,39 @@ def _batch(doc: dict[str, Any], limits: Limits) -> Batch:
 
 
 def _event(raw: object, index: int) -> Event:
-    if not isinstance(raw, dict):
+    # Both JSON parsers build exact dicts, lists and strs: ``type(...) is`` is exact here.
+    if type(raw) is not dict:
         raise InvalidBatch(f"events[{index}] must be an object", code="invalid_event")
     event_id = raw.get("eventId")
-    if isinstance(event_id, int) and not isinstance(event_id, bool):
+    if type(event_id) is int:
         event_id = str(event_id)
-    if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > _MAX_ID_CHARS:
+    if (
+        type(event_id) is not str
+        or not event_id
+        or event_id.isspace()
+        or len(event_id) > _MAX_ID_CHARS
+    ):
         raise InvalidBatch(
             f"events[{index}].eventId must be a non-empty string", code="invalid_event"
         )
     name = raw.get("eventName")
-    if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ID_CHARS:
+    if type(name) is not str or not name or name.isspace() or len(name) > _MAX_ID_CHARS:
         raise InvalidBatch(
             f"events[{index}].eventName must be a non-empty string", code="invalid_event"
         )
-    data_field = "data" if raw.get("data") is not None else "eventData"
-    data = raw.get(data_field)
+    data = raw.get("data")
     if data is None:
-        data = {}
-    elif not isinstance(data, dict):
-        raise InvalidBatch(f"events[{index}].{data_field} must be an object", code="invalid_event")
+        data = raw.get("eventData")
+        if data is None:
+            data = {}
+        elif type(data) is not dict:
+            raise InvalidBatch(f"events[{index}].eventData must be an object", code="invalid_event")
+    elif type(data) is not dict:
+        raise InvalidBatch(f"events[{index}].data must be an object", code="invalid_event")
     when = raw.get("timestamp")
     if when is None:
         when = raw.get("eventTime")
-    return Event(raw=raw, event_id=event_id, name=name, time=normalize_time(when), data=data)
+    return Event(raw, event_id, name, normalize_time(when), data)
 
 
 def normalize_time(value: object) -> str | None:
