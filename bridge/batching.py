@@ -87,14 +87,6 @@ class Lane:
         self._closed = False
 
     @property
-    def topic(self) -> str:
-        return str(self._tp.topic)
-
-    @property
-    def partition(self) -> int:
-        return int(self._tp.partition)
-
-    @property
     def full(self) -> bool:
         """A full batch waits to be handed over: wait for :meth:`room` before appending."""
         return bool(self._sealed)

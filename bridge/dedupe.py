@@ -12,14 +12,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 
-def _key(key: tuple[int, str]) -> str:
-    # One string instead of a tuple that keeps the request's own strings alive: exact,
-    # and about 60 bytes less per entry.
-    return f"{key[0]}:{key[1]}"
-
-
 class SeenWindow:
-    """Insertion-ordered set of acknowledged event keys with count and age limits."""
+    """Insertion-ordered set of acknowledged event keys with count and age limits.
+
+    Keys are one string, ``"accountId:eventId"``, rather than a tuple that would keep the
+    request's own strings alive: exact, and about 60 bytes less per entry.
+    """
 
     def __init__(
         self,
@@ -37,10 +35,7 @@ class SeenWindow:
         return len(self._seen)
 
     def __contains__(self, key: tuple[int, str]) -> bool:
-        stamp = self._seen.get(_key(key))
-        if stamp is None:
-            return False
-        return self._clock() - stamp <= self.max_age_seconds
+        return bool(self.known(key[0], (key[1],)))
 
     def known(self, account_id: int, event_ids: Iterable[str | None]) -> set[str]:
         """The ids among ``event_ids`` of one account that are in the window."""
@@ -58,13 +53,7 @@ class SeenWindow:
         return found
 
     def add(self, key: tuple[int, str]) -> None:
-        if self.max_entries <= 0:
-            return
-        now = self._clock()
-        text = _key(key)
-        self._seen[text] = now
-        self._seen.move_to_end(text)
-        self._evict(now)
+        self.add_many(key[0], (key[1],))
 
     def add_many(self, account_id: int, event_ids: Iterable[str | None]) -> None:
         """Add the events of one account (``None`` ids are skipped)."""
