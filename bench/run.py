@@ -49,7 +49,7 @@ from bench.services import (
     ProcessSet,
     classpath,
     ensure_jars,
-    free_port,
+    free_ports,
     kafka_version,
 )
 from bench.stats import PhaseStats
@@ -221,8 +221,8 @@ class Run:
             self.kafka_started = False
             say(f"Kafka: the bench broker is already running at {self.bootstrap}")
             return
-        port = free_port()
-        kafka = LocalKafka(port=port, controller_port=port + 1, state_dir=KAFKA_STATE)
+        port, controller_port = free_ports(2)
+        kafka = LocalKafka(port=port, controller_port=controller_port, state_dir=KAFKA_STATE)
         shutil.rmtree(kafka.data_dir, ignore_errors=True)
         say(f"Kafka: starting a local broker on 127.0.0.1:{port} (state in {KAFKA_STATE})")
         self.kafka = kafka
@@ -238,7 +238,7 @@ class Run:
         self.bootstrap = kafka.bootstrap
 
     def start_servers(self) -> None:
-        port = free_port()
+        port, ceiling_port = free_ports(2)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(
             {
@@ -263,7 +263,6 @@ class Run:
         self.procs.wait_http("bridge", f"http://127.0.0.1:{port}/readyz", 60.0)
         self.bridge_url = f"http://127.0.0.1:{port}/webhooks/{RECEIVER}"
         say(f"bridge: pid {self.procs.pid('bridge')}, {self.bridge_url}")
-        ceiling_port = free_port({port})
         self.procs.start(
             "http-ceiling",
             [sys.executable, "-m", "bench.httpceiling", "--port", str(ceiling_port)],

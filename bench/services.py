@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,18 @@ from bench.procstat import alive
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 LOCALKAFKA_PATH: Final = REPO_ROOT / "deploy" / "kafka" / "localkafka.py"
-HOST: Final = "127.0.0.1"
 
 
 # deploy/kafka is not a package: its folder goes on the path (mypy_path says the same).
 sys.path.insert(0, str(LOCALKAFKA_PATH.parent))
-from localkafka import LOG4J_CONFIG, LocalKafka, classpath, ensure_jars, kafka_version  # noqa: E402
+from localkafka import (  # noqa: E402
+    LOG4J_CONFIG,
+    LocalKafka,
+    classpath,
+    ensure_jars,
+    free_ports,
+    kafka_version,
+)
 
 __all__ = [
     "LOG4J_CONFIG",
@@ -39,7 +44,7 @@ __all__ = [
     "ProcessSet",
     "classpath",
     "ensure_jars",
-    "free_port",
+    "free_ports",
     "kafka_version",
 ]
 
@@ -50,28 +55,6 @@ class BenchError(RuntimeError):
 
 class Interrupted(BaseException):
     """SIGTERM, turned into an exception so that every cleanup runs."""
-
-
-def free_port(avoid: set[int] | None = None) -> int:
-    """A TCP port on 127.0.0.1 that is free now (and its successor, for Kafka's controller)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = int(sock.getsockname()[1])
-        if avoid and (port in avoid or port + 1 in avoid):
-            continue
-        if port < 65535 and _port_free(port + 1):
-            return port
-    raise BenchError("no free port pair on 127.0.0.1")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:

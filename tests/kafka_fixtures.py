@@ -35,6 +35,7 @@ __all__ = [
     "LocalKafka",
     "client_security",
     "consume_all",
+    "free_ports",
     "kafka_bootstrap",
     "kafka_broker",
     "kafka_source",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import Bridge, MakeBridge, sample
 from tests.deploy.toolbox import find_tool
+from tests.kafka_fixtures import free_ports
 
 pytestmark = pytest.mark.kafka
 
@@ -26,17 +26,10 @@ _ID_LIKE = re.compile(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def prometheus() -> tuple[Path, int]:
     """A Prometheus binary and a free port; the test writes the config and starts it."""
-    return Path(find_tool("prometheus")), _free_port()
+    return Path(find_tool("prometheus")), free_ports(1)[0]
 
 
 @pytest.fixture

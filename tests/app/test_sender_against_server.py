@@ -4,7 +4,6 @@ import asyncio
 import hmac
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from bridge.alm import Batch, parse_body
 from bridge.auth import basic_authorization, sign_hmac
 from bridge.errors import InvalidBatch
 from bridge.sender import RequestResult, SendOptions, run_challenge, run_send
+from tests.kafka_fixtures import free_ports
 
 SECRET = b"alm-test-signing-secret"
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -158,13 +158,6 @@ def _options(url: str, **overrides: object) -> SendOptions:
     }
     values.update(overrides)
     return SendOptions(**values)  # type: ignore[arg-type]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_signs_every_request_and_counts_statuses(
@@ -319,7 +312,7 @@ async def test_a_slow_answer_is_a_timeout_and_is_sent_again(
 
 
 async def test_connection_errors_are_counted() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/webhooks/alm"
+    url = f"http://127.0.0.1:{free_ports(1)[0]}/webhooks/alm"
 
     summary = await run_send(_options(url, count=3))
 

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from bridge.sender import (
     generate_batch,
     run_send,
 )
+from tests.kafka_fixtures import free_ports
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 SECRET: Final = "system-test-secret-0123456789"
@@ -68,12 +68,6 @@ def env_seconds(name: str, default: float) -> float:
 
 BROKER_DOWN_SECONDS: Final = env_seconds("ALM_BRIDGE_FAULT_BROKER_DOWN_SECONDS", 30.0)
 LOAD_SECONDS: Final = env_seconds("ALM_BRIDGE_FAULT_LOAD_SECONDS", 12.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def unique_prefix(label: str) -> str:
@@ -347,7 +341,7 @@ class BridgeFactory:
         process = BridgeProcess(
             bootstrap=bootstrap,
             prefix=prefix,
-            port=port or free_port(),
+            port=port or free_ports(1)[0],
             log_path=self.log_dir / f"bridge-{len(self.processes) + 1}.log",
             env=env,
             command=command,
