@@ -124,6 +124,15 @@ async def _send_group(producer: AIOKafkaProducer, group: Sequence[Record]) -> No
     await asyncio.gather(*futures)
 
 
+async def _outcome(producer: AIOKafkaProducer, group: Sequence[Record]) -> tuple[int, str | None]:
+    """Send a group and await it: (200, None), or (0, the error's name): a sample, not a crash."""
+    try:
+        await _send_group(producer, group)
+    except Exception as exc:
+        return 0, type(exc).__name__
+    return 200, None
+
+
 async def _measured(
     name: str,
     *,
@@ -183,11 +192,7 @@ async def _closed(
                 started = time.perf_counter()
                 if started >= end:
                     return
-                status, error = 200, None
-                try:
-                    await _send_group(producer, groups[index % len(groups)])
-                except Exception as exc:  # a failed send is a sample, not a crash
-                    status, error = 0, type(exc).__name__
+                status, error = await _outcome(producer, groups[index % len(groups)])
                 samples.append(
                     Sample(started - t0, time.perf_counter() - started, status, True, error)
                 )
@@ -224,11 +229,7 @@ async def _open(
 
         async def one(index: int, due: float) -> None:
             started = time.perf_counter()
-            status, error = 200, None
-            try:
-                await _send_group(producer, groups[index % len(groups)])
-            except Exception as exc:  # a failed send is a sample, not a crash
-                status, error = 0, type(exc).__name__
+            status, error = await _outcome(producer, groups[index % len(groups)])
             samples.append(
                 Sample(due - t0, time.perf_counter() - due, status, True, error, lag=started - due)
             )
