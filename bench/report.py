@@ -704,33 +704,22 @@ def render_chart(results: Results, path: Path) -> None:
             label=label,
         )
     ax.axhline(P99_LIMIT_MS, color="black", linewidth=0.8, linestyle=":", label="p99 limit 100 ms")
+    # Vertical markers, each (x, colour, width, style, label), for the figures known.
+    markers: list[tuple[float, str, float, str, str]] = []
     prod = results.producer_throughput
     if prod is not None and prod.events_per_s:
-        ax.axvline(
-            prod.events_per_s,
-            color="tab:green",
-            linewidth=1.0,
-            linestyle="-.",
-            label=f"raw producer max {prod.events_per_s:,.0f} ev/s",
-        )
+        label = f"raw producer max {prod.events_per_s:,.0f} ev/s"
+        markers.append((prod.events_per_s, "tab:green", 1.0, "-.", label))
     java = (results.java or {}).get("summary")
     if java:
-        ax.axvline(
-            java["records_per_s"],
-            color="tab:purple",
-            linewidth=1.0,
-            linestyle="-.",
-            label=f"Java ProducerPerformance {java['records_per_s']:,.0f} rec/s",
-        )
+        label = f"Java ProducerPerformance {java['records_per_s']:,.0f} rec/s"
+        markers.append((float(java["records_per_s"]), "tab:purple", 1.0, "-.", label))
     sus = results.sustainable
     if sus is not None and sus.offered_eps:
-        ax.axvline(
-            sus.offered_eps,
-            color="tab:red",
-            linewidth=0.8,
-            linestyle=":",
-            label=f"bridge sustainable {sus.events_per_s or 0:,.0f} ev/s",
-        )
+        label = f"bridge sustainable {sus.events_per_s or 0:,.0f} ev/s"
+        markers.append((sus.offered_eps, "tab:red", 0.8, ":", label))
+    for x, color, width, style, label in markers:
+        ax.axvline(x, color=color, linewidth=width, linestyle=style, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered load, events/s (100-event batches, open loop)")
