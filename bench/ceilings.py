@@ -38,7 +38,7 @@ from bench.stats import (
     summarize,
 )
 from bridge.alm import Batch, Limits, parse_body
-from bridge.publisher import client_options
+from bridge.publisher import producer_options
 from bridge.routing import Record, Router
 from bridge.settings import Settings, load_settings, resolve
 
@@ -77,21 +77,6 @@ class ProducerSpec:
     @classmethod
     def from_json(cls, data: bytes) -> ProducerSpec:
         return cls(**orjson.loads(data))
-
-
-def producer_options(settings: Settings) -> dict[str, Any]:
-    """The options the bridge gives its producer, for a producer of our own."""
-    return {
-        **client_options(settings),
-        "acks": "all",
-        "enable_idempotence": True,
-        "compression_type": None
-        if settings.kafka_compression_type == "none"
-        else settings.kafka_compression_type,
-        "linger_ms": settings.kafka_linger_ms,
-        "max_batch_size": settings.kafka_max_batch_bytes,
-        "max_request_size": max(settings.kafka_max_batch_bytes, settings.max_record_bytes + 1024),
-    }
 
 
 def record_groups(

@@ -91,6 +91,29 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def max_request_size(settings: Settings) -> int:
+    """Room for a full batch, and for one record of the largest size the bridge accepts."""
+    return max(settings.kafka_max_batch_bytes, settings.max_record_bytes + 1024)
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """The producer's options: acknowledged by all in-sync replicas, idempotent.
+
+    No partitioner: the bridge picks every record's partition itself (:mod:`bridge.batching`).
+    """
+    return {
+        **client_options(settings),
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": None
+        if settings.kafka_compression_type == "none"
+        else settings.kafka_compression_type,
+        "linger_ms": settings.kafka_linger_ms,
+        "max_batch_size": settings.kafka_max_batch_bytes,
+        "max_request_size": max_request_size(settings),
+    }
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Errors that a retry cannot fix: bad credentials, an untrusted certificate."""
     seen: set[int] = set()
@@ -134,11 +157,6 @@ class Publisher:
         if self._on_connected is not None:
             self._on_connected(value)
 
-    @property
-    def _max_request_size(self) -> int:
-        s = self._settings
-        return max(s.kafka_max_batch_bytes, s.max_record_bytes + 1024)
-
     def _use(self, producer: AIOKafkaProducer | None) -> None:
         """Publish through ``producer`` from now on; batches of the previous one fail."""
         if self._lanes is not None:
@@ -147,19 +165,7 @@ class Publisher:
         self._lanes = None if producer is None else Lanes(producer)
 
     def _new_producer(self) -> AIOKafkaProducer:
-        s = self._settings
-        return AIOKafkaProducer(
-            **client_options(s),
-            acks="all",
-            enable_idempotence=True,
-            compression_type=None
-            if s.kafka_compression_type == "none"
-            else s.kafka_compression_type,
-            linger_ms=s.kafka_linger_ms,
-            max_batch_size=s.kafka_max_batch_bytes,
-            max_request_size=self._max_request_size,
-            partitioner=partition_for,
-        )
+        return AIOKafkaProducer(**producer_options(self._settings))
 
     async def start(self, timeout_seconds: float) -> None:
         """Connect once; raises :class:`KafkaStartError` on fatal errors, else may retry."""
@@ -348,7 +354,7 @@ class Publisher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout_seconds
-        max_request = self._max_request_size
+        max_request = max_request_size(self._settings)
         futures: list[asyncio.Future[None]] = []
         cluster = producer.client.cluster
         try:
