@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from bridge import __version__
 from bridge.errors import PublishUnavailable
@@ -35,6 +35,9 @@ log = get_logger("bridge.app")
 
 STARTUP_TIMEOUT_SECONDS: Final = 10.0
 CHECK_INTERVAL_SECONDS: Final = 2.0
+# Four timer wake-ups a second: a few microseconds of work each, yet frequent enough that a
+# stall of a fraction of a second is seen within the next scrape.
+LOOP_LAG_INTERVAL_SECONDS: Final = 0.25
 
 
 def create_app(
@@ -61,7 +64,35 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_kafka_lifetime)
+    app.cleanup_ctx.append(_loop_lag_lifetime)
     return app
+
+
+async def _loop_lag_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """Measure the event loop's lag for as long as the application runs."""
+    task = asyncio.create_task(
+        watch_event_loop(app[STATE].metrics.event_loop_lag, LOOP_LAG_INTERVAL_SECONDS),
+        name="event-loop-lag",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def watch_event_loop(histogram: Histogram, interval_s: float) -> None:
+    """Sleep ``interval_s`` again and again; observe how much later than asked each wake-up came.
+
+    The overshoot is the time a ready callback waited for the loop: CPU-bound work, a blocking
+    call or a long decode on the loop shows up here before it shows up as request latency.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(interval_s)
+        histogram.observe(max(0.0, loop.time() - start - interval_s))
 
 
 async def _kafka_lifetime(app: web.Application) -> AsyncIterator[None]:

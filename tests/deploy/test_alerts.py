@@ -18,6 +18,7 @@ EXPECTED_ALERTS = {
     "AlmBridgeHigh5xxRatio",
     "AlmBridgeUnavailable",
     "AlmBridgePublishLatencyHigh",
+    "AlmBridgeEventLoopLagHigh",
     "AlmBridgeDeadLetters",
     "AlmBridgeAuthFailuresSpike",
     "AlmBridgeNoEvents",
