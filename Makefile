@@ -64,7 +64,7 @@ run: $(STAMP) kafka-up
 	$(BIN)/alm-bridge serve
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --both
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick

@@ -5,6 +5,7 @@ Everything but :func:`render_chart` is pure, so it is unit-tested with made-up n
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,17 @@ from bench.stats import (
 )
 
 BRIDGE: Final = "bridge"
+PEER: Final = "peer"
 MIN_SHARE_OF_PRODUCER: Final = 0.6
+# Issue 15's targets against the hand-written peer (bench/peer.py), in the same run.
+MAX_PEER_LATENCY_MULTIPLE: Final = 1.2
+# Benthos v4.27 held 60,000 events/s of 100-event batches on a fresh broker (issue 15).
+REFERENCE_HELD_EPS: Final = 60_000.0
+# Issue 15's run: bridge 17.5, hand-written 20.1 ms of CPU per 1,000 events (0.87 x); the
+# limit keeps that lead, less about a tenth for the noise of a shared host.
+MAX_CPU_VS_PEER: Final = 0.95
+# A quick run's figures are not trusted when the host's CPUs were taken by something else.
+MAX_STEAL_PCT: Final = 5.0
 MAX_LATENCY_MULTIPLE: Final = 2.0
 MAX_RSS_MB: Final = 150.0
 GENERATOR_HEADROOM: Final = 2.0
@@ -46,6 +57,8 @@ class Results:
     java: dict[str, Any] | None = None
     compare: list[PhaseStats] = field(default_factory=list)
     compare_url: str | None = None
+    peer_alm: list[PhaseStats] = field(default_factory=list)
+    peer_steps: list[PhaseStats] = field(default_factory=list)
     bridge_peak_rss_mb: float | None = None
     profile: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -59,6 +72,58 @@ class Results:
 
     def http_cell(self, senders: int, batch: int) -> PhaseStats | None:
         return _cell(self.http_cells, senders, batch)
+
+    def peer_cell(self, senders: int, batch: int) -> PhaseStats | None:
+        return _cell(self.peer_alm, senders, batch)
+
+    @property
+    def peer_sustainable(self) -> PhaseStats | None:
+        return sustainable(self.peer_steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """The open-loop rates that both the bridge and the peer held, step by step."""
+
+    rates: list[float]
+    bridge: list[PhaseStats]
+    peer: list[PhaseStats]
+
+    @property
+    def bridge_p99(self) -> float | None:
+        return _median([s.latency.p99 for s in self.bridge])
+
+    @property
+    def peer_p99(self) -> float | None:
+        return _median([s.latency.p99 for s in self.peer])
+
+    def cpu_per_1k(self, who: str) -> float | None:
+        steps = self.bridge if who == BRIDGE else self.peer
+        cpu = [s.procs[who].cpu_s for s in steps if who in s.procs]
+        events = sum(s.events for s in steps)
+        if not steps or len(cpu) != len(steps) or events <= 0:
+            return None
+        return sum(c or 0.0 for c in cpu) * 1000.0 / events
+
+
+def paired_steps(results: Results) -> Paired:
+    """Rates held (every request 2xx and clean, p99 within the limit) by both."""
+    peer = {round(s.offered_rps or 0.0, 2): s for s in results.peer_steps if step_passes(s)}
+    pairs = sorted(
+        (round(s.offered_rps or 0.0, 2), s)
+        for s in results.open_steps
+        if step_passes(s) and round(s.offered_rps or 0.0, 2) in peer
+    )
+    return Paired(
+        rates=[rate for rate, _ in pairs],
+        bridge=[s for _, s in pairs],
+        peer=[peer[rate] for rate, _ in pairs],
+    )
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _cell(phases: Sequence[PhaseStats], senders: int, batch: int) -> PhaseStats | None:
@@ -289,7 +354,123 @@ def targets(results: Results) -> list[Target]:
             f"VmHWM {_n(rss, 1)} MB",
         )
     )
+    out += peer_targets(results)
     return out
+
+
+def peer_targets(results: Results) -> list[Target]:
+    """Issue 15's targets: the bridge next to the hand-written peer and the reference rate."""
+    out: list[Target] = []
+    limit = MAX_PEER_LATENCY_MULTIPLE
+    pairs = paired_steps(results)
+    multiple = ratio(pairs.bridge_p99, pairs.peer_p99)
+    rates = ", ".join(_n(r * 100) for r in pairs.rates) or "none"
+    out.append(
+        Target(
+            f"open loop p99, median over the rates both held: <= {limit:g} x hand-written's",
+            multiple,
+            limit,
+            None if multiple is None else multiple <= limit,
+            f"{_ms(pairs.bridge_p99)} vs {_ms(pairs.peer_p99)} at {rates} events/s",
+        )
+    )
+    one, peer_one = results.alm_cell(1, 10), results.peer_cell(1, 10)
+    multiple = ratio(one.latency.p99 if one else None, peer_one.latency.p99 if peer_one else None)
+    out.append(
+        Target(
+            f"ALM-like 1 sender x 10 events: p99 <= {limit:g} x hand-written's",
+            multiple,
+            limit,
+            None if multiple is None else multiple <= limit,
+            f"{_ms(one.latency.p99 if one else None)} vs "
+            f"{_ms(peer_one.latency.p99 if peer_one else None)}",
+        )
+    )
+    sus, peer_sus = results.sustainable, results.peer_sustainable
+    held = sus.offered_eps if sus else None
+    out.append(
+        Target(
+            f"highest rate held >= {REFERENCE_HELD_EPS:,.0f} events/s (Benthos, issue 15)",
+            held,
+            REFERENCE_HELD_EPS,
+            None if held is None else held >= REFERENCE_HELD_EPS,
+            f"bridge {_n(held)}, hand-written {_n(peer_sus.offered_eps if peer_sus else None)}"
+            " events/s",
+        )
+    )
+    bridge_cpu, peer_cpu = pairs.cpu_per_1k(BRIDGE), pairs.cpu_per_1k(PEER)
+    multiple = ratio(bridge_cpu, peer_cpu)
+    out.append(
+        Target(
+            f"CPU per event at the rates both held: <= {MAX_CPU_VS_PEER:g} x hand-written's",
+            multiple,
+            MAX_CPU_VS_PEER,
+            None if multiple is None else multiple <= MAX_CPU_VS_PEER,
+            f"{_cpu_ms(bridge_cpu)} vs {_cpu_ms(peer_cpu)} ms per 1,000 events",
+        )
+    )
+    return out
+
+
+def _cpu_ms(seconds_per_1k: float | None) -> str:
+    return "-" if seconds_per_1k is None else f"{1000.0 * seconds_per_1k:.1f}"
+
+
+def _contradictions(steps: Sequence[PhaseStats], who: str) -> list[str]:
+    failed = [s.offered_rps or 0.0 for s in steps if not step_passes(s)]
+    passed = [s.offered_rps or 0.0 for s in steps if step_passes(s)]
+    if not failed or not passed or max(passed) <= min(failed):
+        return []
+    return [
+        f"{who}: the step at {min(failed) * 100:,.0f} events/s failed, yet the one at "
+        f"{max(passed) * 100:,.0f} events/s passed"
+    ]
+
+
+def trust_problems(results: Results) -> list[str]:
+    """Why this run's figures cannot be trusted (a busy host, steps that contradict)."""
+    problems: list[str] = []
+    other = background_pct(results)
+    if other is not None and other >= NOISY_BACKGROUND_PCT:
+        problems.append(
+            f"other processes used {other:.0f} % of a core during the bridge's phases "
+            f"(limit {NOISY_BACKGROUND_PCT:g} %)"
+        )
+    steal = results.meta.get("steal_pct")
+    if isinstance(steal, int | float) and steal >= MAX_STEAL_PCT:
+        problems.append(f"the hypervisor took {steal:.1f} % of the CPUs (steal)")
+    problems += _contradictions(results.open_steps, "bridge")
+    problems += _contradictions(results.peer_steps, "hand-written")
+    over, sus = results.overload, results.sustainable
+    if over is not None and sus is not None and step_passes(over):
+        problems.append(
+            f"over capacity at {_n(over.offered_eps)} events/s was held as well, twice the "
+            f"'sustainable' {_n(sus.offered_eps)}"
+        )
+    return problems
+
+
+def exit_status(outcomes: Sequence[tuple[Results, bool]], *, quick: bool) -> tuple[int, str]:
+    """The process's exit code and why.
+
+    1: a run did not complete. 4: a quick run whose figures cannot be trusted (no verdict).
+    3: a target failed or was not measured. 0: every target passed.
+    """
+    if any(failed for _, failed in outcomes):
+        return 1, "the run did not complete"
+    if quick:
+        doubts = [d for results, _ in outcomes for d in trust_problems(results)]
+        if doubts:
+            return 4, "no verdict, the figures cannot be trusted: " + "; ".join(doubts)
+    missed = [
+        f"{results.meta.get('broker', '?')}: {t.name} ({t.verdict})"
+        for results, _ in outcomes
+        for t in targets(results)
+        if t.passed is not True
+    ]
+    if missed:
+        return 3, f"{len(missed)} target(s) not met: " + "; ".join(missed)
+    return 0, "every target passed"
 
 
 def generator_check(results: Results) -> Target:
@@ -367,6 +548,16 @@ def to_json(results: Results) -> dict[str, Any]:
             "java": results.java,
         },
         "compare": {"url": results.compare_url, "phases": [p.to_dict() for p in results.compare]},
+        "peer": {
+            "alm_like": [p.to_dict() for p in results.peer_alm],
+            "open_loop": {
+                "steps": [{**p.to_dict(), "passed": step_passes(p)} for p in results.peer_steps],
+                "sustainable_events_per_s": _r(
+                    results.peer_sustainable.events_per_s if results.peer_sustainable else None
+                ),
+            },
+        },
+        "untrusted": trust_problems(results) if results.meta.get("quick") else [],
         "profile": results.profile,
         "notes": results.notes,
     }
@@ -483,6 +674,81 @@ def background_pct(results: Results) -> float | None:
     return sum(p.background_cpu_pct or 0.0 for p in phases) / len(phases)
 
 
+def _broker(meta: dict[str, Any]) -> str:
+    topics = int(meta.get("crowded_topics") or 0)
+    if topics <= 0:
+        return "fresh (only the benchmark's own topics)"
+    took = meta.get("crowd_seconds")
+    made = f", created in {took} s" if took is not None else ""
+    return (
+        f"crowded: {topics:,} unrelated topics ({int(meta.get('crowded_partitions') or 0):,} "
+        f"partitions) created before the bridge started{made}"
+    )
+
+
+def _untrusted(results: Results) -> list[str]:
+    if not results.meta.get("quick"):
+        return []
+    problems = trust_problems(results)
+    if not problems:
+        return []
+    return [
+        "**No verdict: this quick run's figures cannot be trusted.** "
+        + "; ".join(problems)
+        + ". Run it again on a quiet host.",
+        "",
+    ]
+
+
+def render_broker_summary(runs: Sequence[tuple[str, Results]]) -> str:
+    """The fresh and the crowded broker side by side: the issue's table and the targets."""
+    names = [label for label, _ in runs]
+    lines = ["# Bridge and hand-written peer, fresh and crowded broker", ""]
+    lines += [f"- {label}: {_broker(results.meta)}" for label, results in runs]
+    lines += [""]
+    rows: list[list[str]] = []
+    for who in ("bridge", "hand-written"):
+
+        def held(results: Results, who: str = who) -> str:
+            sus = results.sustainable if who == "bridge" else results.peer_sustainable
+            return _n(sus.offered_eps if sus else None)
+
+        def one(results: Results, who: str = who) -> str:
+            cell = results.alm_cell(1, 10) if who == "bridge" else results.peer_cell(1, 10)
+            if cell is None:
+                return "-"
+            return f"{_ms(cell.latency.p50)} / {_ms(cell.latency.p99)}"
+
+        def p99(results: Results, who: str = who) -> str:
+            pairs = paired_steps(results)
+            return _ms(pairs.bridge_p99 if who == "bridge" else pairs.peer_p99)
+
+        def cpu(results: Results, who: str = who) -> str:
+            return _cpu_ms(paired_steps(results).cpu_per_1k(BRIDGE if who == "bridge" else PEER))
+
+        rows.append([f"{who}: highest rate held (events/s)", *(held(r) for _, r in runs)])
+        rows.append(
+            [f"{who}: open-loop p99, median over the rates both held", *(p99(r) for _, r in runs)]
+        )
+        rows.append([f"{who}: 1 sender x 10 events, p50 / p99", *(one(r) for _, r in runs)])
+        rows.append(
+            [f"{who}: CPU ms per 1,000 events, rates both held", *(cpu(r) for _, r in runs)]
+        )
+    lines += _table(("", *names), rows)
+    lines += ["", "## Targets", ""]
+    per_run = [targets(results) for _, results in runs]
+    doubted = [bool(r.meta.get("quick")) and bool(trust_problems(r)) for _, r in runs]
+    target_rows = []
+    for index, target in enumerate(per_run[0]):
+        cells = []
+        for run_targets, doubt in zip(per_run, doubted, strict=True):
+            t = run_targets[index]
+            cells.append(f"{'untrusted' if doubt else t.verdict} ({_n(t.value, 2)})")
+        target_rows.append([target.name, *cells])
+    lines += _table(("target", *names), target_rows)
+    return "\n".join(lines) + "\n"
+
+
 def _noise_warning(results: Results) -> list[str]:
     other = background_pct(results)
     if other is None or other < NOISY_BACKGROUND_PCT:
@@ -505,6 +771,8 @@ def render_markdown(results: Results) -> str:
         f"Python {meta.get('python', '?')}, aiohttp {meta.get('aiohttp', '?')}, "
         f"aiokafka {meta.get('aiokafka', '?')}, Kafka {meta.get('kafka_version', '?')}.",
         "",
+        f"Broker: {_broker(meta)}.",
+        "",
         "Bridge: `python -m bridge serve`, JSON logs at info level, HMAC-SHA256 auth, default "
         "producer settings (acks=all, idempotent, "
         f"compression {meta.get('compression', '?')}, linger {meta.get('linger_ms', '?')} ms). "
@@ -513,10 +781,15 @@ def render_markdown(results: Results) -> str:
         "generator, and every other process on the host, in % of one core.",
         "",
         *_noise_warning(results),
+        *_untrusted(results),
         "## Targets",
         "",
     ]
-    rows = [[t.name, _n(t.value, 3), _n(t.limit, 2), t.verdict, t.detail] for t in targets(results)]
+    doubted = bool(meta.get("quick")) and bool(trust_problems(results))
+    rows = [
+        [t.name, _n(t.value, 3), _n(t.limit, 2), "untrusted" if doubted else t.verdict, t.detail]
+        for t in targets(results)
+    ]
     check = generator_check(results)
     rows.append([check.name, _n(check.value, 1), _n(check.limit, 1), check.verdict, check.detail])
     lines += _table(("target", "value", "limit", "result", "detail"), rows)
@@ -630,6 +903,26 @@ def render_markdown(results: Results) -> str:
             "",
             f"Java ProducerPerformance did not report: {java.get('error', 'see its log')}.",
         ]
+    if results.peer_alm or results.peer_steps:
+        lines += [
+            "",
+            "## Hand-written peer (bench/peer.py)",
+            "",
+            "aiohttp + aiokafka with their defaults, stdlib json, HMAC check, one `send()` per "
+            "event, no limits; measured right after the bridge at the same workloads.",
+            "",
+        ]
+        peer_rows = [
+            _phase_row(f"ALM-like {p.senders} x {p.batch}", p, PEER) for p in results.peer_alm
+        ]
+        peer_sus = results.peer_sustainable
+        for step in results.peer_steps:
+            mark = (
+                " (sustainable)" if step is peer_sus else ("" if step_passes(step) else " (over)")
+            )
+            label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
+            peer_rows.append(_phase_row(label, step, PEER))
+        lines += _table(_PHASE_HEADER, peer_rows)
     if results.compare:
         lines += ["", f"## Compared endpoint {results.compare_url}", ""]
         lines += _table(
@@ -675,6 +968,7 @@ def chart_series(results: Results) -> dict[str, list[tuple[float, float]]]:
     add("bridge", results.open_steps)
     add("HTTP ceiling", results.http_steps)
     add("raw aiokafka producer", results.producer_steps)
+    add("hand-written peer", results.peer_steps)
     return series
 
 
@@ -688,6 +982,7 @@ def render_chart(results: Results, path: Path) -> None:
         "bridge": ("tab:red", 2.5),
         "HTTP ceiling": ("tab:blue", 1.5),
         "raw aiokafka producer": ("tab:green", 1.5),
+        "hand-written peer": ("tab:orange", 1.5),
     }
     fig, ax = plt.subplots(figsize=(13, 6), dpi=110)
     for label, points in chart_series(results).items():

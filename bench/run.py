@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+import psutil
 
 from bench import profile as prof
 from bench.ceilings import ProducerSpec, java_command, run_java
@@ -34,11 +35,14 @@ from bench.loadgen import LoadSpec, PhaseSpec, planned_seconds
 from bench.procstat import alive, memory_mb
 from bench.report import (
     Results,
+    exit_status,
     generator_check,
+    render_broker_summary,
     render_chart,
     render_markdown,
     targets,
     to_json,
+    trust_problems,
 )
 from bench.services import (
     LOG4J_CONFIG,
@@ -59,6 +63,10 @@ KAFKA_STATE: Final = REPO_ROOT / ".local" / "bench-kafka"
 RECEIVER: Final = "alm"
 JAVA_TOPIC: Final = "bench.java-ceiling"
 DEDUPE_WINDOW: Final = 100_000
+# The crowded cluster: other teams' topics on a shared production cluster.
+CROWD_TOPICS: Final = 2000
+CROWD_PARTITIONS: Final = 3
+CROWD_PREFIX: Final = "bench.crowd."
 
 
 @dataclass(slots=True)
@@ -88,6 +96,8 @@ class Config:
     profile_s: int = 10
     profile_batch: int = 10
     java: bool = True
+    peer: bool = True
+    crowded_topics: int = 0
     results_root: Path = RESULTS_ROOT
     bridge_env: dict[str, str] = field(default_factory=dict)
 
@@ -142,6 +152,7 @@ def make_config(args: argparse.Namespace) -> Config:
     config.profile = bool(args.profile)
     config.profile_batch = int(args.profile_batch)
     config.java = not args.no_java
+    config.peer = not args.no_peer
     config.results_root = Path(args.results_dir)
     for item in args.bridge_env or []:
         key, sep, value = item.partition("=")
@@ -176,6 +187,27 @@ def _parser() -> argparse.ArgumentParser:
         "--profile-batch", type=int, default=10, help="events per batch while profiling"
     )
     parser.add_argument("--no-java", action="store_true", help="skip ProducerPerformance")
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip the hand-written peer (bench/peer.py)"
+    )
+    broker = parser.add_mutually_exclusive_group()
+    broker.add_argument(
+        "--crowded",
+        action="store_true",
+        help="create --crowded-topics unrelated topics on the broker before the bridge starts",
+    )
+    broker.add_argument(
+        "--both",
+        action="store_true",
+        help="a run on a fresh broker, then one on a crowded broker; both reported",
+    )
+    parser.add_argument(
+        "--crowded-topics",
+        type=int,
+        default=CROWD_TOPICS,
+        metavar="N",
+        help=f"unrelated topics of {CROWD_PARTITIONS} partitions (default {CROWD_TOPICS:,})",
+    )
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT))
     parser.add_argument(
         "--bridge-env",
@@ -204,6 +236,7 @@ class Run:
         self.bridge_env: dict[str, str] = {}
         self.bridge_url = ""
         self.ceiling_url = ""
+        self.peer_url = ""
         self.kafka: LocalKafka | None = None
         self.kafka_started = False
 
@@ -236,6 +269,20 @@ class Run:
         if not self.config.keep_kafka:
             self.procs.adopt_kafka(kafka)
         self.bootstrap = kafka.bootstrap
+
+    def crowd(self) -> None:
+        """Other teams' topics, created before any process of ours asks for metadata."""
+        wanted = self.config.crowded_topics
+        self.results.meta["crowded_topics"] = wanted
+        self.results.meta["crowded_partitions"] = wanted * CROWD_PARTITIONS
+        if wanted <= 0:
+            return
+        say(f"Kafka: creating {wanted:,} unrelated topics of {CROWD_PARTITIONS} partitions")
+        started = time.monotonic()
+        created = asyncio.run(_create_crowd(self.bootstrap, wanted))
+        took = time.monotonic() - started
+        self.results.meta["crowd_seconds"] = round(took, 1)
+        say(f"Kafka: {created:,} created ({wanted - created:,} were there) in {took:.1f}s")
 
     def start_servers(self) -> None:
         port, ceiling_port = free_ports(2)
@@ -271,6 +318,27 @@ class Run:
         self.procs.wait_http("http-ceiling", f"http://127.0.0.1:{ceiling_port}/healthz", 30.0)
         self.ceiling_url = f"http://127.0.0.1:{ceiling_port}/webhooks/{RECEIVER}"
         say(f"HTTP ceiling: pid {self.procs.pid('http-ceiling')}, {self.ceiling_url}")
+        if not self.config.peer:
+            return
+        [peer_port] = free_ports(1)
+        self.procs.start(
+            "peer",
+            [
+                sys.executable,
+                "-m",
+                "bench.peer",
+                "--port",
+                str(peer_port),
+                "--bootstrap",
+                self.bootstrap,
+                "--secret",
+                self.secret,
+            ],
+            log=self.run_dir / "peer.log",
+        )
+        self.procs.wait_http("peer", f"http://127.0.0.1:{peer_port}/healthz", 30.0)
+        self.peer_url = f"http://127.0.0.1:{peer_port}/webhooks/{RECEIVER}"
+        say(f"hand-written peer: pid {self.procs.pid('peer')}, {self.peer_url}")
 
     # Load --------------------------------------------------------------------------------
 
@@ -319,12 +387,48 @@ class Run:
     def bridge_watch(self) -> dict[str, int]:
         return {"bridge": self.procs.pid("bridge"), **self.kafka_watch()}
 
+    def peer_watch(self) -> dict[str, int]:
+        return {"peer": self.procs.pid("peer"), **self.kafka_watch()}
+
+    def peer_alm_like(self) -> None:
+        """The peer's closed-loop cells, right after the bridge's (tails drift over a run)."""
+        if not self.peer_url:
+            return
+        phases = [
+            PhaseSpec(f"peer ALM-like {n} x {b}", "closed", b, self.config.alm_s, senders=n)
+            for n, b in ((1, 10), (16, 100))
+        ]
+        out = self.load(
+            "peer-alm-like", phases, target="peer", url=self.peer_url, watch=self.peer_watch()
+        )
+        self.results.peer_alm = [stats for p in phases for stats in out[p.name]]
+
+    def peer_open_loop(self) -> None:
+        """The peer at the bridge's open-loop rates, then higher until it fails, then bisected."""
+        if not self.peer_url:
+            return
+        phase = PhaseSpec(
+            "peer open loop",
+            "steps",
+            100,
+            self.config.step_s,
+            rates=self.tried_rates() or [10.0],
+            refine=self.config.refine,
+            pause_s=1.0,
+        )
+        out = self.load(
+            "peer-open-loop", [phase], target="peer", url=self.peer_url, watch=self.peer_watch()
+        )
+        self.results.peer_steps = out[phase.name]
+
     def warm_up(self) -> None:
         phases = [
             PhaseSpec(f"warm-up {b}", "closed", b, 1.5 if b == 100 else 1.0, senders=4)
             for b in self.config.batches
         ]
         self.load("warm-up", phases, target="bridge", url=self.bridge_url, watch={})
+        if self.peer_url:  # its producer learns the topics' metadata before it is measured
+            self.load("peer-warm-up", phases[-1:], target="peer", url=self.peer_url, watch={})
 
     def alm_like(self) -> None:
         phases = [
@@ -593,11 +697,14 @@ class Run:
 
     def execute(self) -> None:
         self.start_kafka()
+        self.crowd()
         self.start_servers()
         self.warm_up()
         self.producer_latency()
         self.alm_like()
+        self.peer_alm_like()
         self.open_loop()
+        self.peer_open_loop()
         self.overload()
         self.soak()
         self.results.bridge_peak_rss_mb = memory_mb(self.procs.pid("bridge"))[1]
@@ -608,6 +715,8 @@ class Run:
         self.java_ceiling()
         code = self.procs.stop("bridge")
         self.results.meta["bridge_exit_code"] = code
+        if self.peer_url:
+            self.procs.stop("peer")
         self.results.meta["bridge_log_levels"] = _log_levels(self.run_dir / "bridge.log")
 
 
@@ -629,6 +738,26 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         if topic not in await admin.list_topics():
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def _create_crowd(bootstrap: str, count: int, chunk: int = 100) -> int:
+    """Topics ``bench.crowd.00000`` … of CROWD_PARTITIONS partitions; returns how many were new."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=120_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        names = [f"{CROWD_PREFIX}{i:05d}" for i in range(count)]
+        new = [n for n in names if n not in existing]
+        for start in range(0, len(new), chunk):
+            topics = [NewTopic(n, CROWD_PARTITIONS, 1) for n in new[start : start + chunk]]
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(topics, timeout_ms=120_000)
+        return len(new)
     finally:
         await admin.close()
 
@@ -676,16 +805,45 @@ def write_outputs(results: Results, run_dir: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 when every target passed; see :func:`bench.report.exit_status` for the others."""
     args = _parser().parse_args(argv)
     config = make_config(args)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = config.results_root / stamp
+    if args.both:
+        brokers = [("fresh", 0), ("crowded", max(1, args.crowded_topics))]
+    elif args.crowded:
+        brokers = [("crowded", max(1, args.crowded_topics))]
+    else:
+        brokers = [("fresh", 0)]
+    outcomes: list[tuple[str, Results, bool]] = []
+    for label, topics in brokers:
+        config.crowded_topics = topics
+        suffix = f"-{label}" if len(brokers) > 1 or topics else ""
+        results, failed = run_once(config, config.results_root / f"{stamp}{suffix}", label)
+        outcomes.append((label, results, failed))
+    if len(outcomes) > 1:
+        summary = render_broker_summary([(label, results) for label, results, _ in outcomes])
+        path = config.results_root / f"{stamp}-summary.md"
+        path.write_text(summary)
+        print(summary)
+        say(f"summary of both brokers: {path}")
+    status, reason = exit_status(
+        [(results, failed) for _, results, failed in outcomes], quick=config.quick
+    )
+    say(f"bench: exit {status}: {reason}")
+    return status
+
+
+def run_once(config: Config, run_dir: Path, label: str) -> tuple[Results, bool]:
+    """One benchmark run on one broker; returns its results and whether it failed to finish."""
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    say(f"bench: {'quick' if config.quick else 'full'} run, results in {run_dir}")
+    steal0 = psutil.cpu_times().steal
+    say(f"bench: {'quick' if config.quick else 'full'} run, {label} broker, results in {run_dir}")
     meta: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": config.quick,
+        "broker": label,
         "cpus": os.cpu_count(),
         "loadavg_start": _loadavg(),
         **_versions(),
@@ -715,8 +873,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             shutil.rmtree(run.kafka.data_dir, ignore_errors=True)
     results = run.results if run is not None else Results(meta=meta)
-    meta["duration_s"] = round(time.monotonic() - started, 1)
+    elapsed = time.monotonic() - started
+    meta["duration_s"] = round(elapsed, 1)
     meta["loadavg_end"] = _loadavg()
+    meta["steal_pct"] = round(
+        100.0 * (psutil.cpu_times().steal - steal0) / (elapsed * (os.cpu_count() or 1)), 2
+    )
     meta["bootstrap"] = run.bootstrap if run is not None else None
     settings = results.producer_info.get("settings", {})
     meta["compression"] = settings.get("compression_type") or "none"
@@ -727,15 +889,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.notes.append(f"the run did not complete: {failure.strip().splitlines()[-1]}")
     markdown = write_outputs(results, run_dir)
     print(markdown)
+    doubts = trust_problems(results) if config.quick else []
     for target in targets(results):
-        say(f"{target.verdict:4}  {target.name}  ({target.detail})")
+        verdict = "??" if doubts else target.verdict
+        say(f"{verdict:4}  {target.name}  ({target.detail})")
     check = generator_check(results)
     say(f"{check.verdict:4}  {check.name}")
+    for doubt in doubts:
+        say(f"untrusted: {doubt}")
     say(f"results: {run_dir} (took {meta['duration_s']:.0f} s)")
     if failure is not None:
         say(f"bench: {failure}")
-        return 1
-    return 0
+    return results, failure is not None
 
 
 def _config_dict(config: Config) -> dict[str, Any]:

@@ -20,11 +20,15 @@ from bench.report import (
     background_pct,
     chart_series,
     comparisons,
+    exit_status,
     generator_check,
+    paired_steps,
+    render_broker_summary,
     render_chart,
     render_markdown,
     targets,
     to_json,
+    trust_problems,
 )
 from bench.run import _parser, make_config
 from bench.stats import (
@@ -328,7 +332,7 @@ def _stats(
 
 
 def _results() -> Results:
-    results = Results(meta={"quick": True, "started": "now", "cpus": 2, "duration_s": 90})
+    results = Results(meta={"quick": False, "started": "now", "cpus": 2, "duration_s": 90})
     results.alm = [
         _stats("ALM-like 1 x 10", senders=1, batch=10, rps=50.0, p99=8.0),
         _stats("ALM-like 16 x 100", rps=100.0, p99=150.0, cpu=5.0),
@@ -368,6 +372,14 @@ def _results() -> Results:
         "record_size": 668,
     }
     results.bridge_peak_rss_mb = 120.0
+    results.peer_alm = [
+        _stats("peer 1 x 10", senders=1, batch=10, rps=60.0, p99=6.0, proc="peer", target="peer"),
+        _stats("peer 16 x 100", rps=120.0, p99=100.0, proc="peer", target="peer"),
+    ]
+    results.peer_steps = [
+        _stats("peer open", rps=r, offered=r, p99=p99, proc="peer", cpu=1.5, target="peer")
+        for r, p99 in ((50.0, 15.0), (75.0, 40.0), (100.0, 50.0), (125.0, 300.0))
+    ]
     return results
 
 
@@ -394,12 +406,83 @@ def test_comparisons_are_bridge_over_ceiling() -> None:
 def test_targets_pass_fail_and_not_measured() -> None:
     results = _results()
     verdicts = [t.verdict for t in targets(results)]
-    # 7,500 of 25,000 events/s; 8 ms vs 3 ms; no slow request; 120 MB.
-    assert verdicts == ["FAIL", "FAIL", "PASS", "PASS"]
+    # 7,500 of 25,000 events/s; 8 ms vs 3 ms; no slow request; 120 MB; against the peer:
+    # median p99 40 vs 27.5 ms; 8 vs 6 ms; 7,500 events/s held; CPU 0.016 vs 0.024 s per 1k.
+    assert verdicts == ["FAIL", "FAIL", "PASS", "PASS", "FAIL", "FAIL", "FAIL", "PASS"]
     results.bridge_peak_rss_mb = 151.0
     results.overload = None
-    assert [t.verdict for t in targets(results)][2:] == ["n/a", "FAIL"]
-    assert [t.verdict for t in targets(Results())] == ["n/a"] * 4
+    assert [t.verdict for t in targets(results)][2:4] == ["n/a", "FAIL"]
+    assert [t.verdict for t in targets(Results())] == ["n/a"] * 8
+
+
+def test_peer_targets_compare_the_rates_both_held() -> None:
+    results = _results()
+    pairs = paired_steps(results)
+    assert pairs.rates == [50.0, 75.0]  # the bridge failed 100, the peer 125
+    assert pairs.bridge_p99 == pytest.approx(40.0)
+    assert pairs.peer_p99 == pytest.approx(27.5)
+    assert pairs.cpu_per_1k("bridge") == pytest.approx(2.0 * 1000 / 125_000)
+    assert pairs.cpu_per_1k("peer") == pytest.approx(3.0 * 1000 / 125_000)
+    p99, one, held, cpu = targets(results)[4:]
+    assert p99.value == pytest.approx(40.0 / 27.5)
+    assert one.value == pytest.approx(8.0 / 6.0)
+    assert held.value == pytest.approx(7500.0)
+    assert "hand-written 10,000 events/s" in held.detail
+    assert cpu.value == pytest.approx(2.0 / 3.0)
+    for step in results.open_steps:
+        step.latency = Latency(count=1, p50=1.0, p90=1.0, p99=30.0, max=31.0)
+    results.alm[0].latency = Latency(count=1, p50=1.0, p90=1.0, p99=7.0, max=8.0)
+    assert [t.verdict for t in targets(results)[4:]] == ["PASS", "PASS", "FAIL", "PASS"]
+
+
+def test_trust_problems_name_a_busy_host_and_contradicting_steps() -> None:
+    results = _results()
+    assert trust_problems(results) == [
+        "other processes used 25 % of a core during the bridge's phases (limit 25 %)"
+    ]
+    for phase in [*results.alm, *results.open_steps]:
+        phase.system_busy_s = 2.0  # only the measured processes were busy
+    assert trust_problems(results) == []
+    results.meta["steal_pct"] = 12.5
+    results.open_steps.append(_stats("open loop", rps=200.0, offered=200.0, p99=20.0))
+    assert results.overload is not None
+    results.overload.latency = Latency(count=1, p50=1.0, p90=1.0, p99=50.0, max=60.0)
+    results.overload.statuses = {"200": results.overload.requests}
+    problems = trust_problems(results)
+    assert problems[0] == "the hypervisor took 12.5 % of the CPUs (steal)"
+    assert "bridge: the step at 10,000 events/s failed, yet the one at 20,000" in problems[1]
+    assert "over capacity at 15,000 events/s was held as well" in problems[2]
+
+
+def test_exit_status_says_whether_the_targets_passed() -> None:
+    results = _results()
+    code, why = exit_status([(results, False)], quick=False)
+    assert code == 3
+    assert "sustainable events/s" in why
+    assert exit_status([(results, True)], quick=False)[0] == 1
+    results.meta["quick"] = True
+    code, why = exit_status([(results, False)], quick=True)
+    assert code == 4
+    assert why.startswith("no verdict, the figures cannot be trusted: other processes used 25 %")
+    assert "untrusted" in render_markdown(results)
+    assert "No verdict" in render_markdown(results)
+    passing = Results()
+    passing_targets = targets(passing)
+    assert all(t.passed is None for t in passing_targets)
+    assert exit_status([(passing, False)], quick=False)[0] == 3  # not measured is not met
+
+
+def test_broker_summary_puts_fresh_and_crowded_side_by_side() -> None:
+    fresh, crowded = _results(), _results()
+    fresh.meta["crowded_topics"] = 0
+    crowded.meta.update(crowded_topics=2000, crowded_partitions=6000, crowd_seconds=41.0)
+    text = render_broker_summary([("fresh", fresh), ("crowded", crowded)])
+    assert "|  | fresh | crowded |" in text
+    assert "crowded: 2,000 unrelated topics (6,000 partitions)" in text
+    assert "| bridge: highest rate held (events/s) | 7,500 | 7,500 |" in text
+    assert "| hand-written: highest rate held (events/s) | 10,000 | 10,000 |" in text
+    assert "| bridge: 1 sender x 10 events, p50 / p99 | 2.00 ms / 8.00 ms |" in text
+    assert "FAIL (1.45)" in text
 
 
 def test_generator_check_compares_ceiling_and_bridge_request_rates() -> None:
@@ -433,7 +516,8 @@ def test_markdown_has_the_tables_and_verdicts() -> None:
 def test_json_is_serialisable_and_names_the_sustainable_rate() -> None:
     data = orjson.loads(orjson.dumps(to_json(_results())))
     assert data["bridge"]["open_loop"]["sustainable_rps"] == 75.0
-    assert [t["result"] for t in data["targets"]] == ["FAIL", "FAIL", "PASS", "PASS"]
+    assert [t["result"] for t in data["targets"]][:4] == ["FAIL", "FAIL", "PASS", "PASS"]
+    assert data["peer"]["open_loop"]["sustainable_events_per_s"] == 10_000.0
     assert data["ceilings"]["java"]["summary"]["records_per_s"] == 60_000.0
 
 
@@ -477,6 +561,11 @@ def test_quick_and_full_configurations() -> None:
     assert len(full.http_cells) == 9
     with pytest.raises(SystemExit):
         make_config(_parser().parse_args(["--bridge-env", "NOPE=1"]))
+    args = _parser().parse_args(["--both", "--crowded-topics", "500"])
+    assert (args.both, args.crowded, args.crowded_topics) == (True, False, 500)
+    assert _parser().parse_args(["--crowded"]).crowded_topics == 2000
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--both", "--crowded"])
 
 
 def test_markdown_says_when_over_capacity_did_not_overload() -> None:
