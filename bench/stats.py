@@ -13,25 +13,13 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bridge.stats import percentile
+
+__all__ = ["percentile"]  # the one definition, shared with the sender and the tests
+
 DEADLINE_S: Final = 5.0
 P99_LIMIT_MS: Final = 100.0
 ACCEPTED_OVERLOAD_STATUSES: Final = frozenset({429, 503})
-
-
-def percentile(values: Sequence[float], pct: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None when empty."""
-    if not values:
-        return None
-    if not 0.0 <= pct <= 100.0:
-        raise ValueError(f"percentile {pct} is outside 0..100")
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return float(ordered[0])
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    fraction = rank - low
-    return float(ordered[low] + (ordered[high] - ordered[low]) * fraction)
 
 
 def ratio(value: float | None, ceiling: float | None) -> float | None:
