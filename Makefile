@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 BRIDGE_PORT ?= 8080
-LOCALKAFKA := $(BIN)/python deploy/kafka/localkafka.py
+LOCALKAFKA := $(BIN)/python -m deploy.kafka.localkafka
 DEV_SECRET ?= local-dev-secret
 
 export KAFKA_PORT

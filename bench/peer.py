@@ -26,9 +26,13 @@ NOT_TOPIC_CHARS = re.compile(r"[^a-z0-9._-]")
 
 
 def make_app(bootstrap: str, secret: bytes) -> web.Application:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer: AIOKafkaProducer
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        nonlocal producer
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+        )
         await producer.start()
         yield
         await producer.stop()

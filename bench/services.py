@@ -22,14 +22,7 @@ from typing import IO, Final, Self
 import orjson
 
 from bench.procstat import alive
-
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-LOCALKAFKA_PATH: Final = REPO_ROOT / "deploy" / "kafka" / "localkafka.py"
-
-
-# deploy/kafka is not a package: its folder goes on the path (mypy_path says the same).
-sys.path.insert(0, str(LOCALKAFKA_PATH.parent))
-from localkafka import (  # noqa: E402
+from deploy.kafka.localkafka import (
     LOG4J_CONFIG,
     LocalKafka,
     classpath,
@@ -37,6 +30,8 @@ from localkafka import (  # noqa: E402
     free_ports,
     kafka_version,
 )
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "LOG4J_CONFIG",

@@ -12,7 +12,6 @@ import asyncio
 import importlib
 import os
 import secrets
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-_LOCALKAFKA_PATH = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "localkafka.py"
-
-
-# deploy/kafka is not a package: its folder goes on the path (mypy_path says the same).
-sys.path.insert(0, str(_LOCALKAFKA_PATH.parent))
-from localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports  # noqa: E402
+from deploy.kafka.localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports
 
 __all__ = [
     "KafkaSource",

@@ -1,8 +1,11 @@
 """Run a single-node Apache Kafka (KRaft) broker on 127.0.0.1 from Maven-resolved jars.
 
-Stdlib only, so it works before the project's virtualenv exists:
+Stdlib only, so it works before the project's virtualenv exists. From the repository root:
 
-    python deploy/kafka/localkafka.py up|down|status|classpath [--port N]
+    python -m deploy.kafka.localkafka up|down|status|classpath [--port N]
+
+(``python deploy/kafka/localkafka.py …`` works as well), and the tests and the benchmark
+import it as ``deploy.kafka.localkafka``.
 
 The broker is started in its own process group and is only ever stopped through the pid
 recorded in ``<state_dir>/kafka.pid``.
@@ -758,7 +761,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, default=90.0, help="seconds (up/down)")
 
     parser = argparse.ArgumentParser(
-        prog="localkafka.py",
+        prog="python -m deploy.kafka.localkafka",
         description="Single-node Apache Kafka on 127.0.0.1 for development and tests.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

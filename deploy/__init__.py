@@ -1,0 +1,1 @@
+"""Deployment files; ``deploy.kafka.localkafka`` is importable for the tests and the benchmark."""

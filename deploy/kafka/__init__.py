@@ -1,0 +1,1 @@
+"""The local Apache Kafka broker for development, tests and the benchmark."""
