@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.bodies import make_templates, templates_for
-from bench.procstat import cpu_seconds, memory_mb, system_busy_seconds
+from bench.processes import cpu_seconds, memory_mb, system_busy_seconds
 from bench.stats import (
     P99_LIMIT_MS,
     PhaseStats,

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 
 from bench.bodies import BodyFactory, ring_length
-from bench.procstat import cpu_seconds, memory_mb, system_busy_seconds
+from bench.processes import cpu_seconds, memory_mb, system_busy_seconds
 from bench.stats import (
     DEADLINE_S,
     P99_LIMIT_MS,

@@ -7,8 +7,6 @@ the run ends, whether it ends normally, with an error, or with Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -17,11 +15,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Self
+from typing import Final, Self
 
 import orjson
 
-from bench.procstat import alive
+from bench import processes
 from deploy.kafka.localkafka import (
     LOG4J_CONFIG,
     LocalKafka,
@@ -67,7 +65,6 @@ class ProcessSet:
         self.run_dir = run_dir
         self.pid_file = run_dir / "pids.json"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: dict[str, IO[bytes]] = {}
         self._kafka: LocalKafka | None = None
         self._previous: dict[int, object] = {}
 
@@ -115,17 +112,7 @@ class ProcessSet:
         """Start ``command``: stdout to ``log``, stderr there too or (``console``) to ours."""
         if name in self._procs:
             raise BenchError(f"{name} is already running")
-        out = log.open("ab")
-        self._logs[name] = out
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=None if console else subprocess.STDOUT,
-            env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
+        proc = processes.start(command, log=log, env=env, console=console)
         self._procs[name] = proc
         self._record()
         return proc
@@ -164,26 +151,16 @@ class ProcessSet:
         return self._procs[name].pid
 
     def stop(self, name: str, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it after ``timeout_s``; returns the exit status."""
+        """SIGTERM the process and its children, SIGKILL after ``timeout_s``; its exit status."""
         proc = self._procs.get(name)
         if proc is None:
             return None
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5.0)
+        code = processes.stop(proc, timeout_s)
         self._forget(name)
-        return proc.returncode
+        return code
 
     def _forget(self, name: str) -> None:
         self._procs.pop(name, None)
-        out = self._logs.pop(name, None)
-        if out is not None:
-            out.close()
         self._record()
 
     def adopt_kafka(self, kafka: LocalKafka) -> None:
@@ -203,11 +180,3 @@ class ProcessSet:
             except Exception as exc:  # the broker's own error says what is left
                 print(f"bench: could not stop Kafka: {exc}", file=sys.stderr)
         self._record()
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if alive(pid) and os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)

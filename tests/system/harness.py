@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from bench import processes
 from bridge.auth import sign_hmac
 from bridge.sender import (
     DEFAULT_MIX,
@@ -147,18 +148,8 @@ class BridgeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(self.settings)
         env["PYTHONUNBUFFERED"] = "1"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self._proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=env,
-                # Its own session: a Ctrl-C on pytest must not reach it; we signal it ourselves.
-                start_new_session=True,
-            )
+        # Its own session: a Ctrl-C on pytest must not reach it; we signal it ourselves.
+        self._proc = processes.start(self.command, log=self.log_path, env=env)
 
     @property
     def returncode(self) -> int | None:
@@ -185,17 +176,7 @@ class BridgeProcess:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM, wait, SIGKILL; blocking, idempotent."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        return proc.returncode
+        return None if self._proc is None else processes.stop(self._proc, timeout_s)
 
     async def _get(
         self, session: aiohttp.ClientSession, path: str
@@ -251,29 +232,15 @@ class BridgeProcess:
         return None
 
     def rss_kib(self) -> int | None:
-        """VmRSS of the process in KiB, from /proc."""
+        """The process's resident memory in KiB."""
         if not self.running():
             return None
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return None
+        rss_mb, _ = processes.memory_mb(self.pid)
+        return None if rss_mb is None else round(rss_mb * 1024)
 
     def cpu_seconds(self) -> float | None:
         """User plus system CPU time of the process so far."""
-        if not self.running():
-            return None
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rpartition(")")[2].split()
-        # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return processes.cpu_seconds(self.pid) if self.running() else None
 
     def log_lines(self) -> int:
         try:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import signal
+import time
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 
+from bench import processes
 from bench.bodies import BodyFactory, event_id_offsets, make_templates, ring_length, tagged
 from bench.ceilings import parse_producer_performance
 from bench.loadgen import LoadSpec, PhaseSpec, planned_seconds
-from bench.procstat import parse_stat_cpu, parse_status_kb, parse_system_busy
 from bench.profile import area, parse_collapsed, summarize_profile
 from bench.report import (
     Comparison,
@@ -194,24 +197,37 @@ def test_rss_growth_compares_first_and_last_third() -> None:
     assert rss_growth(samples[:2]) is None
 
 
-# /proc parsing ----------------------------------------------------------------------------
+# Processes ----------------------------------------------------------------------------------
 
 
-def test_proc_parsers() -> None:
-    stat = "42 (python3 -m x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0"
-    assert parse_stat_cpu(stat) == pytest.approx(300 / _ticks())
-    status = "Name:\tpython\nVmHWM:\t  153600 kB\nVmRSS:\t  102400 kB\n"
-    assert parse_status_kb(status, "VmHWM") == pytest.approx(150.0)
-    assert parse_status_kb(status, "VmRSS") == pytest.approx(100.0)
-    assert parse_status_kb(status, "VmSwap") is None
-    busy = parse_system_busy("cpu  100 0 50 1000 20 0 10 0 0 0")
-    assert busy == pytest.approx(160 / _ticks())
+def test_a_started_process_is_measured_then_stopped_with_its_children(tmp_path: Path) -> None:
+    # A shell that starts a child which ignores nothing, burns a little CPU, then waits.
+    script = "sleep 60 & i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo ready; wait"
+    proc = processes.start(["sh", "-c", script], log=tmp_path / "p.log")
+    deadline = time.monotonic() + 20
+    while b"ready" not in (tmp_path / "p.log").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = psutil.Process(proc.pid).children()[0]
+    assert processes.alive(proc.pid)
+    assert (processes.cpu_seconds(proc.pid) or 0.0) > 0.0
+    rss, peak = processes.memory_mb(proc.pid)
+    assert rss is not None
+    assert peak is not None
+    assert 0 < rss <= peak
+    assert processes.stop(proc, timeout_s=5.0) == -signal.SIGTERM
+    assert not processes.alive(proc.pid)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert processes.stop(proc) == -signal.SIGTERM  # idempotent
+    assert processes.cpu_seconds(proc.pid) is None
 
 
-def _ticks() -> int:
-    import os
-
-    return os.sysconf("SC_CLK_TCK")
+def test_host_busy_time_grows_with_work() -> None:
+    before = processes.system_busy_seconds()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    assert processes.system_busy_seconds() - before >= 0.1
+    assert processes.steal_seconds() >= 0.0
 
 
 # Bodies -------------------------------------------------------------------------------------
