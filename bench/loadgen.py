@@ -82,6 +82,9 @@ class LoadSpec:
     open_limit: int = 512
     watch: dict[str, int] = field(default_factory=dict)
     phases: list[PhaseSpec] = field(default_factory=list)
+    # Several servers behind one address, as replicas behind a Service: requests (open loop)
+    # or senders (closed loop) take them in turn. Empty: ``url`` alone.
+    urls: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -235,22 +238,22 @@ class Generator:
         warm = self.bodies.build(phase.batch, phase.senders * phase.warmup_per_sender)
         ring = self.bodies.build(phase.batch, count)
         limit_count = None if reusable else count
-        url, timeout = self.spec.url, self.timeout
+        urls, timeout = self.spec.urls or [self.spec.url], self.timeout
         async with self._session(phase.senders) as session:
             warm_iter = iter(warm)
 
-            async def warm_up() -> None:
+            async def warm_up(url: str) -> None:
                 for body in warm_iter:
                     await _post(session, url, body, timeout)
 
-            await asyncio.gather(*(warm_up() for _ in range(phase.senders)))
+            await asyncio.gather(*(warm_up(urls[i % len(urls)]) for i in range(phase.senders)))
 
             async def run(t0: float) -> list[Sample]:
                 samples: list[Sample] = []
                 end = t0 + phase.duration_s
                 counter = iter(range(sys.maxsize if limit_count is None else limit_count))
 
-                async def sender() -> None:
+                async def sender(url: str) -> None:
                     for index in counter:
                         started = time.perf_counter()
                         if started >= end:
@@ -261,7 +264,7 @@ class Generator:
                         done = time.perf_counter()
                         samples.append(Sample(started - t0, done - started, status, clean, error))
 
-                await asyncio.gather(*(sender() for _ in range(phase.senders)))
+                await asyncio.gather(*(sender(urls[i % len(urls)]) for i in range(phase.senders)))
                 return samples
 
             return await self._measure(phase, run, mode="closed", rate=None)
@@ -270,7 +273,7 @@ class Generator:
         total = max(1, math.ceil(rate * phase.duration_s))
         count, _ = ring_length(total, phase.batch, self.spec.ring_events)
         ring = self.bodies.build(phase.batch, count)
-        url, timeout = self.spec.url, self.timeout
+        urls, timeout = self.spec.urls or [self.spec.url], self.timeout
         async with self._session(self.spec.open_limit) as session:
 
             async def run(t0: float) -> list[Sample]:
@@ -279,7 +282,7 @@ class Generator:
                 async def one(index: int, due: float) -> None:
                     started = time.perf_counter()
                     status, clean, error = await _post(
-                        session, url, ring[index % len(ring)], timeout
+                        session, urls[index % len(urls)], ring[index % len(ring)], timeout
                     )
                     done = time.perf_counter()
                     samples.append(

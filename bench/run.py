@@ -284,8 +284,9 @@ class Run:
         self.results.meta["crowd_seconds"] = round(took, 1)
         say(f"Kafka: {created:,} created ({wanted - created:,} were there) in {took:.1f}s")
 
-    def start_servers(self) -> None:
-        port, ceiling_port = free_ports(2)
+    def start_bridge(self, name: str) -> str:
+        """One bridge process in the production configuration; returns its webhook URL."""
+        [port] = free_ports(1)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(
             {
@@ -302,14 +303,19 @@ class Run:
         )
         self.bridge_env = env
         self.procs.start(
-            "bridge",
+            name,
             [sys.executable, "-m", "bridge", "serve"],
             env=env,
-            log=self.run_dir / "bridge.log",
+            log=self.run_dir / f"{name}.log",
         )
-        self.procs.wait_http("bridge", f"http://127.0.0.1:{port}/readyz", 60.0)
-        self.bridge_url = f"http://127.0.0.1:{port}/webhooks/{RECEIVER}"
-        say(f"bridge: pid {self.procs.pid('bridge')}, {self.bridge_url}")
+        self.procs.wait_http(name, f"http://127.0.0.1:{port}/readyz", 60.0)
+        url = f"http://127.0.0.1:{port}/webhooks/{RECEIVER}"
+        say(f"{name}: pid {self.procs.pid(name)}, {url}")
+        return url
+
+    def start_servers(self) -> None:
+        self.bridge_url = self.start_bridge("bridge")
+        [ceiling_port] = free_ports(1)
         self.procs.start(
             "http-ceiling",
             [sys.executable, "-m", "bench.httpceiling", "--port", str(ceiling_port)],
@@ -351,10 +357,12 @@ class Run:
         url: str,
         watch: dict[str, int],
         secret: str | None = None,
+        urls: list[str] | None = None,
     ) -> dict[str, list[PhaseStats]]:
         self.invocations += 1
         spec = LoadSpec(
             url=url,
+            urls=urls or [],
             target=target,
             secret=secret or self.secret,
             tag_base=self.invocations << 24,
@@ -791,7 +799,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _loadavg() -> str:
+def loadavg() -> str:
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
@@ -854,7 +862,7 @@ def run_once(config: Config, run_dir: Path, label: str) -> tuple[Results, bool]:
         "quick": config.quick,
         "broker": label,
         "cpus": os.cpu_count(),
-        "loadavg_start": _loadavg(),
+        "loadavg_start": loadavg(),
         **_versions(),
     }
     with contextlib.suppress(Exception):
@@ -884,7 +892,7 @@ def run_once(config: Config, run_dir: Path, label: str) -> tuple[Results, bool]:
     results = run.results if run is not None else Results(meta=meta)
     elapsed = time.monotonic() - started
     meta["duration_s"] = round(elapsed, 1)
-    meta["loadavg_end"] = _loadavg()
+    meta["loadavg_end"] = loadavg()
     meta["steal_pct"] = round(
         100.0 * (steal_seconds() - steal0) / (elapsed * (os.cpu_count() or 1)), 2
     )
