@@ -18,7 +18,7 @@ help:
 	@echo "make test        lint, type-check and run the whole suite (real Kafka, Prometheus, Helm)"
 	@echo "make kafka-up    start only the local Kafka broker (127.0.0.1:$(KAFKA_PORT))"
 	@echo "make kafka-down  stop it"
-	@echo "make bench       the benchmark against the ceilings (make bench-quick: under 2 minutes)"
+	@echo "make bench       the benchmark on a fresh and a crowded broker, with the ceilings and a hand-written peer (make bench-quick: a few minutes, fresh broker)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
