@@ -53,7 +53,11 @@ def create_app(
     def on_connected(up: bool) -> None:
         metrics_.kafka_up.set(1 if up else 0)
 
-    publisher = Publisher(settings=settings, on_connected=on_connected)
+    publisher = Publisher(
+        settings=settings,
+        on_connected=on_connected,
+        standing_topics=[r.routing.dead_letter_topic for r in resolved],
+    )
     ingestor = Ingestor(settings=settings, receivers=by_name, publisher=publisher, metrics=metrics_)
     app = web.Application(middlewares=[request_context], handler_args=_handler_args(settings))
     app.on_response_prepare.append(security_headers)

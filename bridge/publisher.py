@@ -211,9 +211,11 @@ class Publisher:
         *,
         settings: Settings,
         on_connected: Callable[[bool], None] | None = None,
+        standing_topics: Collection[str] = (),
     ) -> None:
         self._settings = settings
         self._on_connected = on_connected
+        self._standing_topics = tuple(sorted(set(standing_topics)))
         self._producer: AIOKafkaProducer | None = None
         self._lanes: Lanes | None = None
         # Topics known to exist, and topics refused for good (until a monotonic time).
@@ -266,6 +268,25 @@ class Publisher:
         self._use(producer)
         self._started = True
         self._set_connected(True)
+        await self._track_standing(producer, timeout_seconds)
+
+    async def _track_standing(self, producer: AIOKafkaProducer, timeout_seconds: float) -> None:
+        """Have the producer's periodic metadata refresh ask about the standing topics.
+
+        Until it tracks a topic, aiokafka's refresh asks for *every* topic of the cluster,
+        a cost that grows with other teams' topics. The standing topics (dead-letter
+        topics) are made to exist first, so that asking about them creates nothing.
+        """
+        if not self._standing_topics:
+            return
+        try:
+            refused = await self.prepare(self._standing_topics, timeout_seconds=timeout_seconds)
+            async with asyncio.timeout(timeout_seconds):
+                for topic in self._standing_topics:
+                    if topic not in refused:
+                        await producer.client.add_topic(topic)
+        except (PublishUnavailable, TimeoutError, KafkaError, OSError) as exc:
+            log.info("kafka_standing_topics_not_tracked", error=str(exc))
 
     async def _probe(self, timeout_seconds: float) -> BaseException | None:
         """The error of one direct connection to the first bootstrap server, if any."""
@@ -325,6 +346,7 @@ class Publisher:
                     return
                 self._use(fresh)
                 self._set_connected(True)
+                await self._track_standing(fresh, 5.0)
             finally:
                 self._replacing = None
 

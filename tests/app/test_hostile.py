@@ -124,7 +124,9 @@ async def test_a_foreign_account_is_403_before_the_body_is_judged(
 
     assert response.status == 403
     assert (await response.json())["error"] == "account_not_accepted"
-    assert await topics_with_prefix(bridge.bootstrap, prefix) == []
+    # Only the dead-letter topic exists (made at start), and it holds nothing.
+    assert await topics_with_prefix(bridge.bootstrap, prefix) == [bridge.dead_letter_topic]
+    assert await consume_all(bridge.bootstrap, bridge.dead_letter_topic, timeout_s=2) == []
 
 
 async def test_an_accepted_account_with_a_bad_event_is_still_dead_lettered(
@@ -186,8 +188,9 @@ async def test_new_names_past_the_topic_limit_go_to_the_catchall(make_bridge: Ma
     assert response.status == 200
     assert (await response.json())["published"] == 40
     topics = await topics_with_prefix(bridge.bootstrap, prefix)
-    assert len(topics) == 6  # five from the template, and the catch-all
-    assert f"{prefix}.catchall" in topics
+    # Five from the template, the catch-all and the dead-letter topic.
+    assert len(topics) == 7
+    assert {f"{prefix}.catchall", bridge.dead_letter_topic} <= set(topics)
     assert (
         bridge.metric("almbridge_topic_fallbacks_total", receiver="alm", reason="topic_limit") == 35
     )
