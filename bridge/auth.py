@@ -124,8 +124,19 @@ class HmacAuth:
         return True
 
     def precheck(self, headers: Mapping[str, str]) -> None:
-        if not headers.get(self.header, "").strip():
+        """Everything that can be judged without the body: present, decodable, full length.
+
+        A request that fails here is answered without its body being read.
+        """
+        value = headers.get(self.header, "")
+        if not value.strip():
             raise AuthError("missing", f"no {self.header} header")
+        size = len(self._decode(value))
+        expected = hashlib.new(self.algorithm).digest_size
+        if size != expected:
+            raise AuthError(
+                "malformed", f"signature has {size} bytes, an HMAC-{self.algorithm} has {expected}"
+            )
 
     def _decode(self, value: str) -> bytes:
         text = value.strip()
