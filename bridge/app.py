@@ -61,11 +61,13 @@ def create_app(
     ingestor = Ingestor(settings=settings, receivers=by_name, publisher=publisher, metrics=metrics_)
     app = web.Application(middlewares=[request_context], handler_args=_handler_args(settings))
     app.on_response_prepare.append(security_headers)
+    reads = BodyReads(settings.max_body_reads)
+    metrics_.body_reads.set_function(lambda: len(reads))
     app[STATE] = State(
         ingestor=ingestor,
         metrics=metrics_,
         slots=Slots(settings.max_inflight_batches, settings.max_queue_delay_ms / 1000),
-        reads=BodyReads(settings.max_body_reads),
+        reads=reads,
     )
     app.router.add_post("/webhooks/{receiver}", webhook_post)
     app.router.add_get("/webhooks/{receiver}", webhook_get)

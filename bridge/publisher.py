@@ -123,7 +123,7 @@ def refusal_of(exc: BaseException) -> Refusal | None:
     if (
         isinstance(exc, BrokerResponseError)
         and not exc.retriable
-        and not isinstance(exc, _BROKEN_PRODUCER | UnknownTopicOrPartitionError)
+        and not isinstance(exc, (*_BROKEN_PRODUCER, UnknownTopicOrPartitionError))
     ):
         return Refusal("kafka_refused", _describe(exc))
     return None
@@ -133,7 +133,7 @@ def _invalid_topic(detail: str) -> Refusal:
     return Refusal("topic_collision" if "collides" in detail else "topic_invalid", detail)
 
 
-def _topic_refusal(code: int, message: str | None) -> Refusal | None:
+def refusal_for_code(code: int, message: str | None) -> Refusal | None:
     """What an error code of CreateTopics or Metadata means for a topic (None: retry)."""
     kind = for_code(code)
     detail = f"{kind.__name__}: {message}" if message else kind.__name__
@@ -464,7 +464,7 @@ class Publisher:
                 elif code == UnknownTopicOrPartitionError.errno:
                     missing.append(topic)
                 else:
-                    refusal = _topic_refusal(code, None)
+                    refusal = refusal_for_code(code, None)
                     if refusal is None:
                         raise PublishUnavailable(
                             f"Kafka answered {for_code(code).__name__} for topic {topic}"
@@ -512,7 +512,7 @@ class Publisher:
             if code in (0, TopicAlreadyExistsError.errno):
                 created.append(topic)
                 continue
-            refusal = _topic_refusal(code, message)
+            refusal = refusal_for_code(code, message)
             if refusal is None:
                 client.force_metadata_update()
                 raise PublishUnavailable(

@@ -21,6 +21,7 @@ EXPECTED_ALERTS = {
     "AlmBridgeDeadLetters",
     "AlmBridgeAuthFailuresSpike",
     "AlmBridgeNoEvents",
+    "AlmBridgeTopicFallbacks",
 }
 
 

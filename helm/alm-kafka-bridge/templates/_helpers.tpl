@@ -125,7 +125,7 @@ defaults apply.
 {{- $_ := set $receiver "auth" $auth }}
 {{- $routingValues := .routing | default dict }}
 {{- $routing := dict }}
-{{- range $from, $to := dict "topicTemplate" "topic_template" "overrides" "overrides" "allow" "allow" "deny" "deny" "unlisted" "unlisted" "catchallTopic" "catchall_topic" "key" "key" }}
+{{- range $from, $to := dict "topicTemplate" "topic_template" "overrides" "overrides" "allow" "allow" "deny" "deny" "unlisted" "unlisted" "catchallTopic" "catchall_topic" "key" "key" "eventNamePattern" "event_name_pattern" }}
 {{- if hasKey $routingValues $from }}
 {{- if not (kindIs "invalid" (index $routingValues $from)) }}
 {{- $_ := set $routing $to (index $routingValues $from) }}
