@@ -1,10 +1,12 @@
-"""The repeat filter keeps aiokafka's connection errors from flooding the log."""
+"""Log filters: aiokafka's connection errors and malformed requests do not flood the log."""
 
 from __future__ import annotations
 
 import logging
 
-from bridge.logs import RepeatFilter
+from aiohttp.http_exceptions import BadHttpMessage
+
+from bridge.logs import ClientErrorFilter, RepeatFilter
 
 
 def _record(name: str, msg: str) -> logging.LogRecord:
@@ -30,3 +32,44 @@ def test_other_loggers_and_other_messages_are_untouched() -> None:
     assert all(repeat.filter(_record("bridge.http", "request")) for _ in range(5))
     assert repeat.filter(_record("aiokafka", "first"))
     assert repeat.filter(_record("aiokafka", "second"))
+
+
+def _aiohttp_error(error: BaseException) -> logging.LogRecord:
+    # What aiohttp's request handler logs for a request it cannot parse.
+    return logging.LogRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request from %s",
+        ("203.0.113.9",),
+        (type(error), error, None),
+    )
+
+
+def test_malformed_requests_become_one_condensed_warning_without_traceback() -> None:
+    now = [0.0]
+    client, repeat = ClientErrorFilter(), RepeatFilter(window_seconds=10, clock=lambda: now[0])
+
+    def passes(record: logging.LogRecord) -> bool:
+        return client.filter(record) and repeat.filter(record)
+
+    error = BadHttpMessage("Duplicate 'Content-Length' header found.")
+    first = _aiohttp_error(error)
+    passed = [passes(first)] + [passes(_aiohttp_error(error)) for _ in range(299)]
+    now[0] = 11.0
+    later = _aiohttp_error(error)
+
+    assert passed.count(True) == 1
+    assert (first.levelno, first.exc_info) == (logging.WARNING, None)
+    assert "Duplicate 'Content-Length'" in first.getMessage()
+    assert passes(later)
+    assert "repeated 299 times" in later.getMessage()
+
+
+def test_server_errors_keep_their_traceback() -> None:
+    record = _aiohttp_error(RuntimeError("a bug"))
+
+    assert ClientErrorFilter().filter(record)
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
