@@ -10,12 +10,16 @@ Two budgets, so that strangers cannot exhaust what ALM needs:
   milliseconds.
 - :class:`Slots` bounds the *authenticated* batches being published. It trips on real
   saturation: the hard limit, or the oldest batch in flight having waited longer than the
-  queueing delay allowed, which is when newcomers would start to miss the deadline.
+  queueing delay allowed *while the event loop lags* (:class:`LoopLag`), which is when
+  newcomers would start to miss the deadline because the process has no CPU left. A batch
+  that is old because Kafka is slow or down is not saturation: those are answered 503 by
+  the publish deadline, not 429.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import time
 from collections.abc import Callable
@@ -28,6 +32,9 @@ _CHUNK: Final = 64 * 1024
 # A read younger than this is never cut short to make room: under a flood of new
 # connections, every newcomer would otherwise evict the one before it.
 MIN_READ_AGE_SECONDS: Final = 0.1
+
+# The event loop lags this much (or more) only when it has more ready work than CPU.
+SATURATED_LAG_SECONDS: Final = 0.1
 
 ReadFailure = Literal["timeout", "evicted", "busy"]
 
@@ -115,12 +122,48 @@ class BodyReads:
         return b"".join(chunks)
 
 
+class LoopLag:
+    """How late the event loop runs a callback that is due: the sign of CPU saturation.
+
+    :meth:`run` sleeps ``interval_seconds`` again and again and measures how much later
+    than asked it wakes up; :attr:`recent` is the largest lag of the last
+    ``window_seconds``.
+    """
+
+    def __init__(self, *, interval_seconds: float = 0.05, window_seconds: float = 1.0) -> None:
+        self.interval_seconds = interval_seconds
+        self.window_seconds = window_seconds
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()
+
+    @property
+    def recent(self) -> float:
+        return max((lag for _, lag in self._samples), default=0.0)
+
+    def add(self, now: float, lag: float) -> None:
+        samples = self._samples
+        samples.append((now, lag))
+        while samples and samples[0][0] < now - self.window_seconds:
+            samples.popleft()
+
+    async def run(self, observe: Callable[[float], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + self.interval_seconds
+            await asyncio.sleep(self.interval_seconds)
+            now = loop.time()
+            lag = max(0.0, now - asked)
+            self.add(now, lag)
+            if observe is not None:
+                observe(lag)
+
+
 @dataclass(slots=True)
 class Slots:
     """Authenticated batches in flight: bounded in number and in how long they queue."""
 
     max_inflight: int
     max_queue_delay_seconds: float
+    lag: LoopLag = field(default_factory=LoopLag)
     clock: Callable[[], float] = time.monotonic
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     _started: dict[int, float] = field(default_factory=dict)
@@ -139,7 +182,11 @@ class Slots:
         """Why a new batch must wait (``limit`` or ``delay``), or None when it may enter."""
         if len(self._started) >= self.max_inflight:
             return "limit"
-        if self._started and self.oldest_age() > self.max_queue_delay_seconds:
+        if (
+            self._started
+            and self.oldest_age() > self.max_queue_delay_seconds
+            and self.lag.recent >= SATURATED_LAG_SECONDS
+        ):
             return "delay"
         return None
 

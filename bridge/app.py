@@ -32,6 +32,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
 from bridge.settings import Receiver, Settings, resolve
+from bridge.sink import Sink
 
 log = get_logger("bridge.app")
 
@@ -44,20 +45,20 @@ def create_app(
     *,
     receivers: list[Receiver] | None = None,
     registry: CollectorRegistry | None = None,
+    sink: Sink | None = None,
 ) -> web.Application:
-    """The aiohttp application: routes, shared state, and the producer's lifetime."""
+    """The aiohttp application: routes, shared state, and the producer's lifetime.
+
+    ``sink`` replaces the Kafka publisher (tests use an in-memory one); by default a
+    :class:`Publisher` is built from ``settings``.
+    """
     resolved = receivers if receivers is not None else resolve(settings)
     by_name = {r.name: r for r in resolved}
     metrics_ = Metrics(registry=registry, receivers=by_name)
-
-    def on_connected(up: bool) -> None:
-        metrics_.kafka_up.set(1 if up else 0)
-
-    publisher = Publisher(
-        settings=settings,
-        on_connected=on_connected,
-        standing_topics=[r.routing.dead_letter_topic for r in resolved],
+    publisher: Sink = sink or Publisher(
+        settings=settings, standing_topics=[r.routing.dead_letter_topic for r in resolved]
     )
+    metrics_.kafka_up.set_function(lambda: 1.0 if publisher.connected else 0.0)
     ingestor = Ingestor(settings=settings, receivers=by_name, publisher=publisher, metrics=metrics_)
     app = web.Application(middlewares=[request_context], handler_args=_handler_args(settings))
     app.on_response_prepare.append(security_headers)
@@ -75,7 +76,19 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_kafka_lifetime)
+    app.cleanup_ctx.append(_watch_loop)
     return app
+
+
+async def _watch_loop(app: web.Application) -> AsyncIterator[None]:
+    """Measure the event loop's lag for admission, as long as the app runs."""
+    task = asyncio.create_task(app[STATE].slots.lag.run(), name="loop-lag")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _handler_args(settings: Settings) -> dict[str, object]:

@@ -17,9 +17,9 @@ from bridge.dedupe import SeenWindow
 from bridge.errors import InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, Refusal
 from bridge.routing import Record, Router, TopicBudget
 from bridge.settings import Receiver, Settings
+from bridge.sink import Refusal, Sink
 
 log = get_logger("bridge.ingest")
 _TRUNCATED: Final = "dlq_truncated_from_bytes"
@@ -74,7 +74,7 @@ class Ingestor:
         *,
         settings: Settings,
         receivers: Mapping[str, Receiver],
-        publisher: Publisher,
+        publisher: Sink,
         metrics: Metrics,
         seen: SeenWindow | None = None,
     ) -> None:

@@ -13,7 +13,6 @@ import functools
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -50,6 +49,7 @@ from bridge.logs import get_logger
 from bridge.partitioning import partition_for
 from bridge.routing import Record
 from bridge.settings import Settings, sasl_password
+from bridge.sink import PublishResult, Refusal
 
 log = get_logger("bridge.publisher")
 T = TypeVar("T")
@@ -91,26 +91,6 @@ _RECORD_REFUSALS: Final[Mapping[type[BaseException], str]] = {
 # operator may grant an ACL or create the topic meanwhile).
 REFUSAL_MEMORY_SECONDS: Final = 30.0
 _MAX_REMEMBERED_TOPICS: Final = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Kafka refused a record for good: a short closed reason and Kafka's own words."""
-
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """Every record was acknowledged or refused for good: how many, and how long it took.
-
-    ``refused`` maps the index of each record Kafka will never take to why.
-    """
-
-    records: int
-    duration_seconds: float
-    refused: Mapping[int, Refusal] = field(default_factory=dict)
 
 
 def refusal_of(exc: BaseException) -> Refusal | None:
@@ -203,8 +183,14 @@ def is_fatal(exc: BaseException) -> bool:
     return False
 
 
+__all__ = ["KafkaStartError", "PublishResult", "Publisher", "Refusal", "refusal_of"]
+
+
 class Publisher:
-    """One idempotent producer per process, started and stopped safely, checked for health."""
+    """One idempotent producer per process, started and stopped safely, checked for health.
+
+    The :class:`bridge.sink.Sink` that talks to a real cluster.
+    """
 
     def __init__(
         self,

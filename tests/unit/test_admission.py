@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from unittest import mock
 
 import pytest
 from aiohttp import StreamReader
 
-from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots
+from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, LoopLag, Slots
 
 
 def stream(data: bytes = b"", *, complete: bool = False) -> StreamReader:
@@ -77,9 +78,10 @@ async def test_young_reads_are_not_evicted() -> None:
     first.cancel()
 
 
-def test_slots_trip_on_the_limit_and_on_queueing_time() -> None:
+def test_slots_trip_on_the_limit_and_on_queueing_while_the_loop_lags() -> None:
     now = [100.0]
-    slots = Slots(max_inflight=2, max_queue_delay_seconds=1.5, clock=lambda: now[0])
+    lag = LoopLag(window_seconds=1.0)
+    slots = Slots(max_inflight=2, max_queue_delay_seconds=1.5, lag=lag, clock=lambda: now[0])
     assert slots.saturated() is None
     first = slots.enter()
     now[0] += 1.0
@@ -87,8 +89,23 @@ def test_slots_trip_on_the_limit_and_on_queueing_time() -> None:
     assert slots.saturated() == "limit"
     slots.leave(second)
     assert slots.saturated() is None
-    now[0] += 0.6  # the first has been in flight 1.6 s
-    assert slots.saturated() == "delay"
-    slots.leave(first)
+    now[0] += 0.6  # the first has been in flight 1.6 s: Kafka may just be slow
     assert slots.saturated() is None
+    lag.add(now[0], 0.3)  # the loop runs late: the process has no CPU left
+    assert slots.saturated() == "delay"
+    lag.add(now[0] + 2.0, 0.0)  # the lag is over
+    assert slots.saturated() is None
+    slots.leave(first)
     assert slots.idle.is_set()
+
+
+async def test_the_loop_lag_is_measured() -> None:
+    lag = LoopLag(interval_seconds=0.01, window_seconds=5)
+    seen: list[float] = []
+    task = asyncio.create_task(lag.run(seen.append))
+    await asyncio.sleep(0.05)
+    time.sleep(0.2)  # noqa: ASYNC251 - block the loop, as a CPU-bound burst would
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert lag.recent >= 0.15
+    assert max(seen) == lag.recent
