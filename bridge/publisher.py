@@ -228,7 +228,11 @@ class Publisher:
         if self._lanes is not None:
             self._lanes.close()
         self._producer = producer
-        self._lanes = None if producer is None else Lanes(producer)
+        self._lanes = (
+            None
+            if producer is None
+            else Lanes(producer, linger_seconds=self._settings.kafka_linger_ms / 1000)
+        )
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(**producer_options(self._settings))

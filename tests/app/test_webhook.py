@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -202,3 +203,15 @@ async def test_kafka_unreachable_answers_503_with_retry_after(make_bridge: MakeB
     assert response.headers["Retry-After"] == "5"
     assert ready.status == 503
     assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="unavailable") == 1
+
+
+async def test_linger_is_honoured(make_bridge: MakeBridge) -> None:
+    lingering = await make_bridge(kafka_linger_ms=300)
+    await lingering.post(sample("enrollment-batch"))  # topics made, metadata known
+
+    started = time.monotonic()
+    response = await lingering.post(sample("mixed-realtime"))
+    waited = time.monotonic() - started
+
+    assert response.status == 200
+    assert waited >= 0.3  # the lone batch waited for company, as linger_ms says
