@@ -31,7 +31,7 @@ from aiokafka.errors import (
 )
 
 from bridge.batching import Lanes, raise_too_large
-from bridge.errors import BridgeError, InvalidBatch, PublishUnavailable
+from bridge.errors import InvalidBatch, KafkaStartError, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
 from bridge.routing import Record
@@ -50,12 +50,6 @@ _BROKEN_PRODUCER = (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
 )
-
-
-class KafkaStartError(BridgeError):
-    """The cluster refused the bridge's credentials or certificate: retrying will not help."""
-
-    code = "kafka_start_failed"
 
 
 @dataclass(frozen=True, slots=True)
