@@ -12,7 +12,8 @@ import typer
 from typer.core import TyperGroup
 
 from bridge.errors import ConfigError, KafkaStartError
-from bridge.settings import load_settings, resolve, unknown_environment
+from bridge.receivers import resolve
+from bridge.settings import load_settings, unknown_environment
 
 
 class _Commands(TyperGroup):

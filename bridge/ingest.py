@@ -18,8 +18,9 @@ from bridge.errors import AccountNotAccepted, InvalidBatch
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
+from bridge.receivers import Receiver
 from bridge.routing import Record, Router
-from bridge.settings import Receiver, Settings
+from bridge.settings import Settings
 
 log = get_logger("bridge.ingest")
 _TRUNCATED: Final = "dlq_truncated_from_bytes"
