@@ -174,9 +174,8 @@ def test_no_secret_values_in_manifests(values_files: tuple[Path, ...]) -> None:
             assert "value" not in item, f"{name} is inlined"
             assert "secretKeyRef" in item["valueFrom"], f"{name} is not read from a Secret"
     for spec, _ in bridge_receivers(docs).values():
-        inline = (spec.auth.secrets, spec.auth.credentials)
-        from_env = (spec.auth.secret_envs, spec.auth.credential_envs)
-        assert inline == from_env == ([], []), spec.auth
+        auth = spec.auth
+        assert not any([auth.secrets, auth.credentials, auth.secret_envs, auth.credential_envs])
 
 
 def _mounts_by_path(docs: list[Manifest]) -> dict[PurePosixPath, Manifest]:
@@ -613,3 +612,40 @@ def test_chart_metadata() -> None:
     defined = re.findall(r'define "([^"]+)"', helpers)
     assert defined
     assert all(name.startswith("alm-kafka-bridge.") for name in defined), defined
+
+
+def test_the_schema_offers_exactly_what_the_bridge_accepts() -> None:
+    from typing import get_args
+
+    from pydantic import BaseModel
+    from pydantic.alias_generators import to_snake
+
+    from bridge.auth import ALGORITHMS, ENCODINGS
+    from bridge.settings import AuthSettings
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    receiver = schema["properties"]["receivers"]["items"]["properties"]
+    blocks: dict[str, type[BaseModel]] = {
+        "auth": AuthSettings,
+        "routing": RoutingSettings,
+        "deadLetter": DeadLetterSettings,
+    }
+    for block, model in blocks.items():
+        unknown = {to_snake(name) for name in receiver[block]["properties"]} - set(
+            model.model_fields
+        )
+        assert not unknown, f"receivers[].{block} has fields the bridge rejects: {unknown}"
+    assert set(receiver) - {"deadLetter"} <= set(ReceiverSettings.model_fields)
+
+    def choices(model: type[BaseModel], field: str) -> list[str]:
+        return list(get_args(model.model_fields[field].annotation))
+
+    auth = receiver["auth"]["properties"]
+    assert auth["algorithm"]["enum"] == ["", *ALGORITHMS]
+    assert auth["encoding"]["enum"] == ["", *ENCODINGS]
+    assert auth["method"]["enum"] == choices(AuthSettings, "method")
+    routing = receiver["routing"]["properties"]
+    assert routing["unlisted"]["enum"] == choices(RoutingSettings, "unlisted")
+    assert routing["key"]["enum"] == choices(RoutingSettings, "key")
+    policy = receiver["deadLetter"]["properties"]["policy"]["enum"]
+    assert policy == choices(DeadLetterSettings, "policy")
