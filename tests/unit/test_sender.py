@@ -579,15 +579,22 @@ def test_send_help_fits_the_terminal_and_shows_no_python_types(columns: int) -> 
 
 
 def test_serve_and_check_config_never_import_the_sender() -> None:
+    import os
     import subprocess
     import sys
 
     code = (
-        "import sys, bridge.__main__, bridge.app\n"
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from bridge.__main__ import app\n"
+        "import bridge.app\n"
+        "result = CliRunner().invoke(app, ['check-config'])\n"
+        "assert result.exit_code == 0, result.output\n"
         "print(sorted(m for m in sys.modules if m.startswith('bridge.sender')))"
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
 
     assert loaded.strip() == "[]"
