@@ -5,6 +5,11 @@ carries a :class:`Flag` (or, for the URL, a :class:`Positional`) with its name, 
 help; :mod:`bridge.sender.cli` builds the command's parameters from those, passes the text
 through unchanged, and lets this model parse and check it. Programmatic callers (tests, the
 system-test harness) construct the same model, so both paths share every rule and message.
+
+A pydantic model rather than typer's parameters as the declaration: options are built
+without a command line as often as with one, pydantic reports every bad field at once, and
+the parsing of structured text (``MIN-MAX``, ``USER:PASS``, ``Name: value``, a mix) and the
+rules between fields (hmac needs a secret) then have one home that both paths go through.
 """
 
 from __future__ import annotations
