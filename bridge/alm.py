@@ -2,8 +2,10 @@
 
 The envelope is validated strictly and the event bodies loosely: both dialects ALM is
 known to send are accepted (``timestamp``/``data`` of the usage guide and
-``eventTime``/``eventInitiator``/``eventData`` of the setup guide), unknown fields are
-kept, and every event is kept exactly as received for the Kafka record's value.
+``eventTime``/``eventInitiator``/``eventData`` of the setup guide), and every event keeps
+all its fields, unknown ones included, as parsed (:attr:`Event.raw`). The Kafka record's
+value is not these bytes: :mod:`bridge.routing` re-encodes ``raw`` as compact JSON and sets
+``accountId`` to the batch's, replacing any ``accountId`` the event carried.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Limits:
 
 
 class Event(NamedTuple):
-    """One ALM event: the object as received plus the fields the bridge needs.
+    """One ALM event: the parsed object with every field (``raw``) plus what the bridge needs.
 
     A named tuple rather than a frozen dataclass: one is made per event, and a tuple is
     built several times faster.

@@ -31,7 +31,8 @@ from bridge.ingest import Ingestor
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
-from bridge.settings import Receiver, Settings, resolve
+from bridge.receivers import Receiver, resolve
+from bridge.settings import Settings
 from bridge.sink import Sink
 
 log = get_logger("bridge.app")

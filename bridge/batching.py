@@ -10,11 +10,14 @@ with the records of the requests arriving meanwhile. That is the batching the pr
 itself, at a fraction of the cost per record. A record's outcome is its batch's outcome,
 and the records of one partition reach Kafka in the order they were added.
 
-The hand-over uses three members of aiokafka's ``MessageAccumulator`` that are not part of
-its documented API (``_batches``, ``_append_batch``, and a batch's ``_drain_waiter``): the
-documented ``send_batch`` is a coroutine, and one task per partition and request cost more
-than the records themselves. aiokafka is pinned to one minor version for that reason, and
-``tests/unit/test_batching.py`` checks those members on the installed version.
+The hand-over uses six members of aiokafka that are not part of its documented API: the
+producer's ``_message_accumulator``, and on it ``_batches`` (the batches waiting per
+partition), ``_append_batch`` (queue a closed batch), ``_closed`` and ``_exception`` (the
+accumulator's state, checked before queueing), and a queued batch's ``_drain_waiter``
+(resolved when the sender takes it). The documented ``send_batch`` is a coroutine, and one
+task per partition and request cost more than the records themselves. aiokafka is pinned
+to one minor version for that reason, and ``tests/unit/test_batching.py`` checks that those
+members exist on the installed version (names, not behaviour).
 
 Memory is bounded like the producer's own buffer: when a lane already holds a full batch
 waiting for the accumulator, a request waits (within its deadline) for room before adding.

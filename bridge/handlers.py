@@ -24,7 +24,7 @@ from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUn
 from bridge.ingest import Ingestor
 from bridge.logs import get_logger
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
-from bridge.settings import Receiver
+from bridge.receivers import Receiver
 
 log = get_logger("bridge.http")
 

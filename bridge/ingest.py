@@ -17,8 +17,9 @@ from bridge.dedupe import SeenWindow
 from bridge.errors import InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
+from bridge.receivers import Receiver
 from bridge.routing import Record, Router, TopicBudget
-from bridge.settings import Receiver, Settings
+from bridge.settings import Settings
 from bridge.sink import Refusal, Sink
 
 log = get_logger("bridge.ingest")

@@ -44,7 +44,7 @@ from aiokafka.protocol.admin import CreateTopicsRequest
 from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.batching import Lanes
-from bridge.errors import BridgeError, PublishUnavailable
+from bridge.errors import KafkaStartError, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
 from bridge.routing import Record
@@ -64,12 +64,6 @@ _BROKEN_PRODUCER = (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
 )
-
-
-class KafkaStartError(BridgeError):
-    """The cluster refused the bridge's credentials or certificate: retrying will not help."""
-
-    code = "kafka_start_failed"
 
 
 # Kafka's answers that will never change for a topic or a record: the records concerned

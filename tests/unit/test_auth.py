@@ -6,12 +6,17 @@ import hmac
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 from bridge.auth import (
+    ALGORITHMS,
+    DEFAULT_HMAC_HEADER,
+    ENCODINGS,
+    Algorithm,
     BasicAuth,
+    Encoding,
     HmacAuth,
     NoAuth,
     basic_authorization,
@@ -25,12 +30,7 @@ SECRET = b"alm-test-signing-secret-0001"
 BODY = (VECTORS / "signed-batch.json").read_bytes()
 # HMAC-SHA256(SECRET, BODY), computed with `openssl dgst -sha256 -hmac`.
 BODY_SHA256_HEX = "968487ef065917e9939a9850e778ad042dd5fd3c08320593043b2fad4ce2a2c9"
-HEADER = "X-ALM-Signature"
-
-Algorithm = Literal["sha1", "sha256", "sha512"]
-Encoding = Literal["hex", "base64"]
-ALGORITHMS: tuple[Algorithm, ...] = ("sha1", "sha256", "sha512")
-ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
+HEADER = DEFAULT_HMAC_HEADER
 
 
 def signature_vectors() -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """Lanes: records of concurrent requests coalesced into one batch per partition.
 
-The producer here is a fake with aiokafka's batch interface (``create_batch``,
-``send_batch``); the real one is exercised by the app, integration and fault tests.
+The producer here is a fake of the parts of aiokafka the lanes touch: the public
+``create_batch`` and the private accumulator members (``_message_accumulator``,
+``_batches``, ``_append_batch``, ``_closed``, ``_exception``, a batch's ``_drain_waiter``).
+It has no ``send_batch``: the lanes never call it. The fake encodes our own model of
+aiokafka's accumulator, so these tests check the lanes' logic, not aiokafka; the real
+producer is exercised by the app, integration and fault tests.
 """
 
 from __future__ import annotations

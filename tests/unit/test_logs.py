@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+from collections.abc import Iterator
+from datetime import datetime
 
+import pytest
+import structlog
 from aiohttp.http_exceptions import BadHttpMessage
 
-from bridge.logs import ClientErrorFilter, RepeatFilter
+from bridge.logs import ClientErrorFilter, RepeatFilter, configure, get_logger
 
 
 def _record(name: str, msg: str) -> logging.LogRecord:
@@ -73,3 +79,54 @@ def test_server_errors_keep_their_traceback() -> None:
     assert ClientErrorFilter().filter(record)
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_have_one_shape_for_structlog_and_stdlib_loggers() -> None:
+    out = io.BytesIO()
+    configure("info", "json", stream=out)
+    log = get_logger("bridge.test")
+
+    with structlog.contextvars.bound_contextvars(request_id="r-1"):
+        log.info("request", status=200)
+        log.debug("not_shown")
+        logging.getLogger("aiokafka.conn").warning("broker %s down", "b-1")
+        logging.getLogger("aiohttp.server").debug("not shown either")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("unhandled_error")
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["request", "broker b-1 down", "unhandled_error"]
+    assert [line["logger"] for line in lines] == ["bridge.test", "aiokafka.conn", "bridge.test"]
+    assert [line["level"] for line in lines] == ["info", "warning", "error"]
+    for line in lines:
+        assert line["request_id"] == "r-1"
+        assert datetime.fromisoformat(line["timestamp"]).tzinfo is not None
+    assert lines[0]["status"] == 200
+    assert "ValueError: boom" in lines[2]["exception"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_rendering_on_a_terminal_format() -> None:
+    out = io.BytesIO()
+    configure("warning", "console", stream=out)
+
+    get_logger("bridge.test").warning("kafka_unreachable_at_start", error="timeout")
+    get_logger("bridge.test").info("not_shown")
+
+    text = out.getvalue().decode()
+    assert "kafka_unreachable_at_start" in text
+    assert "error=timeout" in text
+    assert "not_shown" not in text
