@@ -43,7 +43,7 @@ test: lint typecheck tools
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
-	$(BIN)/pytest tests/unit tests/app -q
+	$(BIN)/pytest tests/unit tests/app -q -m "not kafka"
 
 kafka-up: $(STAMP)
 	$(LOCALKAFKA) up

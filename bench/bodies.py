@@ -1,10 +1,14 @@
 """Realistic, signed request bodies with unique event ids, built before any timing starts.
 
-A few template batches per size come from :func:`bridge.sender.generate_batch` (both payload
-dialects, the default family mix). Every request gets a copy of a template in which the first
-last 8 characters of each event id (UUIDs, and ``usergroup-sync-<hex>`` for asynchronous API
-responses) are replaced by the request's own tag in hex, so ids are unique across requests without
-generating every batch from scratch.
+For each batch size, 8 to 64 template batches (:func:`templates_for`) come from
+:func:`bridge.sender.generate_batch`: the default family mix, the two payload dialects in
+turn. Every request gets a copy of a template in which the last 8 characters of each
+top-level event id (UUIDs, and the ``usergroup-sync-<hex>`` ids of asynchronous API
+responses) are replaced by the request's tag in hex, and is then signed (HMAC-SHA256, hex).
+Tags never repeat within one :class:`BodyFactory`, and load generators get disjoint
+``tag_base`` values, so ids are unique without generating every batch from scratch; a long
+phase may send its ring of bodies again once the bridge's duplicates window has forgotten
+them (:func:`ring_length`).
 """
 
 from __future__ import annotations

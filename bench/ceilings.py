@@ -39,8 +39,9 @@ from bench.stats import (
 )
 from bridge.alm import Batch, Limits, parse_body
 from bridge.publisher import producer_options
+from bridge.receivers import resolve
 from bridge.routing import Record, Router
-from bridge.settings import Settings, load_settings, resolve
+from bridge.settings import Settings, load_settings
 
 TARGET: Final = "aiokafka"
 _SUMMARY: Final = re.compile(

@@ -1,7 +1,10 @@
-"""Pure arithmetic of the benchmark: percentiles, per-phase statistics, ratios, growth.
+"""The benchmark's statistics (percentiles, per-phase figures, ratios, growth) and its
+open-loop scheduler.
 
-Nothing here does I/O, so the load generator, the ceilings and the report share it and the
-unit tests cover it without a broker.
+Everything but :func:`schedule_open_loop` is pure arithmetic over numbers already
+collected, so the load generator, the ceilings and the report share it and the unit tests
+cover it without a broker. :func:`schedule_open_loop` runs on the event loop: it sleeps
+until each request is due and starts it as a task; it does no I/O itself.
 """
 
 from __future__ import annotations

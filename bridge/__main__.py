@@ -5,20 +5,43 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
+from typer.core import TyperGroup
 
-from bridge.errors import ConfigError
-from bridge.sender import send_command
-from bridge.settings import load_settings, resolve, unknown_environment
+from bridge.errors import ConfigError, KafkaStartError
+from bridge.receivers import resolve
+from bridge.settings import load_settings, unknown_environment
+
+
+class _Commands(TyperGroup):
+    """Loads ``send`` (the simulator, with aiohttp's client and rich) only when it is asked for.
+
+    Click's pattern for lazily loaded subcommands: ``serve`` and ``check-config`` never
+    import :mod:`bridge.sender`.
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted([*super().list_commands(ctx), "send"])
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name != "send":
+            return super().get_command(ctx, cmd_name)
+        from bridge.sender.cli import typer_app
+
+        return typer.main.get_command(typer_app())
+
 
 app = typer.Typer(
     name="alm-bridge",
     help="Receive Adobe Learning Manager webhooks and republish every event to Kafka.",
+    cls=_Commands,
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: wraps at any terminal width instead of cutting columns off.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 ConfigOption = Annotated[
@@ -49,7 +72,6 @@ def serve(config: ConfigOption = None) -> None:
     """Run the bridge until SIGTERM or SIGINT."""
     from bridge.app import serve as run_server
     from bridge.logs import configure
-    from bridge.publisher import KafkaStartError
 
     _warn_unknown_environment()
     try:
@@ -88,9 +110,6 @@ def check_config(config: ConfigOption = None) -> None:
         resolved = next(r for r in receivers if r.name == spec["name"])
         spec["url_path"] = f"/webhooks/{resolved.name}"
     sys.stdout.write(orjson.dumps(effective, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-app.command("send")(send_command)
 
 
 def main() -> None:

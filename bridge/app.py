@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 
 from bridge import __version__
+from bridge.admission import BodyReads, Slots
 from bridge.errors import PublishUnavailable
 from bridge.handlers import (
     STATE,
@@ -22,6 +23,7 @@ from bridge.handlers import (
     metrics,
     readyz,
     request_context,
+    security_headers,
     webhook_get,
     webhook_post,
 )
@@ -29,15 +31,14 @@ from bridge.ingest import Ingestor
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
-from bridge.settings import Receiver, Settings, resolve
+from bridge.receivers import Receiver, resolve
+from bridge.settings import Settings
+from bridge.sink import Sink
 
 log = get_logger("bridge.app")
 
 STARTUP_TIMEOUT_SECONDS: Final = 10.0
 CHECK_INTERVAL_SECONDS: Final = 2.0
-# Four timer wake-ups a second: a few microseconds of work each, yet frequent enough that a
-# stall of a fraction of a second is seen within the next scrape.
-LOOP_LAG_INTERVAL_SECONDS: Final = 0.25
 
 
 def create_app(
@@ -45,34 +46,46 @@ def create_app(
     *,
     receivers: list[Receiver] | None = None,
     registry: CollectorRegistry | None = None,
+    sink: Sink | None = None,
 ) -> web.Application:
-    """The aiohttp application: routes, shared state, and the producer's lifetime."""
+    """The aiohttp application: routes, shared state, and the producer's lifetime.
+
+    ``sink`` replaces the Kafka publisher (tests use an in-memory one); by default a
+    :class:`Publisher` is built from ``settings``.
+    """
     resolved = receivers if receivers is not None else resolve(settings)
     by_name = {r.name: r for r in resolved}
     metrics_ = Metrics(registry=registry, receivers=by_name)
-
-    def on_connected(up: bool) -> None:
-        metrics_.kafka_up.set(1 if up else 0)
-
-    publisher = Publisher(settings=settings, on_connected=on_connected)
+    publisher: Sink = sink or Publisher(
+        settings=settings, standing_topics=[r.routing.dead_letter_topic for r in resolved]
+    )
+    metrics_.kafka_up.set_function(lambda: 1.0 if publisher.connected else 0.0)
     ingestor = Ingestor(settings=settings, receivers=by_name, publisher=publisher, metrics=metrics_)
-    app = web.Application(middlewares=[request_context], handler_args={"max_field_size": 16384})
-    app[STATE] = State(ingestor=ingestor, metrics=metrics_)
+    app = web.Application(middlewares=[request_context], handler_args=_handler_args(settings))
+    app.on_response_prepare.append(security_headers)
+    reads = BodyReads(settings.max_body_reads)
+    metrics_.body_reads.set_function(lambda: len(reads))
+    app[STATE] = State(
+        ingestor=ingestor,
+        metrics=metrics_,
+        slots=Slots(settings.max_inflight_batches, settings.max_queue_delay_ms / 1000),
+        reads=reads,
+    )
     app.router.add_post("/webhooks/{receiver}", webhook_post)
     app.router.add_get("/webhooks/{receiver}", webhook_get)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_kafka_lifetime)
-    app.cleanup_ctx.append(_loop_lag_lifetime)
+    app.cleanup_ctx.append(_watch_loop)
     return app
 
 
-async def _loop_lag_lifetime(app: web.Application) -> AsyncIterator[None]:
-    """Measure the event loop's lag for as long as the application runs."""
+async def _watch_loop(app: web.Application) -> AsyncIterator[None]:
+    """Measure the event loop's lag, for admission and for the lag histogram."""
+    state = app[STATE]
     task = asyncio.create_task(
-        watch_event_loop(app[STATE].metrics.event_loop_lag, LOOP_LAG_INTERVAL_SECONDS),
-        name="event-loop-lag",
+        state.slots.lag.run(state.metrics.event_loop_lag.observe), name="loop-lag"
     )
     try:
         yield
@@ -82,17 +95,20 @@ async def _loop_lag_lifetime(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-async def watch_event_loop(histogram: Histogram, interval_s: float) -> None:
-    """Sleep ``interval_s`` again and again; observe how much later than asked each wake-up came.
+def _handler_args(settings: Settings) -> dict[str, object]:
+    """Connection limits of aiohttp's request handler.
 
-    The overshoot is the time a ready callback waited for the loop: CPU-bound work, a blocking
-    call or a long decode on the loop shows up here before it shows up as request latency.
+    ``keepalive_timeout`` closes a connection that is idle between requests, and also one
+    whose request headers have not all arrived by then: aiohttp arms it when the
+    connection opens and after each response, and only a complete request stops it.
     """
-    loop = asyncio.get_running_loop()
-    while True:
-        start = loop.time()
-        await asyncio.sleep(interval_s)
-        histogram.observe(max(0.0, loop.time() - start - interval_s))
+    return {
+        "max_field_size": 16384,
+        "keepalive_timeout": settings.http_idle_timeout_seconds,
+        # A request answered before its body was read closes the connection at once
+        # rather than reading the rest of an unwanted body.
+        "lingering_time": 1.0,
+    }
 
 
 async def _kafka_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -156,7 +172,8 @@ async def serve(settings: Settings) -> int:
     sites = [web.TCPSite(runner, settings.host, settings.port, backlog=1024)]
     metrics_runner: web.AppRunner | None = None
     if settings.metrics_port:
-        metrics_app = web.Application()
+        metrics_app = web.Application(handler_args=_handler_args(settings))
+        metrics_app.on_response_prepare.append(security_headers)
         metrics_app[STATE] = state
         metrics_app.router.add_get("/metrics", metrics)
         metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
@@ -194,7 +211,7 @@ async def serve(settings: Settings) -> int:
     if state.inflight:
         try:
             async with asyncio.timeout(settings.shutdown_timeout_seconds * 0.5):
-                await state.idle.wait()
+                await state.slots.idle.wait()
         except TimeoutError:
             log.warning("shutdown_drain_timed_out", inflight=state.inflight)
     await runner.cleanup()

@@ -14,17 +14,23 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, get_args
 
 import orjson
 
 from bridge.errors import AuthError
 
+# The one list of HMAC hashes and digest encodings; settings, the sender's options and the
+# tests take theirs from here.
 Algorithm = Literal["sha1", "sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
-
-ALGORITHMS: Final[Mapping[str, str]] = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
-_PREFIX = re.compile(r"^\s*(sha1|sha256|sha512)\s*=\s*(.*)$", re.IGNORECASE | re.DOTALL)
+ALGORITHMS: Final[tuple[Algorithm, ...]] = get_args(Algorithm)
+ENCODINGS: Final[tuple[Encoding, ...]] = get_args(Encoding)
+DEFAULT_ALGORITHM: Final[Algorithm] = "sha256"
+DEFAULT_ENCODING: Final[Encoding] = "hex"
+# The header ALM's "Signature" method is assumed to use unless a receiver says otherwise.
+DEFAULT_HMAC_HEADER: Final = "X-ALM-Signature"
+_PREFIX = re.compile(rf"^\s*({'|'.join(ALGORITHMS)})\s*=\s*(.*)$", re.IGNORECASE | re.DOTALL)
 # Field names tried, in order, when a secret file is a JSON object with several strings.
 _SECRET_FIELDS: Final = (
     "signingSecret",
@@ -115,17 +121,28 @@ class HmacAuth:
     """HMAC of the raw body, with several secrets accepted at once for rotation."""
 
     secrets: Sequence[bytes] = field(repr=False)
-    header: str = "X-ALM-Signature"
-    algorithm: Algorithm = "sha256"
-    encoding: Encoding = "hex"
+    header: str = DEFAULT_HMAC_HEADER
+    algorithm: Algorithm = DEFAULT_ALGORITHM
+    encoding: Encoding = DEFAULT_ENCODING
 
     @property
     def needs_body(self) -> bool:
         return True
 
     def precheck(self, headers: Mapping[str, str]) -> None:
-        if not headers.get(self.header, "").strip():
+        """Everything that can be judged without the body: present, decodable, full length.
+
+        A request that fails here is answered without its body being read.
+        """
+        value = headers.get(self.header, "")
+        if not value.strip():
             raise AuthError("missing", f"no {self.header} header")
+        size = len(self._decode(value))
+        expected = hashlib.new(self.algorithm).digest_size
+        if size != expected:
+            raise AuthError(
+                "malformed", f"signature has {size} bytes, an HMAC-{self.algorithm} has {expected}"
+            )
 
     def _decode(self, value: str) -> bytes:
         text = value.strip()
@@ -160,8 +177,8 @@ def sign_hmac(
     body: bytes,
     secret: bytes,
     *,
-    algorithm: str = "sha256",
-    encoding: str = "hex",
+    algorithm: str = DEFAULT_ALGORITHM,
+    encoding: str = DEFAULT_ENCODING,
     prefix: bool = False,
 ) -> str:
     """The signature header value a receiver configured with these options accepts."""

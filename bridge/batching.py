@@ -10,14 +10,21 @@ with the records of the requests arriving meanwhile. That is the batching the pr
 itself, at a fraction of the cost per record. A record's outcome is its batch's outcome,
 and the records of one partition reach Kafka in the order they were added.
 
-The hand-over uses three members of aiokafka's ``MessageAccumulator`` that are not part of
-its documented API (``_batches``, ``_append_batch``, and a batch's ``_drain_waiter``): the
-documented ``send_batch`` is a coroutine, and one task per partition and request cost more
-than the records themselves. aiokafka is pinned to one minor version for that reason, and
-``tests/unit/test_batching.py`` checks those members on the installed version.
+The hand-over uses six members of aiokafka that are not part of its documented API: the
+producer's ``_message_accumulator``, and on it ``_batches`` (the batches waiting per
+partition), ``_append_batch`` (queue a closed batch), ``_closed`` and ``_exception`` (the
+accumulator's state, checked before queueing), and a queued batch's ``_drain_waiter``
+(resolved when the sender takes it). The documented ``send_batch`` is a coroutine, and one
+task per partition and request cost more than the records themselves. aiokafka is pinned
+to one minor version for that reason, and ``tests/unit/test_batching.py`` checks that those
+members exist on the installed version (names, not behaviour).
 
 Memory is bounded like the producer's own buffer: when a lane already holds a full batch
 waiting for the accumulator, a request waits (within its deadline) for room before adding.
+
+``linger_ms`` means what it means to Kafka's producers: a batch that is not full is handed
+over once it is that old (0: as soon as the request that filled it has added its records),
+so that more records can join it; a full batch goes at once.
 """
 
 from __future__ import annotations
@@ -70,8 +77,10 @@ class Lane:
         "_closed",
         "_handle",
         "_lanes",
+        "_opened_at",
         "_room",
         "_sealed",
+        "_timer",
         "_tp",
         "_waiting",
     )
@@ -85,6 +94,8 @@ class Lane:
         self._room: asyncio.Future[None] | None = None
         self._waiting = False
         self._closed = False
+        self._opened_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def full(self) -> bool:
@@ -125,7 +136,9 @@ class Lane:
 
     def _open(self) -> tuple[Any, Handle]:
         builder = self._lanes.producer.create_batch()
-        handle: Handle = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._opened_at = loop.time()
+        handle: Handle = loop.create_future()
         handle.add_done_callback(_retrieve)
         self._builder, self._handle = builder, handle
         return builder, handle
@@ -139,10 +152,22 @@ class Lane:
                 self._room = None
             return taken
         if self._builder is not None and self._handle is not None:
+            linger = self._lanes.linger_seconds
+            if linger > 0:
+                loop = asyncio.get_running_loop()
+                due = self._opened_at + linger
+                if loop.time() < due:
+                    if self._timer is None:
+                        self._timer = loop.call_at(due, self._lingered)
+                    return None
             taken = (self._builder, self._handle)
             self._builder = self._handle = None
             return taken
         return None
+
+    def _lingered(self) -> None:
+        self._timer = None
+        self.pump()
 
     def pump(self) -> None:
         """Hand batches to the accumulator while it holds none of this partition."""
@@ -177,6 +202,9 @@ class Lane:
     def close(self) -> None:
         """Fail every batch not yet handed over."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while (taken := self._next()) is not None:
             if not taken[1].done():
                 taken[1].set_exception(LaneClosed(_CLOSED))
@@ -187,8 +215,9 @@ class Lane:
 class Lanes:
     """The lanes of one producer."""
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, *, linger_seconds: float = 0.0) -> None:
         self.producer = producer
+        self.linger_seconds = linger_seconds
         self.accumulator = producer._message_accumulator
         self._lanes: dict[tuple[str, int], Lane] = {}
         self.touched: set[Lane] = set()

@@ -51,3 +51,9 @@ class PublishUnavailable(BridgeError):
     """Kafka did not acknowledge every record within the deadline."""
 
     code = "kafka_unavailable"
+
+
+class KafkaStartError(BridgeError):
+    """The cluster refused the bridge's credentials or certificate: retrying will not help."""
+
+    code = "kafka_start_failed"

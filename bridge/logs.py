@@ -1,7 +1,10 @@
 """structlog set-up: JSON lines in production, console rendering on a terminal.
 
-The stdlib loggers of aiohttp and aiokafka go through the same processors, so every
-line has one shape.
+JSON lines take structlog's fast path: a level-filtering bound logger (calls below the
+level cost one no-op method call), orjson rendering straight to bytes, and a bytes logger
+writing to stdout, with no stdlib logging and no str round trip on the way. The stdlib
+loggers of aiohttp and aiokafka are forwarded into the same structlog pipeline, so every
+line has one shape (``timestamp``, ``level``, ``logger``, ``event``, the bound context).
 """
 
 from __future__ import annotations
@@ -10,17 +13,44 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+from structlog.typing import FilteringBoundLogger, Processor
 
-_SHARED: list[structlog.types.Processor] = [
+Logger = FilteringBoundLogger
+
+_SHARED: list[Processor] = [
     structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
+    structlog.processors.add_log_level,
+    # The bytes logger keeps the name it was created with (get_logger's argument).
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
 ]
+
+
+class ClientErrorFilter(logging.Filter):
+    """aiohttp's reports of malformed requests are the client's mistake, not the server's.
+
+    aiohttp logs each one as an error with a traceback (two ``Content-Length`` headers,
+    a bad request line, ...); anyone can send them by the thousand. They become a warning
+    with the error in one line, and :class:`RepeatFilter` condenses the repeats.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiohttp.server" or not record.exc_info:
+            return True
+        error = record.exc_info[1]
+        if not isinstance(error, HttpProcessingError):
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "http_protocol_error (%s)"
+        record.args = (f"{type(error).__name__}: {error.message}"[:200],)
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 class RepeatFilter(logging.Filter):
@@ -28,11 +58,12 @@ class RepeatFilter(logging.Filter):
 
     While Kafka is down, aiokafka logs the same connection error for every metadata
     attempt, thousands of lines a second under load; one line per window says as much.
+    Malformed requests (aiohttp.server) are condensed the same way.
     """
 
     def __init__(
         self,
-        prefix: str = "aiokafka",
+        prefix: str | tuple[str, ...] = ("aiokafka", "aiohttp.server"),
         window_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -59,51 +90,63 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-def configure(level: str = "info", fmt: str = "auto") -> None:
-    """Route structlog and stdlib logging to stdout in one format."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer(serializer=_dumps)
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    )
+class StdlibForwarder(logging.Handler):
+    """Hands stdlib records (aiohttp, aiokafka) to structlog, whose processors render them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loggers: dict[str, Logger] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log = self._loggers.get(record.name)
+            if log is None:
+                log = self._loggers[record.name] = get_logger(record.name)
+            # structlog knows the five standard levels; anything between rounds down.
+            level = min(max(record.levelno // 10 * 10, logging.DEBUG), logging.CRITICAL)
+            if record.exc_info:
+                log.log(level, record.getMessage(), exc_info=record.exc_info)
+            else:
+                log.log(level, record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+def _encode(_: object, __: str, rendered: Any) -> bytes:
+    """The console renderer's text as bytes, for the bytes logger (the last processor)."""
+    return str(rendered).encode()
+
+
+def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None = None) -> None:
+    """Route structlog and stdlib logging to stdout (or ``stream``) in one format."""
+    out = stream or sys.stdout.buffer
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    processors: list[Processor] = [*_SHARED]
+    if use_json:
+        processors.append(structlog.processors.format_exc_info)
+        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps, default=str))
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        processors.append(_encode)
     structlog.configure(
-        processors=[
-            *_SHARED,
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=processors,
+        logger_factory=structlog.BytesLoggerFactory(file=out),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-    )
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(formatter)
+    handler = StdlibForwarder()
+    handler.addFilter(ClientErrorFilter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # aiohttp's access log duplicates the canonical request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    kafka_logger = logging.getLogger("aiokafka")
-    kafka_logger.setLevel(max(numeric, logging.INFO))
-    for existing in [f for f in handler.filters if isinstance(f, RepeatFilter)]:
-        handler.removeFilter(existing)
-    handler.addFilter(RepeatFilter())
+    logging.getLogger("aiokafka").setLevel(max(numeric, logging.INFO))
 
 
-def _dumps(value: Any, **_: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
-
-
-def get_logger(name: str) -> Any:
-    """A structlog logger bound to ``name``."""
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> Logger:
+    """A structlog logger whose lines carry ``logger=name``; typed, so mypy checks calls."""
+    logger: Logger = structlog.get_logger(name)
+    return logger

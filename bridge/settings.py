@@ -3,8 +3,13 @@
 Precedence: explicit arguments, then ``BRIDGE_*`` environment variables, then the YAML
 file named by ``BRIDGE_CONFIG_FILE``. Receivers come from the file's ``receivers`` list;
 without one, a single receiver is built from the ``BRIDGE_RECEIVER_*``/``BRIDGE_AUTH_*``
-variables. :func:`resolve` turns settings into runtime receivers with their secrets
-loaded and reports every problem at once.
+variables. Receivers in the file may use the Helm chart's camelCase names
+(``topicTemplate``, ``deadLetter``, ``secretKeys``...) as well as the snake_case ones, so the
+chart passes its ``receivers`` values through unchanged; an empty or null value means the
+default.
+
+Settings are data: nothing here reads secrets or builds objects. :mod:`bridge.receivers`
+turns them into runtime receivers, and nothing here changes the process environment.
 """
 
 from __future__ import annotations
@@ -12,12 +17,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,31 +38,62 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from bridge.auth import BasicAuth, HmacAuth, NoAuth, Verifier, secret_from_text
+from bridge.auth import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_ENCODING,
+    DEFAULT_HMAC_HEADER,
+    Algorithm,
+    Encoding,
+)
 from bridge.errors import ConfigError
-from bridge.routing import RoutingPolicy, validate_topics
+from bridge.routing import DEFAULT_EVENT_NAME_PATTERN
 
 CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Both spellings are accepted (topic_template, topicTemplate); errors and dumps use the
+    # snake_case field names.
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        loc_by_alias=False,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        """Null and "" leave a field at its default, as the chart's empty values mean."""
+        if isinstance(data, Mapping):
+            return {key: value for key, value in data.items() if value is not None and value != ""}
+        return data
 
 
 class AuthSettings(_Strict):
     """How a receiver checks that a request comes from ALM."""
 
     method: Literal["none", "basic", "hmac"] = "none"
-    header: str = "X-ALM-Signature"
-    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
-    encoding: Literal["hex", "base64"] = "hex"
+    header: str = DEFAULT_HMAC_HEADER
+    algorithm: Algorithm = DEFAULT_ALGORITHM
+    encoding: Encoding = DEFAULT_ENCODING
     secret_files: list[Path] = Field(default_factory=list)
     secret_envs: list[str] = Field(default_factory=list)
     secrets: list[SecretStr] = Field(default_factory=list)
     credential_files: list[Path] = Field(default_factory=list)
     credential_envs: list[str] = Field(default_factory=list)
     credentials: list[SecretStr] = Field(default_factory=list)
+    # Files named by key in <secrets_dir>/<receiver name>/, where the chart mounts the keys
+    # of existing_secret.
+    secret_keys: list[str] = Field(default_factory=list)
+    credential_keys: list[str] = Field(default_factory=list)
+    # The Kubernetes Secret the chart mounts; the bridge reads only the mounted files.
+    existing_secret: str = ""
+    # The chart's acknowledgement that method none is meant even behind an Ingress.
+    allow_unauthenticated: bool = False
     unauthenticated_challenge: bool = True
 
 
@@ -64,6 +108,16 @@ class RoutingSettings(_Strict):
     catchall_topic: str = "alm.other"
     key: Literal["record", "eventId", "accountId", "none"] = "record"
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
+    event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
+
+    @field_validator("event_name_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class DeadLetterSettings(_Strict):
@@ -104,7 +158,11 @@ class Settings(BaseSettings):
     publish_timeout_ms: int = Field(default=3000, ge=100, le=60_000)
     shutdown_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    max_inflight_batches: int = Field(default=32, ge=1)
+    max_inflight_batches: int = Field(default=128, ge=1)
+    max_queue_delay_ms: int = Field(default=1500, ge=10, le=60_000)
+    body_timeout_ms: int = Field(default=2000, ge=100, le=60_000)
+    max_body_reads: int = Field(default=256, ge=1)
+    http_idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_events_per_batch: int = Field(default=5000, ge=1)
     max_json_depth: int = Field(default=32, ge=4, le=512)
     max_string_chars: int = Field(default=65_536, ge=64)
@@ -131,16 +189,19 @@ class Settings(BaseSettings):
     kafka_auto_create_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_topic_replication_factor: int = Field(default=1, ge=1)
+    kafka_max_topics: int = Field(default=200, ge=1, le=100_000)
 
     receivers: list[ReceiverSettings] = Field(default_factory=list)
+    # Where receivers' secret_keys and credential_keys are found: <secrets_dir>/<name>/<key>.
+    secrets_dir: Path | None = None
 
     receiver_name: str = "alm"
     auth_method: Literal["none", "basic", "hmac"] = "none"
     hmac_secret: SecretStr | None = None
     hmac_secret_file: Path | None = None
-    hmac_header: str = "X-ALM-Signature"
-    hmac_algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
-    hmac_encoding: Literal["hex", "base64"] = "hex"
+    hmac_header: str = DEFAULT_HMAC_HEADER
+    hmac_algorithm: Algorithm = DEFAULT_ALGORITHM
+    hmac_encoding: Encoding = DEFAULT_ENCODING
     basic_credentials: SecretStr | None = None
     basic_credentials_file: Path | None = None
     account_ids: str = ""
@@ -150,6 +211,7 @@ class Settings(BaseSettings):
     unlisted_policy: Literal["template", "catchall", "deadletter"] = "template"
     catchall_topic: str = "alm.other"
     key_strategy: Literal["record", "eventId", "accountId", "none"] = "record"
+    event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
 
     @classmethod
     def settings_customise_sources(
@@ -161,7 +223,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_FILE_ENV)
+        # load_settings names the file in the class's config; Settings() alone reads the
+        # variable, like any other setting.
+        configured = settings_cls.model_config.get("yaml_file")
+        config_file = (
+            configured if isinstance(configured, str | Path) else os.environ.get(CONFIG_FILE_ENV)
+        )
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config_file)))
         return tuple(sources)
@@ -205,6 +272,7 @@ class Settings(BaseSettings):
                     unlisted=self.unlisted_policy,
                     catchall_topic=self.catchall_topic,
                     key=self.key_strategy,
+                    event_name_pattern=self.event_name_pattern,
                 ),
                 dead_letter=DeadLetterSettings(
                     policy=self.dead_letter_policy, topic=self.dead_letter_topic
@@ -234,27 +302,27 @@ def _split(secret: SecretStr | None) -> list[str]:
     return [part.strip() for part in secret.get_secret_value().split(",") if part.strip()]
 
 
-@dataclass(frozen=True, slots=True)
-class Receiver:
-    """A receiver ready to serve: verifier with secrets loaded, routing policy, limits."""
-
-    name: str
-    accounts: frozenset[int]
-    verifier: Verifier
-    routing: RoutingPolicy
-    dead_letter_policy: Literal["deadletter", "reject"]
-    unauthenticated_challenge: bool
-    auth_method: str
+def _reading(config_file: Path) -> type[Settings]:
+    """Settings whose YAML source is ``config_file``, whatever ``BRIDGE_CONFIG_FILE`` says."""
+    config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
+    return cast(
+        "type[Settings]",
+        type("Settings", (Settings,), {"model_config": config, "__module__": __name__}),
+    )
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment (and the YAML file), or a :class:`ConfigError`."""
-    if config_file is not None:
-        os.environ[CONFIG_FILE_ENV] = str(config_file)
-    path = os.environ.get(CONFIG_FILE_ENV)
+    """Settings from the environment (and the YAML file), or a :class:`ConfigError`.
+
+    ``config_file`` (``serve --config``) wins over ``BRIDGE_CONFIG_FILE``; the process
+    environment is read, never written.
+    """
+    path = str(config_file) if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
     if path and not Path(path).is_file():
         raise ConfigError([f"{CONFIG_FILE_ENV}: {path} is not a readable file"])
     try:
+        if config_file is not None:
+            return _reading(config_file)(**{"config_file": config_file, **overrides})
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from None
@@ -272,117 +340,7 @@ def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
     return problems
 
 
-def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Receiver]:
-    """Runtime receivers with their secrets loaded; every problem reported at once."""
-    env = os.environ if environ is None else environ
-    problems: list[str] = []
-    receivers: list[Receiver] = []
-    seen: set[str] = set()
-    for spec in settings.effective_receivers():
-        where = f"receiver {spec.name!r}"
-        if spec.name in seen:
-            problems.append(f"{where}: the name is used twice")
-        seen.add(spec.name)
-        verifier = _verifier(spec.auth, env, where, problems)
-        routing = spec.routing
-        topics = [routing.catchall_topic, spec.dead_letter.topic, *routing.overrides.values()]
-        problems.extend(f"{where}: {p}" for p in validate_topics(topics))
-        if "{event}" not in routing.topic_template and not routing.overrides:
-            problems.append(f"{where}: topic_template must contain {{event}}")
-        policy = RoutingPolicy(
-            receiver=spec.name,
-            topic_template=routing.topic_template,
-            overrides=dict(routing.overrides),
-            allow=frozenset(routing.allow) if routing.allow is not None else None,
-            deny=frozenset(routing.deny),
-            unlisted=routing.unlisted,
-            catchall_topic=routing.catchall_topic,
-            key=routing.key,
-            source_template=routing.source_template,
-            dead_letter_topic=spec.dead_letter.topic,
-        )
-        if verifier is not None:
-            receivers.append(
-                Receiver(
-                    name=spec.name,
-                    accounts=frozenset(spec.accounts),
-                    verifier=verifier,
-                    routing=policy,
-                    dead_letter_policy=spec.dead_letter.policy,
-                    unauthenticated_challenge=spec.auth.unauthenticated_challenge,
-                    auth_method=spec.auth.method,
-                )
-            )
-    if not receivers and not problems:
-        problems.append("no receiver is configured")
-    problems.extend(_kafka_problems(settings))
-    if problems:
-        raise ConfigError(problems)
-    return receivers
-
-
-def _read(path: Path, where: str, problems: list[str]) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"{where}: cannot read {path}: {exc.__class__.__name__}")
-        return None
-
-
-def _verifier(
-    auth: AuthSettings, env: Mapping[str, str], where: str, problems: list[str]
-) -> Verifier | None:
-    if auth.method == "none":
-        return NoAuth()
-    if auth.method == "hmac":
-        texts: list[str] = [s.get_secret_value() for s in auth.secrets]
-        for path in auth.secret_files:
-            text = _read(path, where, problems)
-            if text is not None:
-                texts.append(text)
-        for name in auth.secret_envs:
-            if env.get(name):
-                texts.append(env[name])
-            else:
-                problems.append(f"{where}: environment variable {name} is empty or unset")
-        secrets: list[bytes] = []
-        for text in texts:
-            try:
-                secrets.append(secret_from_text(text))
-            except ValueError as exc:
-                problems.append(f"{where}: {exc}")
-        if not secrets:
-            problems.append(f"{where}: hmac authentication needs at least one secret")
-            return None
-        return HmacAuth(secrets, auth.header, auth.algorithm, auth.encoding)
-    lines: list[str] = []
-    for secret in auth.credentials:
-        lines.extend(secret.get_secret_value().split(","))
-    for path in auth.credential_files:
-        text = _read(path, where, problems)
-        if text is not None:
-            lines.extend(text.splitlines())
-    for name in auth.credential_envs:
-        if env.get(name):
-            lines.extend(env[name].split(","))
-        else:
-            problems.append(f"{where}: environment variable {name} is empty or unset")
-    pairs: list[tuple[str, str]] = []
-    for line in (item.strip() for item in lines):
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        if not sep or not user or not password:
-            problems.append(f"{where}: a basic credential is not 'user:password'")
-            continue
-        pairs.append((user, password))
-    if not pairs:
-        problems.append(f"{where}: basic authentication needs at least one user:password")
-        return None
-    return BasicAuth(pairs)
-
-
-def _kafka_problems(settings: Settings) -> list[str]:
+def kafka_problems(settings: Settings) -> list[str]:
     problems: list[str] = []
     protocol = settings.kafka_security_protocol
     if protocol.startswith("SASL"):

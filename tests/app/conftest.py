@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from bridge.app import create_app
 from bridge.auth import sign_hmac
 from bridge.handlers import STATE, State
+from bridge.routing import Record
 from bridge.settings import (
     AuthSettings,
     DeadLetterSettings,
@@ -24,6 +25,7 @@ from bridge.settings import (
     RoutingSettings,
     Settings,
 )
+from tests.memory_sink import MemorySink
 
 SECRET = b"test-secret-0123456789"
 SAMPLES = Path(__file__).resolve().parents[2] / "bridge" / "samples"
@@ -43,6 +45,7 @@ class Bridge:
     prefix: str
     bootstrap: str
     receiver: str = "alm"
+    sink: MemorySink | None = None
 
     @property
     def state(self) -> State:
@@ -57,6 +60,11 @@ class Bridge:
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.prefix}.deadletter"
+
+    def stored(self) -> list[Record]:
+        """What the in-memory Kafka holds (only for an offline bridge)."""
+        assert self.sink is not None, "a bridge on a real broker: read Kafka instead"
+        return self.sink.stored()
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -105,5 +113,22 @@ def make_bridge(aiohttp_client: AiohttpClient, kafka_bootstrap: str) -> MakeBrid
         registry = CollectorRegistry()
         client = await aiohttp_client(create_app(settings, registry=registry))
         return Bridge(client, registry, prefix, kw["kafka_bootstrap_servers"])
+
+    return make
+
+
+@pytest.fixture
+def make_offline_bridge(aiohttp_client: AiohttpClient) -> MakeBridge:
+    """Like ``make_bridge``, with an in-memory Kafka (:class:`MemorySink`): no broker."""
+
+    async def make(
+        *, receivers: list[ReceiverSettings] | None = None, prefix: str | None = None, **kw: Any
+    ) -> Bridge:
+        prefix = prefix or f"t{uuid.uuid4().hex[:10]}"
+        settings = Settings(receivers=receivers or [receiver_settings(prefix)], **kw)
+        registry = CollectorRegistry()
+        sink = MemorySink()
+        client = await aiohttp_client(create_app(settings, registry=registry, sink=sink))
+        return Bridge(client, registry, prefix, "", sink=sink)
 
     return make

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.app import watch_event_loop
+from bridge.admission import LoopLag
 from bridge.metrics import Metrics
 from tests.app.conftest import MakeBridge
 
@@ -23,7 +23,8 @@ def _bucket(registry: CollectorRegistry, le: str) -> float:
 async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry=registry)
-    task = asyncio.create_task(watch_event_loop(metrics.event_loop_lag, 0.02))
+    lag = LoopLag(interval_seconds=0.02)
+    task = asyncio.create_task(lag.run(metrics.event_loop_lag.observe))
     try:
         await asyncio.sleep(0.3)  # idle: every wake-up on time
         idle_count = registry.get_sample_value(f"{LAG}_count") or 0.0
@@ -37,6 +38,7 @@ async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> Non
             await task
     stalled = _bucket(registry, "+Inf") - _bucket(registry, "0.25")
     assert stalled == 1, "the 0.3 s stall is one late wake-up, 0.25-0.5 s late"
+    assert lag.recent >= 0.25, "admission sees the same lag"
     assert (registry.get_sample_value(f"{LAG}_sum") or 0.0) >= 0.28
 
 
@@ -49,4 +51,4 @@ async def test_the_app_exports_the_lag_histogram(make_bridge: MakeBridge) -> Non
     [family] = [f for f in text_string_to_metric_families(text) if f.name == LAG]
     assert family.type == "histogram"
     count = next(s.value for s in family.samples if s.name == f"{LAG}_count")
-    assert count >= 2, "a wake-up every 0.25 s"
+    assert count >= 5, "a wake-up every 50 ms"

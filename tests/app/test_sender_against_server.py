@@ -17,7 +17,14 @@ from aiohttp.test_utils import TestServer
 from bridge.alm import Batch, parse_body
 from bridge.auth import basic_authorization, sign_hmac
 from bridge.errors import InvalidBatch
-from bridge.sender import RequestResult, SendOptions, run_challenge, run_send
+from bridge.sender import (
+    BasicUser,
+    BatchSize,
+    RequestResult,
+    SendOptions,
+    run_challenge,
+    run_send,
+)
 from tests.kafka_fixtures import free_ports
 
 SECRET = b"alm-test-signing-secret"
@@ -150,8 +157,7 @@ def _options(url: str, **overrides: object) -> SendOptions:
         "hmac_secret": SECRET,
         "seed": 11,
         "now": NOW,
-        "batch_size_min": 1,
-        "batch_size_max": 6,
+        "batch_size": BatchSize(1, 6),
         "timeout_seconds": 2.0,
         "retry_backoff_base_seconds": 0.01,
         "retry_backoff_max_seconds": 0.05,
@@ -198,6 +204,7 @@ async def test_a_wrong_secret_is_refused_everywhere(
     assert running.receiver.stored == {}
     assert summary.exit_code == 1
     assert {r.response_error for r in summary.results} == {"unauthorized"}
+    assert summary.reasons == {401: {"unauthorized": 3}}
 
 
 @pytest.mark.parametrize(
@@ -233,10 +240,10 @@ async def test_basic_auth(serve: Serve) -> None:
     running = await serve(FakeReceiver(basic=("alm", "pa:ss")))
 
     good = await run_send(
-        _options(running.url, auth="basic", basic_username="alm", basic_password="pa:ss", count=2)
+        _options(running.url, auth="basic", basic_user=BasicUser("alm", "pa:ss"), count=2)
     )
     bad = await run_send(
-        _options(running.url, auth="basic", basic_username="alm", basic_password="x", count=1)
+        _options(running.url, auth="basic", basic_user=BasicUser("alm", "x"), count=1)
     )
 
     assert good.statuses == {200: 2}
@@ -396,8 +403,7 @@ async def test_generated_batches_in_both_dialects_are_accepted(
             running.url,
             count=20,
             dialect="mixed",
-            batch_size_min=20,
-            batch_size_max=20,
+            batch_size=BatchSize(20),
             concurrency=4,
         )
     )

@@ -22,6 +22,7 @@ EXPECTED_ALERTS = {
     "AlmBridgeDeadLetters",
     "AlmBridgeAuthFailuresSpike",
     "AlmBridgeNoEvents",
+    "AlmBridgeTopicFallbacks",
 }
 
 

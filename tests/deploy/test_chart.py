@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.settings import Settings, load_settings, resolve
+from bridge.receivers import SecretPaths, resolve, secret_paths
+from bridge.settings import (
+    DeadLetterSettings,
+    ReceiverSettings,
+    RoutingSettings,
+    Settings,
+    load_settings,
+)
 from tests.deploy.toolbox import (
     ALERTS,
     CHART,
@@ -48,6 +55,17 @@ SELECTOR = {"app.kubernetes.io/name": "alm-kafka-bridge", "app.kubernetes.io/ins
 SECRETS_DIR = PurePosixPath("/etc/alm-bridge/secrets")
 CRD_GROUP = "monitoring.coreos.com/"
 SECRET_LIKE_ENV = re.compile(r"PASSWORD|SECRET|CREDENTIAL|TOKEN", re.IGNORECASE)
+
+
+def bridge_receivers(docs: list[Manifest]) -> dict[str, tuple[ReceiverSettings, SecretPaths]]:
+    """The rendered receivers as the bridge reads them, with the files of their secrets."""
+    loaded = receivers_yaml(docs)
+    secrets_dir = Path(loaded["secrets_dir"])
+    found = {}
+    for item in loaded["receivers"]:
+        spec = ReceiverSettings.model_validate(item)
+        found[spec.name] = (spec, secret_paths(secrets_dir, spec.name, spec.auth))
+    return found
 
 
 @pytest.fixture(params=VALUE_SETS, ids=VALUE_IDS)
@@ -155,9 +173,9 @@ def test_no_secret_values_in_manifests(values_files: tuple[Path, ...]) -> None:
         if SECRET_LIKE_ENV.search(name):
             assert "value" not in item, f"{name} is inlined"
             assert "secretKeyRef" in item["valueFrom"], f"{name} is not read from a Secret"
-    for receiver in receivers_yaml(docs)["receivers"]:
-        auth = receiver.get("auth", {})
-        assert not set(auth) & {"secrets", "credentials", "secret_envs", "credential_envs"}, auth
+    for spec, _ in bridge_receivers(docs).values():
+        auth = spec.auth
+        assert not any([auth.secrets, auth.credentials, auth.secret_envs, auth.credential_envs])
 
 
 def _mounts_by_path(docs: list[Manifest]) -> dict[PurePosixPath, Manifest]:
@@ -187,11 +205,10 @@ def test_every_referenced_secret_file_is_a_mounted_secret_key(
 ) -> None:
     docs = render(values_files)
     mounted = _mounts_by_path(docs)
-    for receiver in receivers_yaml(docs)["receivers"]:
-        auth = receiver["auth"]
-        for file in auth.get("secret_files", []) + auth.get("credential_files", []):
-            assert PurePosixPath(file).parent == SECRETS_DIR / receiver["name"]
-            _assert_secret_file(mounted, file)
+    for name, (_, paths) in bridge_receivers(docs).items():
+        for file in (*paths.secret_files, *paths.credential_files):
+            assert PurePosixPath(file).parent == SECRETS_DIR / name
+            _assert_secret_file(mounted, str(file))
     env = env_of(bridge_container(docs))
     for name in (
         "BRIDGE_KAFKA_SSL_CAFILE",
@@ -217,24 +234,23 @@ def test_sasl_ssl_secrets_come_from_existing_secrets() -> None:
     }
     mounted = _mounts_by_path(docs)
     assert _assert_secret_file(mounted, env["BRIDGE_KAFKA_SSL_CAFILE"]["value"]) == "kafka-ca"
-    receivers = {r["name"]: r for r in receivers_yaml(docs)["receivers"]}
+    receivers = bridge_receivers(docs)
     assert set(receivers) == {"prod", "emea", "sandbox"}
-    assert receivers["prod"]["auth"]["secret_files"] == [
+    assert [str(p) for p in receivers["prod"][1].secret_files] == [
         "/etc/alm-bridge/secrets/prod/signing-secret",
         "/etc/alm-bridge/secrets/prod/signing-secret-next",
     ]
-    assert _assert_secret_file(mounted, receivers["emea"]["auth"]["secret_files"][0]) == (
+    assert _assert_secret_file(mounted, str(receivers["emea"][1].secret_files[0])) == (
         "alm-emea-webhook"
     )
-    assert _assert_secret_file(mounted, receivers["sandbox"]["auth"]["credential_files"][0]) == (
+    assert _assert_secret_file(mounted, str(receivers["sandbox"][1].credential_files[0])) == (
         "alm-sandbox-webhook"
     )
-    assert receivers["emea"]["routing"] == {
-        "topic_template": "alm.emea.{event}",
-        "deny": ["CI_STATS"],
-        "key": "eventId",
-    }
-    assert receivers["emea"]["dead_letter"] == {"policy": "reject"}
+    emea = receivers["emea"][0]
+    assert emea.routing == RoutingSettings(
+        topic_template="alm.emea.{event}", deny=["CI_STATS"], key="eventId"
+    )
+    assert emea.dead_letter == DeadLetterSettings(policy="reject")
 
 
 def test_mutual_tls_mounts_ca_cert_and_key() -> None:
@@ -451,14 +467,16 @@ def _bridge_env(container: Manifest, root: Path) -> dict[str, str]:
 
 
 def _materialize_secret_files(receivers: dict[str, Any], env: dict[str, str]) -> None:
-    for receiver in receivers["receivers"]:
-        auth = receiver.get("auth", {})
-        for file in auth.get("secret_files", []):
-            Path(file).parent.mkdir(parents=True, exist_ok=True)
-            Path(file).write_text("a-signing-secret-for-tests\n")
-        for file in auth.get("credential_files", []):
-            Path(file).parent.mkdir(parents=True, exist_ok=True)
-            Path(file).write_text("alm:a-password-for-tests\n")
+    secrets_dir = Path(receivers["secrets_dir"])
+    for item in receivers["receivers"]:
+        spec = ReceiverSettings.model_validate(item)
+        paths = secret_paths(secrets_dir, spec.name, spec.auth)
+        for file in paths.secret_files:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text("a-signing-secret-for-tests\n")
+        for file in paths.credential_files:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text("alm:a-password-for-tests\n")
     for name in (
         "BRIDGE_KAFKA_SSL_CAFILE",
         "BRIDGE_KAFKA_SSL_CERTFILE",
@@ -594,3 +612,40 @@ def test_chart_metadata() -> None:
     defined = re.findall(r'define "([^"]+)"', helpers)
     assert defined
     assert all(name.startswith("alm-kafka-bridge.") for name in defined), defined
+
+
+def test_the_schema_offers_exactly_what_the_bridge_accepts() -> None:
+    from typing import get_args
+
+    from pydantic import BaseModel
+    from pydantic.alias_generators import to_snake
+
+    from bridge.auth import ALGORITHMS, ENCODINGS
+    from bridge.settings import AuthSettings
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    receiver = schema["properties"]["receivers"]["items"]["properties"]
+    blocks: dict[str, type[BaseModel]] = {
+        "auth": AuthSettings,
+        "routing": RoutingSettings,
+        "deadLetter": DeadLetterSettings,
+    }
+    for block, model in blocks.items():
+        unknown = {to_snake(name) for name in receiver[block]["properties"]} - set(
+            model.model_fields
+        )
+        assert not unknown, f"receivers[].{block} has fields the bridge rejects: {unknown}"
+    assert set(receiver) - {"deadLetter"} <= set(ReceiverSettings.model_fields)
+
+    def choices(model: type[BaseModel], field: str) -> list[str]:
+        return list(get_args(model.model_fields[field].annotation))
+
+    auth = receiver["auth"]["properties"]
+    assert auth["algorithm"]["enum"] == ["", *ALGORITHMS]
+    assert auth["encoding"]["enum"] == ["", *ENCODINGS]
+    assert auth["method"]["enum"] == choices(AuthSettings, "method")
+    routing = receiver["routing"]["properties"]
+    assert routing["unlisted"]["enum"] == choices(RoutingSettings, "unlisted")
+    assert routing["key"]["enum"] == choices(RoutingSettings, "key")
+    policy = receiver["deadLetter"]["properties"]["policy"]["enum"]
+    assert policy == choices(DeadLetterSettings, "policy")

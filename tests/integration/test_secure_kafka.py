@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import PublishUnavailable
-from bridge.publisher import KafkaStartError, Publisher
+from bridge.errors import KafkaStartError, PublishUnavailable
+from bridge.publisher import Publisher
 from bridge.routing import Record
 from bridge.settings import Settings
 from tests.kafka_fixtures import LocalKafka, consume_all

@@ -37,6 +37,7 @@ from bench import processes
 from bridge.auth import sign_hmac
 from bridge.sender import (
     DEFAULT_MIX,
+    BatchSize,
     RequestResult,
     SendOptions,
     SendSummary,
@@ -402,8 +403,7 @@ def load_options(
         url=url,
         generate=True,
         count=count,
-        batch_size_min=1,
-        batch_size_max=20,
+        batch_size=BatchSize(1, 20),
         dialect="mixed",
         seed=SEED,
         now=FIXED_NOW,

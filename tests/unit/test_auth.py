@@ -6,12 +6,17 @@ import hmac
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 from bridge.auth import (
+    ALGORITHMS,
+    DEFAULT_HMAC_HEADER,
+    ENCODINGS,
+    Algorithm,
     BasicAuth,
+    Encoding,
     HmacAuth,
     NoAuth,
     basic_authorization,
@@ -25,12 +30,7 @@ SECRET = b"alm-test-signing-secret-0001"
 BODY = (VECTORS / "signed-batch.json").read_bytes()
 # HMAC-SHA256(SECRET, BODY), computed with `openssl dgst -sha256 -hmac`.
 BODY_SHA256_HEX = "968487ef065917e9939a9850e778ad042dd5fd3c08320593043b2fad4ce2a2c9"
-HEADER = "X-ALM-Signature"
-
-Algorithm = Literal["sha1", "sha256", "sha512"]
-Encoding = Literal["hex", "base64"]
-ALGORITHMS: tuple[Algorithm, ...] = ("sha1", "sha256", "sha512")
-ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
+HEADER = DEFAULT_HMAC_HEADER
 
 
 def signature_vectors() -> dict[str, Any]:
@@ -119,7 +119,8 @@ class TestHmacAuth:
         last = BODY_SHA256_HEX[-1]
         flipped = BODY_SHA256_HEX[:-1] + ("0" if last != "0" else "1")
         assert reason_of(self.verifier, {HEADER: flipped}, BODY) == "mismatch"
-        assert reason_of(self.verifier, {HEADER: BODY_SHA256_HEX[:-2]}, BODY) == "mismatch"
+        # Cut short, it cannot be an HMAC-SHA256 at all.
+        assert reason_of(self.verifier, {HEADER: BODY_SHA256_HEX[:-2]}, BODY) == "malformed"
 
     def test_wrong_secret(self) -> None:
         other = HmacAuth([b"another-secret"])
@@ -153,8 +154,21 @@ class TestHmacAuth:
         verifier = HmacAuth([SECRET], algorithm=algorithm)
         accepts(verifier, {HEADER: signature}, BODY)
         accepts(verifier, {HEADER: f"{algorithm}={signature}"}, BODY)
-        assert reason_of(verifier, {HEADER: BODY_SHA256_HEX}, BODY) == "mismatch"
+        # A SHA-256 signature has the wrong length for either: malformed, body unread.
+        assert reason_of(verifier, {HEADER: BODY_SHA256_HEX}, BODY) == "malformed"
         assert reason_of(verifier, {HEADER: f"sha256={signature}"}, BODY) == "malformed"
+
+    @pytest.mark.parametrize("value", ["ab" * 31, "ab" * 33, "ab", "sha256=" + "ab" * 16])
+    def test_a_signature_of_the_wrong_length_fails_before_the_body(self, value: str) -> None:
+        with pytest.raises(AuthError) as caught:
+            self.verifier.precheck({HEADER: value})
+        assert caught.value.reason == "malformed"
+
+    def test_a_well_formed_signature_passes_the_precheck(self) -> None:
+        self.verifier.precheck({HEADER: "00" * 32})
+        with pytest.raises(AuthError) as caught:
+            self.verifier.verify({HEADER: "00" * 32}, BODY)
+        assert caught.value.reason == "mismatch"
 
     def test_rotation_accepts_either_secret(self) -> None:
         old, new = b"old-secret", b"new-secret"

@@ -1,7 +1,11 @@
 """Lanes: records of concurrent requests coalesced into one batch per partition.
 
-The producer here is a fake with aiokafka's batch interface (``create_batch``,
-``send_batch``); the real one is exercised by the app, integration and fault tests.
+The producer here is a fake of the parts of aiokafka the lanes touch: the public
+``create_batch`` and the private accumulator members (``_message_accumulator``,
+``_batches``, ``_append_batch``, ``_closed``, ``_exception``, a batch's ``_drain_waiter``).
+It has no ``send_batch``: the lanes never call it. The fake encodes our own model of
+aiokafka's accumulator, so these tests check the lanes' logic, not aiokafka; the real
+producer is exercised by the app, integration and fault tests.
 """
 
 from __future__ import annotations
@@ -128,6 +132,32 @@ async def test_records_arriving_while_a_batch_waits_form_the_next_batch() -> Non
     producer._message_accumulator.drain()
     await settle()
     assert [values for _, _, values in producer.handed] == [[b"a"], [b"b", b"c"]]
+
+
+async def test_linger_lets_later_requests_join_the_batch() -> None:
+    producer = FakeProducer()
+    lanes = Lanes(producer, linger_seconds=0.05)
+    lane = lanes.lane("alm.t", 0)
+    first = lane.append(record("a"))
+    lanes.flush()
+    await asyncio.sleep(0.01)
+    second = lane.append(record("b"))  # another request, within the linger
+    lanes.flush()
+    assert producer.handed == []  # the batch is younger than the linger
+    await asyncio.sleep(0.08)
+    assert first is second
+    assert producer.handed == [("alm.t", 0, [b"a", b"b"])]
+
+
+async def test_a_full_batch_does_not_linger() -> None:
+    producer = FakeProducer(capacity=2)
+    lanes = Lanes(producer, linger_seconds=10)
+    lane = lanes.lane("alm.t", 0)
+    for value in "abc":
+        lane.append(record(value))
+    lanes.flush()
+    assert producer.handed == [("alm.t", 0, [b"a", b"b"])]  # "c" waits for its linger
+    lanes.close()
 
 
 async def test_a_full_batch_waits_and_makes_room_when_handed_over() -> None:

@@ -1,10 +1,18 @@
-"""The repeat filter keeps aiokafka's connection errors from flooding the log."""
+"""Log filters: aiokafka's connection errors and malformed requests do not flood the log."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+from collections.abc import Iterator
+from datetime import datetime
 
-from bridge.logs import RepeatFilter
+import pytest
+import structlog
+from aiohttp.http_exceptions import BadHttpMessage
+
+from bridge.logs import ClientErrorFilter, RepeatFilter, configure, get_logger
 
 
 def _record(name: str, msg: str) -> logging.LogRecord:
@@ -30,3 +38,95 @@ def test_other_loggers_and_other_messages_are_untouched() -> None:
     assert all(repeat.filter(_record("bridge.http", "request")) for _ in range(5))
     assert repeat.filter(_record("aiokafka", "first"))
     assert repeat.filter(_record("aiokafka", "second"))
+
+
+def _aiohttp_error(error: BaseException) -> logging.LogRecord:
+    # What aiohttp's request handler logs for a request it cannot parse.
+    return logging.LogRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request from %s",
+        ("203.0.113.9",),
+        (type(error), error, None),
+    )
+
+
+def test_malformed_requests_become_one_condensed_warning_without_traceback() -> None:
+    now = [0.0]
+    client, repeat = ClientErrorFilter(), RepeatFilter(window_seconds=10, clock=lambda: now[0])
+
+    def passes(record: logging.LogRecord) -> bool:
+        return client.filter(record) and repeat.filter(record)
+
+    error = BadHttpMessage("Duplicate 'Content-Length' header found.")
+    first = _aiohttp_error(error)
+    passed = [passes(first)] + [passes(_aiohttp_error(error)) for _ in range(299)]
+    now[0] = 11.0
+    later = _aiohttp_error(error)
+
+    assert passed.count(True) == 1
+    assert (first.levelno, first.exc_info) == (logging.WARNING, None)
+    assert "Duplicate 'Content-Length'" in first.getMessage()
+    assert passes(later)
+    assert "repeated 299 times" in later.getMessage()
+
+
+def test_server_errors_keep_their_traceback() -> None:
+    record = _aiohttp_error(RuntimeError("a bug"))
+
+    assert ClientErrorFilter().filter(record)
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_have_one_shape_for_structlog_and_stdlib_loggers() -> None:
+    out = io.BytesIO()
+    configure("info", "json", stream=out)
+    log = get_logger("bridge.test")
+
+    with structlog.contextvars.bound_contextvars(request_id="r-1"):
+        log.info("request", status=200)
+        log.debug("not_shown")
+        logging.getLogger("aiokafka.conn").warning("broker %s down", "b-1")
+        logging.getLogger("aiohttp.server").debug("not shown either")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("unhandled_error")
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["request", "broker b-1 down", "unhandled_error"]
+    assert [line["logger"] for line in lines] == ["bridge.test", "aiokafka.conn", "bridge.test"]
+    assert [line["level"] for line in lines] == ["info", "warning", "error"]
+    for line in lines:
+        assert line["request_id"] == "r-1"
+        assert datetime.fromisoformat(line["timestamp"]).tzinfo is not None
+    assert lines[0]["status"] == 200
+    assert "ValueError: boom" in lines[2]["exception"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_rendering_on_a_terminal_format() -> None:
+    out = io.BytesIO()
+    configure("warning", "console", stream=out)
+
+    get_logger("bridge.test").warning("kafka_unreachable_at_start", error="timeout")
+    get_logger("bridge.test").info("not_shown")
+
+    text = out.getvalue().decode()
+    assert "kafka_unreachable_at_start" in text
+    assert "error=timeout" in text
+    assert "not_shown" not in text

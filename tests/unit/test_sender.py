@@ -19,6 +19,8 @@ from bridge.routing import family
 from bridge.sender import (
     DEFAULT_MIX,
     FAMILIES,
+    BasicUser,
+    BatchSize,
     RequestResult,
     SendOptions,
     SourcePlan,
@@ -310,7 +312,7 @@ def test_hmac_header_name_algorithm_encoding_and_prefix_are_configurable() -> No
 
 
 def test_basic_headers() -> None:
-    options = SendOptions(url=URL, auth="basic", basic_username="alm", basic_password="p:w")
+    options = SendOptions(url=URL, auth="basic", basic_user=BasicUser("alm", "p:w"))
 
     assert auth_headers(options, b"{}")["Authorization"] == basic_authorization("alm", "p:w")
 
@@ -367,7 +369,9 @@ def test_a_broken_body_is_described_without_ids() -> None:
 def test_plan_cycles_sources_and_regenerates_identical_bodies(tmp_path: Path) -> None:
     path = tmp_path / "body.json"
     path.write_bytes(b'{"accountId": 5, "events": []}')
-    options = SendOptions(url=URL, samples=("all",), files=(path,), generate=True, batch_size_min=3)
+    options = SendOptions(
+        url=URL, samples=("all",), files=(path,), generate=True, batch_size=BatchSize(3)
+    )
     plan = SourcePlan(options, seed=1, now=NOW)
     again = SourcePlan(options, seed=1, now=NOW)
 
@@ -387,7 +391,7 @@ def test_plan_cycles_sources_and_regenerates_identical_bodies(tmp_path: Path) ->
 
 
 def test_plan_uses_generated_batches_when_no_source_is_given() -> None:
-    options = SendOptions(url=URL, batch_size_min=1, batch_size_max=4, account_ids=(7, 8))
+    options = SendOptions(url=URL, batch_size=BatchSize(1, 4), account_ids=(7, 8))
     plan = SourcePlan(options, seed=3, now=NOW)
 
     bodies = [plan.body(i) for i in range(30)]
@@ -544,3 +548,88 @@ def test_cli_usage_errors_exit_2(args: list[str]) -> None:
     result = CliRunner().invoke(_cli(), [URL, *args])
 
     assert result.exit_code == 2, result.output
+
+
+def test_cli_errors_name_the_flag_and_list_every_problem() -> None:
+    result = CliRunner().invoke(_cli(), [URL, "--concurrency", "0", "--user", "nocolon"])
+
+    assert result.exit_code == 2
+    assert "--concurrency: Input should be greater than or equal to 1" in result.output
+    assert "--user: must be USER:PASS" in result.output
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_send_help_fits_the_terminal_and_shows_no_python_types(columns: int) -> None:
+    from bridge.__main__ import app
+    from bridge.sender.options import Flag, command_line_fields
+
+    result = CliRunner().invoke(
+        app, ["send", "--help"], env={"COLUMNS": str(columns)}, prog_name="alm-bridge"
+    )
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Usage: alm-bridge send [OPTIONS] URL"
+    assert max(len(line) for line in lines) <= columns
+    assert "…" not in result.output
+    assert not re.search(r"<(str|int|float|bool|Path|list\[.*?\])>", result.output)
+    for _, declared in command_line_fields().values():
+        if isinstance(declared, Flag):
+            assert declared.name in result.output
+
+
+def test_serve_and_check_config_never_import_the_sender() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from bridge.__main__ import app\n"
+        "import bridge.app\n"
+        "result = CliRunner().invoke(app, ['check-config'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in sys.modules if m.startswith('bridge.sender')))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+
+    assert loaded.strip() == "[]"
+
+
+def test_the_summary_shows_the_reason_codes_the_bridge_gave() -> None:
+    from rich.console import Console
+
+    from bridge.sender.display import summary_table
+
+    refused = [
+        RequestResult(
+            index=i,
+            phase="send",
+            attempt=1,
+            final=True,
+            source="test",
+            account_id=1,
+            event_ids=("e",),
+            status=401,
+            error=None,
+            error_detail=None,
+            latency_ms=1.0,
+            sent_at_seconds=0.0,
+            response_error="auth_mismatch",
+        )
+        for i in range(3)
+    ]
+    summary = summarize([*refused, _result(3, 200)], url=URL, seed=1, elapsed_seconds=1.0)
+    console = Console(record=True, width=100)
+
+    console.print(summary_table(summary))
+    text = console.export_text()
+
+    assert summary.reasons == {401: {"auth_mismatch": 3}}
+    assert re.search(r"status 401[\s│]+auth_mismatch \N{MULTIPLICATION SIGN} 3", text), text
+    assert re.search(r"status 200[\s│]+1\b", text), text
+    assert summary.summary_dict()["reasons"] == {"401": {"auth_mismatch": 3}}

@@ -9,12 +9,11 @@ import pytest
 
 from bridge.auth import BasicAuth, HmacAuth, NoAuth, basic_authorization, sign_hmac
 from bridge.errors import ConfigError
+from bridge.receivers import Receiver, resolve
 from bridge.settings import (
     CONFIG_FILE_ENV,
-    Receiver,
     Settings,
     load_settings,
-    resolve,
     sasl_password,
 )
 
@@ -29,9 +28,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("BRIDGE_"):
             monkeypatch.delenv(name)
-    # Recorded as "unset" so that undo also removes what load_settings(config_file=...) sets.
-    monkeypatch.setenv(CONFIG_FILE_ENV, "")
-    monkeypatch.delenv(CONFIG_FILE_ENV)
+    monkeypatch.delenv(CONFIG_FILE_ENV, raising=False)
 
 
 def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
@@ -308,6 +305,92 @@ class TestYamlFile:
         path = tmp_path / "bridge.yaml"
         path.write_text("port: 9300\n")
         assert load_settings(config_file=path).port == 9300
+
+    def test_config_file_argument_leaves_the_environment_alone(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        other = tmp_path / "other.yaml"
+        other.write_text("port: 9400\n")
+        monkeypatch.setenv(CONFIG_FILE_ENV, str(other))
+        path = tmp_path / "bridge.yaml"
+        path.write_text("port: 9300\n")
+        before = dict(os.environ)
+
+        settings = load_settings(config_file=path)
+
+        assert settings.port == 9300
+        assert settings.config_file == path
+        assert dict(os.environ) == before
+        assert load_settings().port == 9400
+
+    def test_the_charts_receiver_values_are_accepted_as_they_are(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        secrets = tmp_path / "secrets"
+        (secrets / "emea").mkdir(parents=True)
+        (secrets / "emea" / "signing-secret").write_text(HMAC_SECRET + "\n")
+        (secrets / "sandbox").mkdir()
+        (secrets / "sandbox" / "credentials").write_text(f"alm:{BASIC_PASSWORD}\n")
+        write_config(
+            tmp_path,
+            monkeypatch,
+            f"""
+secrets_dir: {secrets}
+receivers:
+  - name: emea
+    accounts: [1010]
+    auth:
+      method: hmac
+      existingSecret: alm-emea-webhook
+      secretKeys: [signing-secret]
+      header: ""
+      algorithm: sha512
+      encoding: ""
+      allowUnauthenticated: false
+    routing:
+      topicTemplate: "alm.emea.{{event}}"
+      catchallTopic: alm.emea.other
+      allow: null
+    deadLetter:
+      policy: reject
+  - name: sandbox
+    auth:
+      method: basic
+      existingSecret: alm-sandbox-webhook
+      credentialKeys: [credentials]
+""",
+        )
+
+        emea, sandbox = resolve(load_settings(), environ={})
+
+        verifier = hmac_verifier(emea)
+        assert (verifier.header, verifier.algorithm, verifier.encoding) == (
+            "X-ALM-Signature",
+            "sha512",
+            "hex",
+        )
+        body = b'{"accountId":1010,"events":[]}'
+        verifier.verify(
+            {"X-ALM-Signature": sign_hmac(body, HMAC_SECRET.encode(), algorithm="sha512")}, body
+        )
+        assert emea.routing.topic_template == "alm.emea.{event}"
+        assert emea.routing.catchall_topic == "alm.emea.other"
+        assert emea.routing.allow is None
+        assert emea.dead_letter_policy == "reject"
+        basic_verifier(sandbox).precheck(
+            {"Authorization": basic_authorization("alm", BASIC_PASSWORD)}
+        )
+
+    def test_secret_keys_need_the_secrets_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_config(
+            tmp_path,
+            monkeypatch,
+            "receivers:\n  - name: emea\n    auth: {method: hmac, secretKeys: [signing-secret]}\n",
+        )
+
+        assert has_problem(config_problems(), "'emea'", "secrets_dir", "BRIDGE_SECRETS_DIR")
 
     def test_missing_credential_variable(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -88,66 +88,14 @@ Where things are mounted in the container.
 {{- define "alm-kafka-bridge.kafkaTlsDir" -}}/etc/alm-bridge/kafka-tls{{- end }}
 
 {{/*
-The receivers file (BRIDGE_CONFIG_FILE) in the bridge's own snake_case schema. Secrets appear
-only as paths of mounted files, never as values. Empty values are left out so that the bridge's
-defaults apply.
+The receivers file (BRIDGE_CONFIG_FILE): the receivers values as they are, which the bridge
+reads in the chart's own field names (secretKeys, topicTemplate, deadLetter, ...; empty
+values keep the bridge's defaults), and secrets_dir, where each receiver's secret keys are
+mounted as files (<secretsDir>/<name>/<key>). Secrets appear only as key names, never as
+values.
 */}}
 {{- define "alm-kafka-bridge.receiversYaml" -}}
-{{- $secretsDir := include "alm-kafka-bridge.secretsDir" . }}
-{{- $receivers := list }}
-{{- range .Values.receivers }}
-{{- $receiver := dict "name" .name }}
-{{- if .accounts }}
-{{- $_ := set $receiver "accounts" .accounts }}
-{{- end }}
-{{- $authValues := .auth | default dict }}
-{{- $auth := dict "method" ($authValues.method | default "none") }}
-{{- range $key := list "header" "algorithm" "encoding" }}
-{{- if index $authValues $key }}
-{{- $_ := set $auth $key (index $authValues $key) }}
-{{- end }}
-{{- end }}
-{{- $dir := printf "%s/%s" $secretsDir .name }}
-{{- with $authValues.secretKeys }}
-{{- $files := list }}
-{{- range . }}
-{{- $files = append $files (printf "%s/%s" $dir .) }}
-{{- end }}
-{{- $_ := set $auth "secret_files" $files }}
-{{- end }}
-{{- with $authValues.credentialKeys }}
-{{- $files := list }}
-{{- range . }}
-{{- $files = append $files (printf "%s/%s" $dir .) }}
-{{- end }}
-{{- $_ := set $auth "credential_files" $files }}
-{{- end }}
-{{- $_ := set $receiver "auth" $auth }}
-{{- $routingValues := .routing | default dict }}
-{{- $routing := dict }}
-{{- range $from, $to := dict "topicTemplate" "topic_template" "overrides" "overrides" "allow" "allow" "deny" "deny" "unlisted" "unlisted" "catchallTopic" "catchall_topic" "key" "key" }}
-{{- if hasKey $routingValues $from }}
-{{- if not (kindIs "invalid" (index $routingValues $from)) }}
-{{- $_ := set $routing $to (index $routingValues $from) }}
-{{- end }}
-{{- end }}
-{{- end }}
-{{- if $routing }}
-{{- $_ := set $receiver "routing" $routing }}
-{{- end }}
-{{- $deadLetterValues := .deadLetter | default dict }}
-{{- $deadLetter := dict }}
-{{- range $key := list "policy" "topic" }}
-{{- if index $deadLetterValues $key }}
-{{- $_ := set $deadLetter $key (index $deadLetterValues $key) }}
-{{- end }}
-{{- end }}
-{{- if $deadLetter }}
-{{- $_ := set $receiver "dead_letter" $deadLetter }}
-{{- end }}
-{{- $receivers = append $receivers $receiver }}
-{{- end }}
-{{- toYaml (dict "receivers" $receivers) }}
+{{- toYaml (dict "secrets_dir" (include "alm-kafka-bridge.secretsDir" .) "receivers" .Values.receivers) }}
 {{- end }}
 
 {{/*

@@ -1,0 +1,282 @@
+"""The async engine of ``send``: ALM-like senders, retries, rate limit, the challenge.
+
+Each sender waits for the answer to one batch before sending the next, like ALM; with
+``retry_until_acknowledged`` a batch is re-sent with exponential backoff until a 2xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from bridge.sender.options import SendOptions, auth_headers
+from bridge.sender.results import (
+    ChallengeAnswer,
+    ChallengeReport,
+    Phase,
+    RequestError,
+    RequestResult,
+    SendSummary,
+    post_echoed,
+    response_fields,
+    summarize,
+)
+from bridge.sender.sources import SourcePlan
+
+
+class _RateLimiter:
+    """Spaces request starts evenly at ``rate`` per second over every sender."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int | None
+    body: bytes
+    error: RequestError | None
+    error_detail: str | None
+    latency_ms: float
+
+
+async def _request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    timeout_seconds: float,
+) -> _Answer:
+    started = time.perf_counter()
+    try:
+        async with session.request(
+            method,
+            url,
+            data=body,
+            headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            allow_redirects=False,
+        ) as response:
+            payload = await response.read()
+            status = response.status
+    except TimeoutError:
+        # aiohttp's own timeout errors are TimeoutError subclasses as well.
+        return _Answer(None, b"", "timeout", None, _elapsed_ms(started))
+    except aiohttp.ClientConnectionError as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        return _Answer(None, b"", "connection_error", detail, _elapsed_ms(started))
+    except aiohttp.ClientError as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        return _Answer(None, b"", "client_error", detail, _elapsed_ms(started))
+    return _Answer(status, payload, None, None, _elapsed_ms(started))
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class _Run:
+    def __init__(
+        self,
+        options: SendOptions,
+        session: aiohttp.ClientSession,
+        plan: SourcePlan,
+        record: Callable[[RequestResult], None],
+    ) -> None:
+        self.options = options
+        self.session = session
+        self.plan = plan
+        self.record = record
+        self.limiter = _RateLimiter(options.rate)
+        self.started = time.perf_counter()
+
+    async def phase(self, phase: Phase, indices: Sequence[int]) -> None:
+        pending: Iterator[int] = iter(indices)
+        workers = min(self.options.concurrency, len(indices))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(self._sender(phase, pending))
+
+    async def _sender(self, phase: Phase, pending: Iterator[int]) -> None:
+        # Like ALM, each sender waits for the answer to a batch before the next one.
+        for index in pending:
+            await self._deliver(phase, index)
+
+    async def _deliver(self, phase: Phase, index: int) -> None:
+        options = self.options
+        batch = self.plan.body(index)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + options.max_retry_seconds
+        delay = options.retry_backoff_base_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.wait()
+            sent_at = time.perf_counter() - self.started
+            answer = await _request(
+                self.session,
+                "POST",
+                options.url,
+                body=batch.body,
+                headers=auth_headers(options, batch.body),
+                timeout_seconds=options.timeout_seconds,
+            )
+            acknowledged = answer.status is not None and 200 <= answer.status < 300
+            retry = (
+                options.retry_until_acknowledged
+                and not acknowledged
+                and loop.time() + delay <= deadline
+            )
+            counts, response_error = response_fields(answer.body)
+            self.record(
+                RequestResult(
+                    index=index,
+                    phase=phase,
+                    attempt=attempt,
+                    final=not retry,
+                    source=batch.source,
+                    account_id=batch.account_id,
+                    event_ids=batch.event_ids,
+                    status=answer.status,
+                    error=answer.error,
+                    error_detail=answer.error_detail,
+                    latency_ms=answer.latency_ms,
+                    sent_at_seconds=sent_at,
+                    response_counts=counts,
+                    response_error=response_error,
+                )
+            )
+            if not retry:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, options.retry_backoff_max_seconds)
+
+
+def _resend_indices(results: Sequence[RequestResult], count: int, seed: int) -> list[int]:
+    acknowledged = sorted(
+        {r.index for r in results if r.phase == "send" and r.final and r.acknowledged}
+    )
+    if count >= len(acknowledged):
+        return acknowledged
+    return sorted(random.Random(f"{seed}:resend").sample(acknowledged, count))
+
+
+def _own_session(options: SendOptions) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max(options.concurrency, 1)),
+        raise_for_status=False,
+    )
+
+
+def resolve_seed(options: SendOptions) -> int:
+    return options.seed if options.seed is not None else secrets.randbits(32)
+
+
+async def run_send(
+    options: SendOptions,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    on_result: Callable[[RequestResult], None] | None = None,
+    seed: int | None = None,
+) -> SendSummary:
+    """Sends the batches ``options`` describe and summarizes every answer.
+
+    ``on_result`` is called after every request (each retry attempt too; ``final`` tells
+    whether the batch is settled). A ``session`` passed in is used and left open.
+    Raises ``ValueError`` for an unknown sample and ``OSError`` for an unreadable file.
+    """
+    chosen_seed = seed if seed is not None else resolve_seed(options)
+    now = options.now or datetime.now(UTC)
+    plan = SourcePlan(options, seed=chosen_seed, now=now)
+    count = options.count if options.count is not None else plan.default_count
+    results: list[RequestResult] = []
+
+    def record(result: RequestResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    client = session if session is not None else _own_session(options)
+    run = _Run(options, client, plan, record)
+    try:
+        await run.phase("send", range(count))
+        if options.resend:
+            await run.phase("resend", _resend_indices(results, options.resend, chosen_seed))
+    finally:
+        if session is None:
+            await client.close()
+    return summarize(
+        results,
+        url=options.url,
+        seed=chosen_seed,
+        elapsed_seconds=time.perf_counter() - run.started,
+    )
+
+
+async def run_challenge(
+    options: SendOptions, value: str, *, session: aiohttp.ClientSession | None = None
+) -> ChallengeReport:
+    """``GET ?challenge=VALUE`` and ``POST {"challenge": VALUE}``, both with credentials."""
+    client = session if session is not None else _own_session(options)
+    try:
+        get_url = str(URL(options.url).update_query(challenge=value))
+        got = await _request(
+            client,
+            "GET",
+            get_url,
+            body=None,
+            headers=auth_headers(options, b""),
+            timeout_seconds=options.timeout_seconds,
+        )
+        post_body = orjson.dumps({"challenge": value})
+        posted = await _request(
+            client,
+            "POST",
+            options.url,
+            body=post_body,
+            headers=auth_headers(options, post_body),
+            timeout_seconds=options.timeout_seconds,
+        )
+    finally:
+        if session is None:
+            await client.close()
+    return ChallengeReport(
+        value=value,
+        get=ChallengeAnswer(
+            "GET",
+            got.status,
+            got.body.decode("utf-8", "replace"),
+            got.error,
+            got.latency_ms,
+            got.status == 200 and got.body.decode("utf-8", "replace") == value,
+        ),
+        post=ChallengeAnswer(
+            "POST",
+            posted.status,
+            posted.body.decode("utf-8", "replace"),
+            posted.error,
+            posted.latency_ms,
+            posted.status == 200 and post_echoed(posted.body, value),
+        ),
+    )
