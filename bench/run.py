@@ -55,7 +55,7 @@ from bench.services import (
     free_ports,
     kafka_version,
 )
-from bench.stats import PhaseStats
+from bench.stats import PhaseStats, step_passes
 
 RESULTS_ROOT: Final = REPO_ROOT / "bench" / "results"
 KAFKA_STATE: Final = REPO_ROOT / ".local" / "bench-kafka"
@@ -429,6 +429,38 @@ class Run:
         )
         self.results.peer_steps = out[phase.name]
 
+    def bridge_at_peer_rates(self) -> None:
+        """The bridge at the rates the peer held and the bridge never tried, so that the two
+        share held rates to compare even when their searches took different paths."""
+        tried = {round(rate, 2) for rate in self.tried_rates()}
+        extra = sorted(
+            {
+                rate
+                for s in self.results.peer_steps
+                if step_passes(s) and (rate := round(s.offered_rps or 0.0, 2)) not in tried
+            }
+        )
+        if not extra:
+            return
+        phase = PhaseSpec(
+            "open loop",
+            "steps",
+            100,
+            self.config.step_s,
+            rates=extra,
+            adaptive=False,
+            stop_on_fail=False,
+            pause_s=1.0,
+        )
+        out = self.load(
+            "open-loop-peer-rates",
+            [phase],
+            target="bridge",
+            url=self.bridge_url,
+            watch=self.bridge_watch(),
+        )
+        self.results.open_steps += out[phase.name]
+
     def warm_up(self) -> None:
         phases = [
             PhaseSpec(f"warm-up {b}", "closed", b, 1.5 if b == 100 else 1.0, senders=4)
@@ -725,6 +757,7 @@ class Run:
         self.peer_alm_like()
         self.open_loop()
         self.peer_open_loop()
+        self.bridge_at_peer_rates()
         self.overload()
         self.soak()
         self.results.bridge_peak_rss_mb = memory_mb(self.procs.pid("bridge"))[1]
