@@ -84,7 +84,8 @@ async def _wait_for(
     while loop.time() < deadline:
         try:
             result = await _query(session, base, expr)
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, orjson.JSONDecodeError):
+            # Not up yet, or still starting ("Service Unavailable" in plain text).
             result = []
         if result:
             last = float(result[0]["value"][1])
