@@ -51,3 +51,9 @@ class PublishUnavailable(BridgeError):
     """Kafka did not acknowledge every record within the deadline."""
 
     code = "kafka_unavailable"
+
+
+class StartupError(BridgeError):
+    """The process cannot start (e.g. its port is taken); the detail is one line for operators."""
+
+    code = "startup_failed"
