@@ -12,9 +12,10 @@ import orjson
 import typer
 
 from bridge import __version__
+from bridge.config_problems import unknown_variable
 from bridge.errors import ConfigError, StartupError
 from bridge.sender import send_command
-from bridge.settings import load_settings, resolve, unknown_environment
+from bridge.settings import Settings, load_settings, resolve, unknown_environment
 
 app = typer.Typer(
     name="alm-bridge",
@@ -29,7 +30,6 @@ ConfigOption = Annotated[
         "--config",
         "-c",
         help="YAML file with receivers and settings (same as BRIDGE_CONFIG_FILE).",
-        dir_okay=False,
     ),
 ]
 
@@ -68,8 +68,9 @@ def _check_config_file(config: Path | None) -> None:
 
 
 def _warn_unknown_environment() -> None:
+    known = [f"BRIDGE_{name.upper()}" for name in Settings.model_fields]
     for name in unknown_environment():
-        typer.echo(f"alm-bridge: warning: {name} is not a setting and is ignored", err=True)
+        typer.echo(f"alm-bridge: warning: {unknown_variable(name, known)}", err=True)
 
 
 def _fail(exc: ConfigError) -> typer.Exit:
