@@ -59,6 +59,35 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+def compact_config(
+    _logger: Any, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """On a terminal, ``config`` shrinks to the settings that differ from their defaults.
+
+    The JSON line keeps the whole masked configuration for log collectors; a person at a
+    terminal gets one readable line (``alm-bridge check-config`` prints the rest).
+    """
+    config = event_dict.get("config")
+    if not isinstance(config, dict):
+        return event_dict
+    from bridge.settings import Settings  # settings needs no logging; imported when used
+
+    defaults = Settings.model_construct().model_dump(mode="json")
+    event_dict["config"] = {
+        key: value
+        for key, value in config.items()
+        if key != "receivers" and key in defaults and value != defaults[key]
+    }
+    receivers = config.get("receivers")
+    if isinstance(receivers, list):
+        event_dict["receivers"] = [
+            f"{r.get('name')} ({(r.get('auth') or {}).get('method', '?')} auth)"
+            for r in receivers
+            if isinstance(r, dict)
+        ]
+    return event_dict
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     """Route structlog and stdlib logging to stdout in one format."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
@@ -83,6 +112,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            *([] if use_json else [compact_config]),
             renderer,
         ],
     )
