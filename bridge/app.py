@@ -138,6 +138,7 @@ async def serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    log.info("starting", version=__version__, kafka=settings.kafka_bootstrap_servers)
     try:
         return await _serve_until_stopped(settings, app, stop)
     finally:
