@@ -78,7 +78,9 @@ async def test_a_taken_port_fails_at_once_with_one_line(bridges: BridgeFactory) 
         code = await bridge.wait_exit(60)
     output = bridge.log_path.read_text()
     assert code == 4, f"exit code {code}\n{output}"
-    assert output.splitlines() == [
+    # Nothing but the start line and the error: Kafka was never contacted.
+    assert bridge.event_names() == ["starting"], output
+    assert output.splitlines()[1:] == [
         f"alm-bridge: cannot listen on {HOST}:{port} (BRIDGE_PORT): address already in use "
         "(another process listens there)"
     ]
@@ -207,3 +209,22 @@ async def test_signals_at_random_moments_stop_the_process(bridges: BridgeFactory
     # The case (a signal while Kafka is still being reached) must have been exercised.
     assert seen.get("connecting", 0) >= 1, seen
     assert seen.get("listening", 0) >= 1, seen
+
+
+@pytest.mark.timeout(90)
+async def test_an_unauthenticated_receiver_is_warned_about_at_start(
+    bridges: BridgeFactory,
+) -> None:
+    with silent_kafka() as kafka:
+        open_bridge = spawn(bridges, kafka, "no-auth", BRIDGE_AUTH_METHOD="none")
+        signed_bridge = spawn(bridges, kafka, "hmac")
+        assert await wait_for_event(open_bridge, "starting", 60), open_bridge.log_tail()
+        assert await wait_for_event(signed_bridge, "starting", 60), signed_bridge.log_tail()
+        warnings = [
+            e for e in open_bridge.log_events() if e.get("event") == "receiver_unauthenticated"
+        ]
+        assert len(warnings) == 1, open_bridge.log_tail()
+        assert warnings[0]["level"] == "warning"
+        assert warnings[0]["receiver"] == "alm"
+        assert "accepts batches from anyone" in warnings[0]["detail"]
+        assert "receiver_unauthenticated" not in signed_bridge.event_names()
