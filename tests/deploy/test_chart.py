@@ -575,7 +575,7 @@ def test_every_value_is_documented_by_a_comment_starting_with_its_name() -> None
         comment = lines[block_start].strip() if block_start < number else ""
         # helm-docs reads "# -- <description>", or "# <path> -- <description>" where the
         # key cannot carry its own comment (the first key of a list item).
-        if not re.match(rf"# (?:-- |\S+ -- ){match['key']}\b", comment):
+        if not re.match(rf"# (?:-- (?:\(\w+\) )?|\S+ -- ){match['key']}\b", comment):
             undocumented.append(f"values.yaml:{number + 1}: {match['key']}")
     assert not undocumented, "\n".join(undocumented)
 
