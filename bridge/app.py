@@ -150,15 +150,17 @@ async def _serve_until_stopped(
     settings: Settings, app: web.Application, stop: asyncio.Event
 ) -> int:
     state = app[STATE]
-    listeners = [bind_listeners(settings.host, settings.port, "BRIDGE_PORT")]
+    ports = [(settings.port, "BRIDGE_PORT")]
     if settings.metrics_port:
-        try:
-            listeners.append(
-                bind_listeners(settings.host, settings.metrics_port, "BRIDGE_METRICS_PORT")
-            )
-        except StartupError:
-            _close(listeners[0])
-            raise
+        ports.append((settings.metrics_port, "BRIDGE_METRICS_PORT"))
+    listeners: list[list[socket.socket]] = []
+    try:
+        for port, setting in ports:
+            listeners.append(bind_listeners(settings.host, port, setting))
+    except StartupError:
+        for sockets in listeners:
+            _close(sockets)
+        raise
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -176,9 +178,13 @@ async def _serve_until_stopped(
     async def start() -> None:
         for each in runners:
             await each.setup()
-        for each, sockets in zip(runners, listeners, strict=True):
+        for each, sockets, (port, setting) in zip(runners, listeners, ports, strict=True):
             for sock in sockets:
-                await web.SockSite(each, sock, backlog=1024).start()
+                try:
+                    await web.SockSite(each, sock, backlog=1024).start()
+                except OSError as exc:
+                    # Another process bound the port (without listening) at the same time.
+                    raise _listen_error(settings.host, port, setting, exc) from None
 
     starting = asyncio.create_task(start(), name="start-up")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -241,7 +247,6 @@ def _after_start(settings: Settings, listeners: list[list[socket.socket]]) -> No
 
 def bind_listeners(host: str, port: int, setting: str) -> list[socket.socket]:
     """Sockets bound (not yet listening) to every address of ``host``, or a StartupError."""
-    where = f"cannot listen on {host}:{port} ({setting})"
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -262,15 +267,19 @@ def bind_listeners(host: str, port: int, setting: str) -> list[socket.socket]:
             sock.bind(address)
     except OSError as exc:
         _close(sockets)
-        reason = (exc.strerror or str(exc)).lower()
-        if exc.errno == errno.EADDRINUSE:
-            reason += " (another process listens there)"
-        elif exc.errno == errno.EACCES:
-            reason += " (ports below 1024 need privileges)"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            reason += " (not an address of this machine; change BRIDGE_HOST)"
-        raise StartupError(f"{where}: {reason}") from None
+        raise _listen_error(host, port, setting, exc) from None
     return sockets
+
+
+def _listen_error(host: str, port: int, setting: str, exc: OSError) -> StartupError:
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.errno == errno.EADDRINUSE:
+        reason += " (another process listens there)"
+    elif exc.errno == errno.EACCES:
+        reason += " (ports below 1024 need privileges)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        reason += " (not an address of this machine; change BRIDGE_HOST)"
+    return StartupError(f"cannot listen on {host}:{port} ({setting}): {reason}")
 
 
 def _close(sockets: list[socket.socket]) -> None:
