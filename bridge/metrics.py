@@ -11,13 +11,28 @@ import platform
 from collections.abc import Iterable
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from bridge import __version__
 from bridge.routing import FALLBACK_REASONS, FAMILIES
 
+# Every counter and histogram would otherwise carry a `_created` series of its own, which
+# doubles the exposition; restarts show in process_start_time_seconds instead.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10)
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# From "a few callbacks queued" (1 ms) to "the process is stuck" (seconds).
+LOOP_LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 OUTCOMES: Final = (
     "published",
     "duplicate",
@@ -111,6 +126,13 @@ class Metrics:
             "almbridge_kafka_up", "1 when the producer reaches the Kafka cluster.", registry=r
         )
         self.ready = Gauge("almbridge_ready", "1 when /readyz answers 200.", registry=r)
+        self.event_loop_lag = Histogram(
+            "almbridge_event_loop_lag_seconds",
+            "How late a periodic timer of the event loop fired: time every request waits "
+            "before the process gets to it.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
         self.duplicates = Counter(
             "almbridge_duplicates_suppressed",
             "Events not published again because Kafka already acknowledged them.",
@@ -156,6 +178,11 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        # process_* (CPU seconds, resident memory, open file descriptors, start time),
+        # python_gc_* and python_info, as the client's default registry has them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         for name in [*receivers, UNKNOWN_RECEIVER]:
             self._precreate(name)
 
