@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run` needs the service's own dependencies only; tests and benchmarks add the rest.
+RUN_STAMP := $(VENV)/.installed-runtime
 KAFKA_PORT ?= 9092
 BRIDGE_PORT ?= 8080
 LOCALKAFKA := $(BIN)/python -m deploy.kafka.localkafka
@@ -26,6 +28,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,fast,bench]'
 	touch $(STAMP)
 
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[fast]'
+	touch $(RUN_STAMP)
+
 venv: $(STAMP)
 
 tools: $(STAMP)
@@ -45,13 +53,13 @@ test: lint typecheck tools
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit tests/app -q -m "not kafka"
 
-kafka-up: $(STAMP)
+kafka-up: $(RUN_STAMP)
 	$(LOCALKAFKA) up
 
-kafka-down: $(STAMP)
+kafka-down: $(RUN_STAMP)
 	$(LOCALKAFKA) down
 
-run: $(STAMP) kafka-up
+run: $(RUN_STAMP) kafka-up
 	@echo
 	@echo "Webhook URL (receiver 'alm', HMAC-SHA256 secret '$(DEV_SECRET)'):"
 	@echo "  http://127.0.0.1:$(BRIDGE_PORT)/webhooks/alm"

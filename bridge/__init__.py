@@ -1,10 +1,33 @@
 """alm-kafka-bridge: Adobe Learning Manager webhooks republished to Kafka."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("alm-kafka-bridge")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+source"
+__all__ = ["__version__", "main"]
 
-__all__ = ["__version__"]
+# Read from the installed package on first use (see __getattr__): importing
+# importlib.metadata takes a fifth of a second, during which `main` could not yet turn a
+# Ctrl-C into a quiet exit.
+__version__: str
+
+
+def __getattr__(name: str) -> str:
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("alm-kafka-bridge")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        found = "0.0.0+source"
+    globals()["__version__"] = found
+    return found
+
+
+def main() -> None:
+    """The ``alm-bridge`` command; a Ctrl-C while it is still loading exits quietly (130)."""
+    try:
+        from bridge.__main__ import main as command_line
+
+        command_line()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

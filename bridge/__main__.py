@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,9 +12,11 @@ import orjson
 import typer
 from typer.core import TyperGroup
 
-from bridge.errors import ConfigError, KafkaStartError
+from bridge import __version__
+from bridge.config_problems import unknown_variable
+from bridge.errors import ConfigError, KafkaStartError, StartupError
 from bridge.receivers import resolve
-from bridge.settings import load_settings, unknown_environment
+from bridge.settings import Settings, load_settings, unknown_environment
 
 
 class _Commands(TyperGroup):
@@ -50,14 +53,47 @@ ConfigOption = Annotated[
         "--config",
         "-c",
         help="YAML file with receivers and settings (same as BRIDGE_CONFIG_FILE).",
-        dir_okay=False,
     ),
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"alm-bridge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Receive Adobe Learning Manager webhooks and republish every event to Kafka."""
+
+
+def _check_config_file(config: Path | None) -> None:
+    """A ``-c FILE`` that cannot be read is named as the option the user typed."""
+    if config is None:
+        return
+    if not config.exists():
+        raise ConfigError([f"--config {config}: no such file"])
+    if not config.is_file():
+        raise ConfigError([f"--config {config}: not a file"])
+    if not os.access(config, os.R_OK):
+        raise ConfigError([f"--config {config}: permission denied"])
+
+
 def _warn_unknown_environment() -> None:
+    known = [f"BRIDGE_{name.upper()}" for name in Settings.model_fields]
     for name in unknown_environment():
-        typer.echo(f"alm-bridge: warning: {name} is not a setting and is ignored", err=True)
+        typer.echo(f"alm-bridge: warning: {unknown_variable(name, known)}", err=True)
 
 
 def _fail(exc: ConfigError) -> typer.Exit:
@@ -73,18 +109,25 @@ def serve(config: ConfigOption = None) -> None:
     from bridge.app import serve as run_server
     from bridge.logs import configure
 
-    _warn_unknown_environment()
     try:
-        settings = load_settings(config)
-        resolve(settings)
-    except ConfigError as exc:
-        raise _fail(exc) from None
-    configure(settings.log_level, settings.log_format)
-    try:
+        _warn_unknown_environment()
+        try:
+            _check_config_file(config)
+            settings = load_settings(config)
+            resolve(settings)
+        except ConfigError as exc:
+            raise _fail(exc) from None
+        configure(settings.log_level, settings.log_format)
         code = _run(run_server(settings))
     except KafkaStartError as exc:
         typer.echo(f"alm-bridge: cannot connect to Kafka: {exc.detail}", err=True)
         raise typer.Exit(code=3) from None
+    except StartupError as exc:
+        typer.echo(f"alm-bridge: {exc.detail}", err=True)
+        raise typer.Exit(code=4) from None
+    except KeyboardInterrupt:
+        # Ctrl-C before the server handles signals itself: nothing was started yet.
+        raise typer.Exit(code=130) from None
     raise typer.Exit(code=code)
 
 
@@ -101,6 +144,7 @@ def check_config(config: ConfigOption = None) -> None:
     """Validate the configuration and print it with secrets masked."""
     _warn_unknown_environment()
     try:
+        _check_config_file(config)
         settings = load_settings(config)
         receivers = resolve(settings)
     except ConfigError as exc:

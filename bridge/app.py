@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import os
 import signal
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
 from aiohttp import web
@@ -15,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge import __version__
 from bridge.admission import BodyReads, Slots
-from bridge.errors import PublishUnavailable
+from bridge.errors import PublishUnavailable, StartupError
 from bridge.handlers import (
     STATE,
     State,
@@ -159,42 +161,18 @@ async def _watch_kafka(state: State) -> None:
 
 
 async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then drain in order; a second signal exits at once."""
+    """Run until SIGTERM/SIGINT, then drain in order; a second signal exits at once.
+
+    Signals are handled from the first line on: one that arrives while Kafka is still being
+    reached stops the start-up and shuts down what was started. The listening sockets are
+    bound before Kafka is contacted, so a taken port fails at once with a
+    :class:`StartupError` (connections are accepted only once everything is ready).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     app = create_app(settings)
     state = app[STATE]
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=max(1.0, settings.shutdown_timeout_seconds / 3),
-    )
-    await runner.setup()
-    sites = [web.TCPSite(runner, settings.host, settings.port, backlog=1024)]
-    metrics_runner: web.AppRunner | None = None
-    if settings.metrics_port:
-        metrics_app = web.Application(handler_args=_handler_args(settings))
-        metrics_app.on_response_prepare.append(security_headers)
-        metrics_app[STATE] = state
-        metrics_app.router.add_get("/metrics", metrics)
-        metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
-        await metrics_runner.setup()
-        sites.append(web.TCPSite(metrics_runner, settings.host, settings.metrics_port))
-    for site in sites:
-        await site.start()
-    # Everything imported and built so far lives as long as the process; moving it out of
-    # the collector's reach keeps full collections (tens of ms) out of request latency.
-    gc.collect()
-    gc.freeze()
-    # Each batch allocates thousands of short-lived objects; collecting the young
-    # generation less often cut the bridge's CPU per event by about a tenth.
-    gc.set_threshold(50_000, 50, 100)
-    log.info(
-        "listening",
-        url=f"http://{settings.host}:{settings.port}",
-        metrics_port=settings.metrics_port or settings.port,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    warn_unauthenticated(state.ingestor.receivers.values())
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -207,14 +185,151 @@ async def serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    await stop.wait()
-    if state.inflight:
-        try:
-            async with asyncio.timeout(settings.shutdown_timeout_seconds * 0.5):
-                await state.slots.idle.wait()
-        except TimeoutError:
-            log.warning("shutdown_drain_timed_out", inflight=state.inflight)
-    await runner.cleanup()
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
+    log.info("starting", version=__version__, kafka=settings.kafka_bootstrap_servers)
+    try:
+        return await _serve_until_stopped(settings, app, stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _serve_until_stopped(
+    settings: Settings, app: web.Application, stop: asyncio.Event
+) -> int:
+    state = app[STATE]
+    ports = [(settings.port, "BRIDGE_PORT")]
+    if settings.metrics_port:
+        ports.append((settings.metrics_port, "BRIDGE_METRICS_PORT"))
+    listeners: list[list[socket.socket]] = []
+    try:
+        for port, setting in ports:
+            listeners.append(bind_listeners(settings.host, port, setting))
+    except StartupError:
+        for sockets in listeners:
+            _close(sockets)
+        raise
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=max(1.0, settings.shutdown_timeout_seconds / 3),
+    )
+    metrics_runner: web.AppRunner | None = None
+    if settings.metrics_port:
+        metrics_app = web.Application(handler_args=_handler_args(settings))
+        metrics_app.on_response_prepare.append(security_headers)
+        metrics_app[STATE] = state
+        metrics_app.router.add_get("/metrics", metrics)
+        metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
+    runners = [r for r in (runner, metrics_runner) if r is not None]
+
+    async def start() -> None:
+        for each in runners:
+            await each.setup()
+        for each, sockets, (port, setting) in zip(runners, listeners, ports, strict=True):
+            for sock in sockets:
+                try:
+                    await web.SockSite(each, sock, backlog=1024).start()
+                except OSError as exc:
+                    # Another process bound the port (without listening) at the same time.
+                    raise _listen_error(settings.host, port, setting, exc) from None
+
+    starting = asyncio.create_task(start(), name="start-up")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # A signal during start-up: abandon it (bounded: some Kafka client calls
+            # finish their current step before they notice the cancellation).
+            log.info("start_up_abandoned")
+            starting.cancel()
+            await asyncio.wait({starting}, timeout=max(1.0, settings.shutdown_timeout_seconds / 3))
+        elif starting.exception() is None:
+            _after_start(settings, listeners)
+            await stop.wait()
+            if state.inflight:
+                try:
+                    async with asyncio.timeout(settings.shutdown_timeout_seconds * 0.5):
+                        await state.slots.idle.wait()
+                except TimeoutError:
+                    log.warning("shutdown_drain_timed_out", inflight=state.inflight)
+    finally:
+        stopping.cancel()
+        for each in runners:
+            await each.cleanup()
+        for sockets in listeners:
+            _close(sockets)
+    error = starting.exception() if starting.done() and not starting.cancelled() else None
+    if error is not None and not stop.is_set():
+        raise error
     return 0
+
+
+def warn_unauthenticated(receivers: Iterable[Receiver]) -> None:
+    """One warning per receiver that accepts requests without authentication."""
+    for receiver in receivers:
+        if receiver.auth_method == "none":
+            log.warning(
+                "receiver_unauthenticated",
+                receiver=receiver.name,
+                detail=(
+                    f"/webhooks/{receiver.name} accepts batches from anyone: set "
+                    "BRIDGE_AUTH_METHOD=hmac and BRIDGE_HMAC_SECRET (or auth in the "
+                    "receiver's configuration) before exposing it"
+                ),
+            )
+
+
+def _after_start(settings: Settings, listeners: list[list[socket.socket]]) -> None:
+    # Everything imported and built so far lives as long as the process; moving it out of
+    # the collector's reach keeps full collections (tens of ms) out of request latency.
+    gc.collect()
+    gc.freeze()
+    # Each batch allocates thousands of short-lived objects; collecting the young
+    # generation less often cut the bridge's CPU per event by about a tenth.
+    gc.set_threshold(50_000, 50, 100)
+    port = listeners[0][0].getsockname()[1]
+    metrics_port = listeners[1][0].getsockname()[1] if len(listeners) > 1 else port
+    log.info("listening", url=f"http://{settings.host}:{port}", metrics_port=metrics_port)
+
+
+def bind_listeners(host: str, port: int, setting: str) -> list[socket.socket]:
+    """Sockets bound (not yet listening) to every address of ``host``, or a StartupError."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(
+            f"cannot listen on {host}:{port}: BRIDGE_HOST {host!r} does not resolve "
+            f"({exc.strerror})"
+        ) from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        _close(sockets)
+        raise _listen_error(host, port, setting, exc) from None
+    return sockets
+
+
+def _listen_error(host: str, port: int, setting: str, exc: OSError) -> StartupError:
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.errno == errno.EADDRINUSE:
+        reason += " (another process listens there)"
+    elif exc.errno == errno.EACCES:
+        reason += " (ports below 1024 need privileges)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        reason += " (not an address of this machine; change BRIDGE_HOST)"
+    return StartupError(f"cannot listen on {host}:{port} ({setting}): {reason}")
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()

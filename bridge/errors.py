@@ -57,3 +57,9 @@ class KafkaStartError(BridgeError):
     """The cluster refused the bridge's credentials or certificate: retrying will not help."""
 
     code = "kafka_start_failed"
+
+
+class StartupError(BridgeError):
+    """The process cannot start (e.g. its port is taken); the detail is one line for operators."""
+
+    code = "startup_failed"

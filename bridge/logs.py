@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
-from structlog.typing import FilteringBoundLogger, Processor
+from structlog.typing import EventDict, FilteringBoundLogger, Processor
 
 Logger = FilteringBoundLogger
 
@@ -112,6 +112,33 @@ class StdlibForwarder(logging.Handler):
             self.handleError(record)
 
 
+def compact_config(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """On a terminal, ``config`` shrinks to the settings that differ from their defaults.
+
+    The JSON line keeps the whole masked configuration for log collectors; a person at a
+    terminal gets one readable line (``alm-bridge check-config`` prints the rest).
+    """
+    config = event_dict.get("config")
+    if not isinstance(config, dict):
+        return event_dict
+    from bridge.settings import Settings  # settings needs no logging; imported when used
+
+    defaults = Settings.model_construct().model_dump(mode="json")
+    event_dict["config"] = {
+        key: value
+        for key, value in config.items()
+        if key != "receivers" and key in defaults and value != defaults[key]
+    }
+    receivers = config.get("receivers")
+    if isinstance(receivers, list):
+        event_dict["receivers"] = [
+            f"{r.get('name')} ({(r.get('auth') or {}).get('method', '?')} auth)"
+            for r in receivers
+            if isinstance(r, dict)
+        ]
+    return event_dict
+
+
 def _encode(_: object, __: str, rendered: Any) -> bytes:
     """The console renderer's text as bytes, for the bytes logger (the last processor)."""
     return str(rendered).encode()
@@ -127,6 +154,7 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None
         processors.append(structlog.processors.format_exc_info)
         processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps, default=str))
     else:
+        processors.append(compact_config)
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
         processors.append(_encode)
     structlog.configure(

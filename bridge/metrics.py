@@ -11,10 +11,23 @@ import platform
 from collections.abc import Iterable
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from bridge import __version__
 from bridge.routing import FALLBACK_REASONS, FAMILIES
+
+# Every counter and histogram would otherwise carry a `_created` series of its own, which
+# doubles the exposition; restarts show in process_start_time_seconds instead.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10)
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
@@ -165,6 +178,11 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        # process_* (CPU seconds, resident memory, open file descriptors, start time),
+        # python_gc_* and python_info, as the client's default registry has them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         for name in [*receivers, UNKNOWN_RECEIVER]:
             self._precreate(name)
 

@@ -1,8 +1,10 @@
 """The Kafka producer's lifecycle, and "publish these records, all of them, within a deadline".
 
 A batch is answered 2xx only when every record is acknowledged (``acks=all``, idempotent
-producer). Records go into per-partition batches (:mod:`bridge.batching`). Every wait is
-bounded: metadata, a full batch and ``stop`` can all block while the cluster is unreachable.
+producer) or refused by Kafka for good (then the caller dead-letters it). Records go into
+per-partition batches (:mod:`bridge.batching`); the topics are made to exist by
+:mod:`bridge.topics`. Every wait is bounded: metadata, a full batch and ``stop`` can all
+block while the cluster is unreachable.
 """
 
 from __future__ import annotations
@@ -11,37 +13,12 @@ import asyncio
 import contextlib
 import functools
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.conn import create_conn
-from aiokafka.errors import (
-    BrokerResponseError,
-    ClusterAuthorizationFailedError,
-    InvalidPartitionsError,
-    InvalidProducerEpoch,
-    InvalidProducerIdMapping,
-    InvalidReplicationAssignmentError,
-    InvalidReplicationFactorError,
-    InvalidTopicError,
-    KafkaError,
-    LeaderNotAvailableError,
-    MessageSizeTooLargeError,
-    OutOfOrderSequenceNumber,
-    PolicyViolationError,
-    ProducerFenced,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    TopicAlreadyExistsError,
-    TopicAuthorizationFailedError,
-    UnknownProducerId,
-    UnknownTopicOrPartitionError,
-    for_code,
-)
-from aiokafka.protocol.admin import CreateTopicsRequest
-from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 
 from bridge.batching import Lanes
 from bridge.errors import KafkaStartError, PublishUnavailable
@@ -50,71 +27,12 @@ from bridge.partitioning import partition_for
 from bridge.routing import Record
 from bridge.settings import Settings, sasl_password
 from bridge.sink import PublishResult, Refusal
+from bridge.topics import BROKEN_PRODUCER, Topics, describe, metadata, refusal_of
 
 log = get_logger("bridge.publisher")
 T = TypeVar("T")
 
 _FATAL_NAMES = ("SaslAuthenticationFailed", "AuthenticationFailedError", "SSLError")
-# After these the idempotent producer's sequence state is broken for good (aiokafka expires
-# batches while a partition has no leader, leaving a gap); only a new producer recovers.
-_BROKEN_PRODUCER = (
-    OutOfOrderSequenceNumber,
-    UnknownProducerId,
-    ProducerFenced,
-    InvalidProducerEpoch,
-    InvalidProducerIdMapping,
-)
-
-
-# Kafka's answers that will never change for a topic or a record: the records concerned
-# are dead-lettered instead of being answered 503 until ALM gives up.
-_TOPIC_REFUSALS: Final[Mapping[type[BaseException], str]] = {
-    TopicAuthorizationFailedError: "topic_not_authorized",
-    ClusterAuthorizationFailedError: "topic_not_authorized",
-    PolicyViolationError: "topic_policy",
-    InvalidPartitionsError: "topic_config",
-    InvalidReplicationFactorError: "topic_config",
-    InvalidReplicationAssignmentError: "topic_config",
-}
-_RECORD_REFUSALS: Final[Mapping[type[BaseException], str]] = {
-    MessageSizeTooLargeError: "record_too_large",
-    RecordTooLargeError: "record_too_large",
-    RecordListTooLargeError: "record_too_large",
-}
-# How long a topic Kafka refused is answered from memory before asking again (an
-# operator may grant an ACL or create the topic meanwhile).
-REFUSAL_MEMORY_SECONDS: Final = 30.0
-_MAX_REMEMBERED_TOPICS: Final = 10_000
-
-
-def refusal_of(exc: BaseException) -> Refusal | None:
-    """The refusal an error of Kafka's means, or None when a later try may succeed."""
-    for kind, reason in (*_RECORD_REFUSALS.items(), *_TOPIC_REFUSALS.items()):
-        if isinstance(exc, kind):
-            return Refusal(reason, _describe(exc))
-    if isinstance(exc, InvalidTopicError):
-        return _invalid_topic(_describe(exc))
-    if (
-        isinstance(exc, BrokerResponseError)
-        and not exc.retriable
-        and not isinstance(exc, (*_BROKEN_PRODUCER, UnknownTopicOrPartitionError))
-    ):
-        return Refusal("kafka_refused", _describe(exc))
-    return None
-
-
-def _invalid_topic(detail: str) -> Refusal:
-    return Refusal("topic_collision" if "collides" in detail else "topic_invalid", detail)
-
-
-def refusal_for_code(code: int, message: str | None) -> Refusal | None:
-    """What an error code of CreateTopics or Metadata means for a topic (None: retry)."""
-    kind = for_code(code)
-    detail = f"{kind.__name__}: {message}" if message else kind.__name__
-    if kind is InvalidTopicError:
-        return _invalid_topic(detail)
-    reason = _TOPIC_REFUSALS.get(kind)
-    return Refusal(reason, detail) if reason is not None else None
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -177,7 +95,7 @@ def is_fatal(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["KafkaStartError", "PublishResult", "Publisher", "Refusal", "refusal_of"]
+__all__ = ["KafkaStartError", "PublishResult", "Publisher", "Refusal"]
 
 
 class Publisher:
@@ -198,10 +116,7 @@ class Publisher:
         self._standing_topics = tuple(sorted(set(standing_topics)))
         self._producer: AIOKafkaProducer | None = None
         self._lanes: Lanes | None = None
-        # Topics known to exist, and topics refused for good (until a monotonic time).
-        self._ready_topics: set[str] = set()
-        self._refused_topics: dict[str, tuple[float, Refusal]] = {}
-        self._topic_lock = asyncio.Lock()
+        self._topics = Topics(settings)
         self._connected = False
         self._started = False
         self._replacing: asyncio.Task[None] | None = None
@@ -246,8 +161,8 @@ class Publisher:
                 # one direct connection tells bad credentials from an unreachable cluster.
                 cause = await self._probe(min(timeout_seconds, 5.0)) or exc
                 if is_fatal(cause):
-                    raise KafkaStartError(_describe(cause)) from exc
-                raise PublishUnavailable(f"cannot reach Kafka: {_describe(cause)}") from exc
+                    raise KafkaStartError(describe(cause)) from exc
+                raise PublishUnavailable(f"cannot reach Kafka: {describe(cause)}") from exc
             raise
         self._use(producer)
         self._started = True
@@ -307,13 +222,13 @@ class Publisher:
         except TimeoutError:
             log.warning("kafka_stop_timed_out", timeout_seconds=timeout_seconds)
         except Exception as exc:  # stopping must never raise into shutdown
-            log.warning("kafka_stop_failed", error=_describe(exc))
+            log.warning("kafka_stop_failed", error=describe(exc))
 
     def _replace_producer(self, broken: AIOKafkaProducer, cause: BaseException) -> None:
         """Swap in a new producer (new producer id) once; concurrent callers see 503s."""
         if self._producer is not broken or self._replacing is not None:
             return
-        log.warning("kafka_producer_replaced", error=_describe(cause))
+        log.warning("kafka_producer_replaced", error=describe(cause))
         self._use(None)
 
         async def replace() -> None:
@@ -326,7 +241,7 @@ class Publisher:
                 except (TimeoutError, KafkaError, OSError) as exc:
                     await self._stop_quietly(fresh, 2.0)
                     self._started = False  # the watch loop starts one later
-                    log.warning("kafka_producer_replace_failed", error=_describe(exc))
+                    log.warning("kafka_producer_replace_failed", error=describe(exc))
                     return
                 self._use(fresh)
                 self._set_connected(True)
@@ -352,160 +267,21 @@ class Publisher:
             return False
         try:
             async with asyncio.timeout(timeout_seconds):
-                await self._metadata(producer, [], allow_create=False)
+                await metadata(producer, [], allow_create=False)
             ok = True
         except (TimeoutError, KafkaError, OSError):
             ok = False
         self._set_connected(ok)
         return ok
 
-    @staticmethod
-    async def _metadata(
-        producer: AIOKafkaProducer, topics: list[str], *, allow_create: bool
-    ) -> Any:
-        """A metadata response for ``topics`` only, from the first broker that answers."""
-        client = producer.client
-        failure: BaseException | None = None
-        for broker in sorted(client.cluster.brokers(), key=lambda b: b.nodeId):
-            try:
-                return await client.send(
-                    broker.nodeId, MetadataRequest(topics, allow_auto_topic_creation=allow_create)
-                )
-            except (KafkaError, OSError) as exc:
-                failure = exc
-        raise failure or KafkaError("no broker is known")
-
     async def prepare(
         self, topics: Collection[str], *, timeout_seconds: float
     ) -> dict[str, Refusal]:
-        """Make sure ``topics`` exist (creating them when allowed); returns those refused.
-
-        Asks only about these topics, never the whole cluster. A topic Kafka refuses for
-        good (it collides with another, its name is invalid, the bridge may not create or
-        write it, a policy forbids it, it does not exist and may not be created) is
-        returned with why, and remembered for :data:`REFUSAL_MEMORY_SECONDS`. Raises
-        :class:`PublishUnavailable` when Kafka does not answer in time.
-        """
-        now = time.monotonic()
-        refused: dict[str, Refusal] = {}
-        unknown: list[str] = []
-        for topic in topics:
-            if topic in self._ready_topics:
-                continue
-            remembered = self._refused_topics.get(topic)
-            if remembered is not None and remembered[0] > now:
-                refused[topic] = remembered[1]
-            else:
-                unknown.append(topic)
-        if unknown:
-            try:
-                async with asyncio.timeout(timeout_seconds):
-                    refused |= await self._resolve(unknown)
-            except TimeoutError:
-                raise PublishUnavailable(
-                    f"Kafka did not describe {len(unknown)} topic(s) within {timeout_seconds:.1f}s"
-                ) from None
-        return refused
-
-    def _refuse(self, topic: str, refusal: Refusal) -> None:
-        if len(self._refused_topics) >= _MAX_REMEMBERED_TOPICS:
-            self._refused_topics.clear()
-        self._refused_topics[topic] = (time.monotonic() + REFUSAL_MEMORY_SECONDS, refusal)
-        self._ready_topics.discard(topic)
-        log.warning("kafka_topic_refused", topic=topic, reason=refusal.reason, error=refusal.detail)
-
-    def _mark_ready(self, topics: Collection[str]) -> None:
-        if len(self._ready_topics) + len(topics) > _MAX_REMEMBERED_TOPICS:
-            self._ready_topics.clear()
-        self._ready_topics.update(topics)
-        for topic in topics:
-            self._refused_topics.pop(topic, None)
-
-    async def _resolve(self, topics: list[str]) -> dict[str, Refusal]:
+        """Make sure ``topics`` exist (see :meth:`bridge.topics.Topics.prepare`)."""
         producer = self._producer
         if producer is None:
             raise PublishUnavailable("the Kafka producer is not connected")
-        auto_create = self._settings.kafka_auto_create_topics
-        async with self._topic_lock:
-            topics = [t for t in topics if t not in self._ready_topics]
-            if not topics:
-                return {}
-            try:
-                # Without auto-creation, the broker's own policy decides whether asking
-                # about a topic creates it.
-                response = await self._metadata(producer, topics, allow_create=not auto_create)
-            except (KafkaError, OSError) as exc:
-                raise PublishUnavailable(
-                    f"Kafka did not describe topics: {_describe(exc)}"
-                ) from exc
-            refused: dict[str, Refusal] = {}
-            ready: list[str] = []
-            missing: list[str] = []
-            for entry in response.topics:
-                code, topic = entry[0], entry[1]
-                if code in (0, LeaderNotAvailableError.errno):
-                    ready.append(topic)
-                elif code == UnknownTopicOrPartitionError.errno:
-                    missing.append(topic)
-                else:
-                    refusal = refusal_for_code(code, None)
-                    if refusal is None:
-                        raise PublishUnavailable(
-                            f"Kafka answered {for_code(code).__name__} for topic {topic}"
-                        )
-                    refused[topic] = refusal
-            if missing and not auto_create:
-                for topic in missing:
-                    refused[topic] = Refusal(
-                        "topic_missing",
-                        f"topic {topic} does not exist and topic creation is off",
-                    )
-            elif missing:
-                created, not_created = await self._create(producer, missing)
-                ready += created
-                refused |= not_created
-            self._mark_ready(ready)
-            for topic, refusal in refused.items():
-                self._refuse(topic, refusal)
-            return refused
-
-    async def _create(
-        self, producer: AIOKafkaProducer, topics: list[str]
-    ) -> tuple[list[str], dict[str, Refusal]]:
-        s = self._settings
-        client = producer.client
-        controller = client.cluster.controller
-        node = controller.nodeId if controller is not None else client.get_random_node()
-        request = CreateTopicsRequest(
-            create_topic_requests=[
-                (t, s.kafka_topic_partitions, s.kafka_topic_replication_factor, [], [])
-                for t in topics
-            ],
-            timeout=s.kafka_request_timeout_ms,
-            validate_only=False,
-        )
-        try:
-            response = await client.send(node, request)
-        except (KafkaError, OSError) as exc:
-            raise PublishUnavailable(f"Kafka did not create topics: {_describe(exc)}") from exc
-        created: list[str] = []
-        refused: dict[str, Refusal] = {}
-        for entry in response.topic_errors:
-            topic, code = entry[0], entry[1]
-            message = entry[2] if len(entry) > 2 else None
-            if code in (0, TopicAlreadyExistsError.errno):
-                created.append(topic)
-                continue
-            refusal = refusal_for_code(code, message)
-            if refusal is None:
-                client.force_metadata_update()
-                raise PublishUnavailable(
-                    f"Kafka did not create topic {topic}: {for_code(code).__name__} {message or ''}"
-                )
-            refused[topic] = refusal
-        if created:
-            log.info("kafka_topics_created", topics=sorted(created))
-        return created, refused
+        return await self._topics.prepare(producer, topics, timeout_seconds=timeout_seconds)
 
     async def publish(
         self,
@@ -537,13 +313,13 @@ class Publisher:
             # so a deadline timer is only armed around a wait that actually happens.
             topics = {r.topic for r in records}
             refused_topics: Mapping[str, Refusal] = {}
-            if not topics <= self._ready_topics:
+            if not topics <= self._topics.ready:
                 # Topics the producer already has metadata for exist: no need to ask.
-                self._mark_ready(
+                self._topics.mark_ready(
                     [
                         t
                         for t in topics
-                        if t not in self._refused_topics
+                        if not self._topics.is_refused(t)
                         and cluster.partitions_for_topic(t) is not None
                     ]
                 )
@@ -568,8 +344,8 @@ class Publisher:
                         try:
                             found = await _within(deadline, producer.partitions_for(topic))
                         except TopicAuthorizationFailedError as exc:
-                            denied = Refusal("topic_not_authorized", _describe(exc))
-                            self._refuse(topic, denied)
+                            denied = Refusal("topic_not_authorized", describe(exc))
+                            self._topics.refuse(topic, denied)
                             refused_topics = {**refused_topics, topic: denied}
                             refused[index] = denied
                             continue
@@ -596,8 +372,8 @@ class Publisher:
         except KafkaError as exc:
             _report_acks(handles, on_ack)
             if isinstance(exc, UnknownTopicOrPartitionError):
-                self._ready_topics.clear()
-            raise PublishUnavailable(f"Kafka refused a record: {_describe(exc)}") from exc
+                self._topics.ready.clear()
+            raise PublishUnavailable(f"Kafka refused a record: {describe(exc)}") from exc
         except BaseException:
             _report_acks(handles, on_ack)
             raise
@@ -624,15 +400,15 @@ class Publisher:
                 if refusal is not None:
                     refused[index] = refusal
                     if refusal.reason.startswith("topic_"):
-                        self._refuse(records[index].topic, refusal)
+                        self._topics.refuse(records[index].topic, refusal)
                     continue
-                if isinstance(failure, _BROKEN_PRODUCER):
+                if isinstance(failure, BROKEN_PRODUCER):
                     self._replace_producer(producer, failure)
                 if isinstance(failure, UnknownTopicOrPartitionError):
-                    self._ready_topics.discard(records[index].topic)
+                    self._topics.ready.discard(records[index].topic)
                 retriable = retriable or failure
             if retriable is not None:
-                raise PublishUnavailable(f"Kafka did not store a record: {_describe(retriable)}")
+                raise PublishUnavailable(f"Kafka did not store a record: {describe(retriable)}")
         self._set_connected(True)
         return PublishResult(acknowledged, loop.time() - started, refused)
 
@@ -670,8 +446,3 @@ def _acked(
 ) -> None:
     if not future.cancelled() and future.exception() is None:
         on_ack(indexes)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,6 +14,7 @@ turns them into runtime receivers, and nothing here changes the process environm
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from bridge import config_problems
 from bridge.auth import (
     DEFAULT_ALGORITHM,
     DEFAULT_ENCODING,
@@ -247,7 +249,12 @@ class Settings(BaseSettings):
         for item in self.account_ids.split(","):
             if item.strip():
                 if not item.strip().isdigit():
-                    raise ConfigError([f"account_ids: {item.strip()!r} is not an account id"])
+                    raise ConfigError(
+                        [
+                            f"BRIDGE_ACCOUNT_IDS: {item.strip()!r} is not an account id "
+                            "(a comma-separated list of integers)"
+                        ]
+                    )
                 accounts.append(int(item))
         secrets = [SecretStr(s) for s in _split(self.hmac_secret)]
         credentials = [SecretStr(c) for c in _split(self.basic_credentials)]
@@ -325,19 +332,36 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             return _reading(config_file)(**{"config_file": config_file, **overrides})
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
+        raise ConfigError(_file_problems(exc, path)) from None
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
 
 
+def _file_problems(exc: ValidationError, path: str | None) -> list[str]:
+    """Problems named by variable, or by key and receiver name in the YAML file."""
+    data: Any = None
+    if path:
+        with contextlib.suppress(OSError, ValueError, yaml.YAMLError):
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return config_problems.describe(
+        exc,
+        model=Settings,
+        environ=os.environ,
+        config_file=Path(path) if path else None,
+        file_data=data if isinstance(data, dict) else None,
+    )
+
+
 def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "settings"
-        if prefix:
-            where = f"{prefix}_{where}".upper()
-        problems.append(f"{where}: {error['msg']}")
-    return problems
+    """Problems of the receiver built from ``{prefix}_*`` variables."""
+    return config_problems.describe(
+        exc,
+        model=ReceiverSettings,
+        environ=os.environ,
+        config_file=None,
+        file_data=None,
+        env_prefix=f"{prefix}_",
+    )
 
 
 def kafka_problems(settings: Settings) -> list[str]:

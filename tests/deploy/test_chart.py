@@ -542,6 +542,19 @@ def test_notes_print_the_webhook_urls(tmp_path: Path) -> None:
     assert f"port-forward service/{FULLNAME} 8080:8080" in notes
     assert "http://127.0.0.1:8080/webhooks/alm" in notes
     assert 'receiver "alm" accepts unauthenticated requests' in notes
+    assert "runbookBaseUrl" not in notes  # no PrometheusRule, no runbook links
+
+
+def test_notes_say_when_runbook_links_are_relative(tmp_path: Path) -> None:
+    assert "prometheusRule.runbookBaseUrl is empty" in _notes(EVERYTHING_ON, tmp_path)
+    base = "https://git.example.com/platform/alm-kafka-bridge/-/blob/v1/"
+    args = helm_template_args(EVERYTHING_ON, {"prometheusRule.runbookBaseUrl": base})
+    rendered = run([*args, "--show-only", "templates/prometheusrule.yaml"])
+    assert rendered.returncode == 0, rendered.stderr
+    rule = yaml.safe_load(rendered.stdout)
+    urls = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert urls
+    assert all(url.startswith(f"{base}docs/operations.md#") for url in urls), urls
 
 
 def _walk_schema(schema: dict[str, Any], path: str = "") -> list[str]:
@@ -578,7 +591,9 @@ def test_every_value_is_documented_by_a_comment_starting_with_its_name() -> None
         while block_start > 0 and lines[block_start - 1].strip().startswith("#"):
             block_start -= 1
         comment = lines[block_start].strip() if block_start < number else ""
-        if not comment.startswith(f"# {match['key']}"):
+        # helm-docs reads "# -- <description>", or "# <path> -- <description>" where the
+        # key cannot carry its own comment (the first key of a list item).
+        if not re.match(rf"# (?:-- (?:\(\w+\) )?|\S+ -- ){match['key']}\b", comment):
             undocumented.append(f"values.yaml:{number + 1}: {match['key']}")
     assert not undocumented, "\n".join(undocumented)
 

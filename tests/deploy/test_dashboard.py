@@ -13,11 +13,13 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.deploy.test_alerts import doc_anchors
 from tests.deploy.toolbox import ALERTS, DASHBOARD, find_tool, run
 
 pytestmark = pytest.mark.deploy
 
-METRIC_NAME = re.compile(r"\b(almbridge_[a-zA-Z0-9_]+)")
+METRIC_NAME = re.compile(r"\b((?:almbridge|process)_[a-zA-Z0-9_]+)")
+DOC_LINK = re.compile(r"docs/operations\.md#([\w-]+)")
 # Labels Prometheus attaches to every scraped series, plus the histogram bucket label.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint", "le"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -33,6 +35,10 @@ REQUIRED_METRICS = {
     "almbridge_dead_letters_total",
     "almbridge_auth_failures_total",
     "almbridge_duplicates_suppressed_total",
+    "almbridge_event_loop_lag_seconds_bucket",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
 }
 SERIES_SUFFIXES = {
     "counter": ("_total", "_created"),
@@ -122,6 +128,23 @@ def test_dashboard_shape() -> None:
 def test_dashboard_covers_the_bridge_metrics() -> None:
     used = {name for expr in dashboard_exprs() for name in METRIC_NAME.findall(expr)}
     assert used >= REQUIRED_METRICS, REQUIRED_METRICS - used
+
+
+def test_process_panels_show_cpu_memory_files_and_loop_lag() -> None:
+    exprs = {p["title"]: [t["expr"] for t in p.get("targets", [])] for p in _panels(_dashboard())}
+    assert any("rate(process_cpu_seconds_total" in e for e in exprs["CPU (cores)"])
+    assert any("process_resident_memory_bytes" in e for e in exprs["Memory (resident)"])
+    assert any("process_open_fds" in e for e in exprs["Open files"])
+    assert any(
+        e.startswith("histogram_quantile(0.99,") and "almbridge_event_loop_lag_seconds_bucket" in e
+        for e in exprs["Event-loop lag p99"]
+    )
+
+
+def test_links_to_the_operations_guide_resolve() -> None:
+    links = DOC_LINK.findall(DASHBOARD.read_text())
+    assert links
+    assert not set(links) - doc_anchors(), f"broken: {sorted(set(links) - doc_anchors())}"
 
 
 @pytest.mark.parametrize("source", ["dashboard", "alerts"])

@@ -11,8 +11,10 @@ from datetime import datetime
 import pytest
 import structlog
 from aiohttp.http_exceptions import BadHttpMessage
+from pydantic import SecretStr
 
 from bridge.logs import ClientErrorFilter, RepeatFilter, configure, get_logger
+from bridge.settings import AuthSettings, ReceiverSettings, Settings
 
 
 def _record(name: str, msg: str) -> logging.LogRecord:
@@ -130,3 +132,45 @@ def test_console_rendering_on_a_terminal_format() -> None:
     assert "kafka_unreachable_at_start" in text
     assert "error=timeout" in text
     assert "not_shown" not in text
+
+
+def _started(fmt: str) -> str:
+    settings = Settings(
+        kafka_bootstrap_servers="kafka-1:9092,kafka-2:9092",
+        publish_timeout_ms=2000,
+        receivers=[
+            ReceiverSettings(
+                name="prod",
+                accounts=[1234],
+                auth=AuthSettings(method="hmac", secrets=[SecretStr("s3cret")]),
+            ),
+            ReceiverSettings(name="sandbox"),
+        ],
+    )
+    out = io.BytesIO()
+    configure("info", fmt, stream=out)
+    get_logger("bridge.app").info(
+        "bridge_started", version="1.2.3", receivers=["prod", "sandbox"], config=settings.masked()
+    )
+    lines = out.getvalue().decode().splitlines()
+    assert len(lines) == 1
+    return lines[0]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_on_a_terminal_bridge_started_shows_what_differs_from_the_defaults() -> None:
+    line = _started("console")
+    assert len(line) < 300, line
+    assert "bridge_started" in line
+    assert "'kafka_bootstrap_servers': 'kafka-1:9092,kafka-2:9092'" in line
+    assert "'publish_timeout_ms': 2000" in line
+    assert "receivers=['prod (hmac auth)', 'sandbox (none auth)']" in line
+    assert "max_body_bytes" not in line  # a default
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_keep_the_whole_masked_configuration() -> None:
+    doc = json.loads(_started("json"))
+    assert doc["config"]["max_body_bytes"] == 5 * 1024 * 1024
+    assert [r["name"] for r in doc["config"]["receivers"]] == ["prod", "sandbox"]
+    assert doc["config"]["receivers"][0]["auth"]["secrets"] == ["**********"]

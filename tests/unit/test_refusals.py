@@ -23,7 +23,8 @@ from aiokafka.errors import (
 )
 
 from bridge.batching import LaneClosed
-from bridge.publisher import Refusal, refusal_for_code, refusal_of
+from bridge.sink import Refusal
+from bridge.topics import refusal_for_code, refusal_of
 
 
 @pytest.mark.parametrize(

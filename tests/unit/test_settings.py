@@ -190,7 +190,9 @@ class TestEnvironment:
         monkeypatch.setenv(name, value)
         with pytest.raises(ConfigError) as caught:
             load_settings()
-        assert has_problem(caught.value.problems, field)
+        # The variable the operator set, and the value it holds; not pydantic's field path.
+        assert has_problem(caught.value.problems, f"{name}: {value!r} is not valid")
+        assert not has_problem(caught.value.problems, f"{field}:")
 
     def test_every_invalid_variable_is_listed(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("BRIDGE_PORT", "-1")
@@ -200,8 +202,31 @@ class TestEnvironment:
             load_settings()
         problems = caught.value.problems
         assert len(problems) == 3
-        for field in ("port", "log_level", "max_inflight_batches"):
-            assert has_problem(problems, f"{field}:")
+        assert has_problem(problems, "BRIDGE_PORT: '-1' is not valid")
+        assert has_problem(problems, "BRIDGE_LOG_LEVEL: 'loud' is not valid")
+        assert has_problem(problems, "BRIDGE_MAX_INFLIGHT_BATCHES: '0' is not valid")
+
+    def test_a_near_miss_value_gets_a_suggestion(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_LOG_LEVEL", "warn")
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        assert caught.value.problems == [
+            "BRIDGE_LOG_LEVEL: 'warn' is not valid: input should be 'debug', 'info', 'warning' "
+            "or 'error'; did you mean 'warning'?"
+        ]
+
+    def test_secrets_are_not_echoed_in_problems(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_config(
+            tmp_path,
+            monkeypatch,
+            "receivers:\n  - name: prod\n    auth: {method: hmac, secrets: [[nested-secret-42]]}\n",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        assert has_problem(caught.value.problems, "receiver 'prod'", "(hidden)")
+        assert "nested-secret-42" not in str(caught.value)
 
     def test_bad_account_ids_are_a_config_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("BRIDGE_ACCOUNT_IDS", "1234,abc")
@@ -417,9 +442,14 @@ receivers:
         with pytest.raises(ConfigError) as caught:
             load_settings()
         problems = caught.value.problems
-        assert has_problem(problems, "prot")
-        assert has_problem(problems, "receivers.0.name")
-        assert has_problem(problems, "secrets_file")
+        path = tmp_path / "bridge.yaml"
+        assert has_problem(problems, f"prot in {path}: unknown key; did you mean 'port'?")
+        assert has_problem(problems, f"receiver 'bad name!' in {path}: name: 'bad name!'")
+        assert has_problem(
+            problems,
+            f"receiver 'ok' in {path}: auth.secrets_file: unknown key; "
+            "did you mean 'secret_files'?",
+        )
         assert len(problems) == 3
         for problem in problems:
             assert problem in str(caught.value)

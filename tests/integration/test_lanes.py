@@ -1,0 +1,145 @@
+"""The lanes (bridge/batching.py) on aiokafka's real producer and a real broker.
+
+The lanes use members of aiokafka's accumulator that are not its documented API; these
+tests check what the bridge relies on through them, on the installed aiokafka: order,
+coalescing of concurrent requests into one batch, a broker's refusal reaching every record
+of the batch, and closing failing what was not handed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import MessageSizeTooLargeError
+
+from bridge.batching import LaneClosed, Lanes
+from bridge.routing import Record
+from tests.kafka_fixtures import consume_all
+
+pytestmark = pytest.mark.kafka
+
+
+async def _topic(bootstrap: str, **configs: str) -> str:
+    name = f"test.lanes.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1, topic_configs=configs)])
+    finally:
+        await admin.close()
+    return name
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    made = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await made.start()
+    try:
+        yield made
+    finally:
+        await made.stop()
+
+
+def _record(topic: str, value: str) -> Record:
+    return Record(topic, b"k", value.encode(), [("ce_id", value.encode())])
+
+
+async def test_records_reach_kafka_in_the_order_added(
+    producer: AIOKafkaProducer, kafka_bootstrap: str
+) -> None:
+    topic = await _topic(kafka_bootstrap)
+    await producer.partitions_for(topic)
+    lanes = Lanes(producer)
+    lane = lanes.lane(topic, 0)
+    handles = []
+    for request in range(5):  # five requests, one after the other without waiting
+        handles += [lane.append(_record(topic, f"{request}-{i}")) for i in range(20)]
+        lanes.flush()
+
+    await asyncio.wait_for(asyncio.gather(*set(handles)), 15)
+
+    stored = await consume_all(kafka_bootstrap, topic, expected=100)
+    assert [r.value.decode() for r in stored] == [f"{r}-{i}" for r in range(5) for i in range(20)]
+
+
+async def test_requests_arriving_while_a_batch_is_in_flight_share_the_next_batch(
+    producer: AIOKafkaProducer, kafka_bootstrap: str
+) -> None:
+    topic = await _topic(kafka_bootstrap)
+    await producer.partitions_for(topic)
+    lanes = Lanes(producer)
+    lane = lanes.lane(topic, 0)
+    first = lane.append(_record(topic, "a"))
+    lanes.flush()  # handed to the accumulator
+    second = lane.append(_record(topic, "b"))
+    lanes.flush()  # the partition's batch is not drained yet: "b" waits in the lane...
+    third = lane.append(_record(topic, "c"))
+    lanes.flush()  # ...and "c", from another request, joins it
+
+    await asyncio.wait_for(asyncio.gather(first, second, third), 15)
+
+    assert second is third is not first
+    stored = await consume_all(kafka_bootstrap, topic, expected=3)
+    assert [r.value for r in stored] == [b"a", b"b", b"c"]
+
+
+async def test_a_refused_batch_fails_each_of_its_records(
+    producer: AIOKafkaProducer, kafka_bootstrap: str
+) -> None:
+    topic = await _topic(kafka_bootstrap, **{"max.message.bytes": "1024"})
+    await producer.partitions_for(topic)
+    lanes = Lanes(producer)
+    lane = lanes.lane(topic, 0)
+    handles = [lane.append(Record(topic, b"k", b"x" * 600, [])) for _ in range(3)]
+    lanes.flush()
+
+    results = await asyncio.wait_for(asyncio.gather(*handles, return_exceptions=True), 15)
+
+    assert all(isinstance(r, MessageSizeTooLargeError) for r in results), results
+
+
+async def test_closing_fails_what_was_not_handed_over(
+    producer: AIOKafkaProducer, kafka_bootstrap: str
+) -> None:
+    topic = await _topic(kafka_bootstrap)
+    await producer.partitions_for(topic)
+    lanes = Lanes(producer)
+    lane = lanes.lane(topic, 0)
+    handed = lane.append(_record(topic, "a"))
+    lanes.flush()
+    waiting = lane.append(_record(topic, "b"))
+    lanes.flush()  # waits in the lane behind "a"
+
+    lanes.close()
+    outcomes = await asyncio.wait_for(asyncio.gather(handed, waiting, return_exceptions=True), 15)
+
+    assert outcomes[0] is None  # what the producer had is still delivered
+    assert isinstance(outcomes[1], LaneClosed)
+    stored = await consume_all(kafka_bootstrap, topic, expected=1, timeout_s=5)
+    assert [r.value for r in stored] == [b"a"]
+
+
+async def test_linger_holds_a_batch_on_the_real_producer(
+    producer: AIOKafkaProducer, kafka_bootstrap: str
+) -> None:
+    topic = await _topic(kafka_bootstrap)
+    await producer.partitions_for(topic)
+    lanes = Lanes(producer, linger_seconds=0.3)
+    lane = lanes.lane(topic, 0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = lane.append(_record(topic, "a"))
+    lanes.flush()
+    await asyncio.sleep(0.1)
+    second = lane.append(_record(topic, "b"))
+    lanes.flush()
+
+    await asyncio.wait_for(asyncio.gather(first, second), 15)
+
+    assert first is second
+    assert loop.time() - started >= 0.3

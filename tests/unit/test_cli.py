@@ -1,0 +1,90 @@
+"""The command line as an operator meets it: --version, configuration mistakes, typos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bridge import __version__
+from bridge.__main__ import app
+from bridge.settings import CONFIG_FILE_ENV
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    # Recorded as "unset" so that undo also removes what load_settings(config_file=...) sets.
+    monkeypatch.setenv(CONFIG_FILE_ENV, "")
+    monkeypatch.delenv(CONFIG_FILE_ENV)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_version() -> None:
+    code, out, err = run("--version")
+    assert code == 0
+    assert out == f"alm-bridge {__version__}\n"
+    assert __version__ != "0.0.0+source"  # the installed package's version, not a fallback
+    assert err == ""
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_a_missing_config_file_is_named_as_the_option_given(command: str, tmp_path: Path) -> None:
+    missing = tmp_path / "bridge.yaml"
+    code, _, err = run(command, "-c", str(missing))
+    assert code == 2
+    assert err == f"alm-bridge: invalid configuration:\n  - --config {missing}: no such file\n"
+
+
+def test_a_directory_given_as_config_file(tmp_path: Path) -> None:
+    code, _, err = run("check-config", "--config", str(tmp_path))
+    assert code == 2
+    assert f"--config {tmp_path}: not a file" in err
+
+
+def test_a_misspelt_variable_gets_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_PROT", "9000")
+    monkeypatch.setenv("BRIDGE_SOMETHING_ELSE", "1")
+    code, _, err = run("check-config")
+    assert code == 0
+    assert (
+        "alm-bridge: warning: BRIDGE_PROT is not a setting and is ignored; did you mean "
+        "BRIDGE_PORT?\n" in err
+    )
+    assert "BRIDGE_SOMETHING_ELSE is not a setting and is ignored\n" in err
+
+
+def test_an_invalid_variable_is_named_with_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_PORT", "eighty")
+    code, out, err = run("serve")
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == [
+        "alm-bridge: invalid configuration:",
+        "  - BRIDGE_PORT: 'eighty' is not valid: input should be a valid integer, "
+        "unable to parse string as an integer",
+    ]
+
+
+def test_a_misspelt_receiver_key_names_the_receiver(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        "receivers:\n"
+        "  - name: prod\n"
+        "    acounts: [1234]\n"
+        "    auth: {method: hmac, secrets: [s3cret-value-0001]}\n"
+    )
+    code, _, err = run("check-config", "-c", str(config))
+    assert code == 2
+    assert err.splitlines() == [
+        "alm-bridge: invalid configuration:",
+        f"  - receiver 'prod' in {config}: acounts: unknown key; did you mean 'accounts'?",
+    ]
