@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.system.attacks import ATTACK_REPORT, format_attack_table
 from tests.system.harness import REPORT, BridgeFactory, format_table
 
 
@@ -21,6 +22,10 @@ def bridges(tmp_path: Path) -> Iterator[BridgeFactory]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if ATTACK_REPORT:
+        terminalreporter.section("bridge under attack")
+        for line in format_attack_table(ATTACK_REPORT):
+            terminalreporter.write_line(line)
     if not REPORT:
         return
     terminalreporter.section("bridge under faults")
