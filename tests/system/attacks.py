@@ -418,6 +418,8 @@ class Malformed(_Attack):
             ],
         )
         while self.remaining() > 0 and self.result.requests < self.args.max_requests:
+            # Counted before connecting, so that the workers together send exactly the maximum.
+            self.result.requests += 1
             pair = await self.connect()
             if pair is None:
                 await asyncio.sleep(0.05)
@@ -426,7 +428,6 @@ class Malformed(_Attack):
             try:
                 writer.write(head + body)
                 sent_at = time.monotonic()
-                self.result.requests += 1
                 answer = await read_answer(reader, 5.0)
                 self.record(answer, (time.monotonic() - sent_at) * 1000)
             except ConnectionError:
@@ -772,6 +773,21 @@ def report_attack(row: AttackRow) -> None:
     print()
     for line in format_attack_table([row]):
         print(line)
+
+
+FIGURES_BEGIN: Final = "<!-- attack-figures:begin -->"
+FIGURES_END: Final = "<!-- attack-figures:end -->"
+
+
+def write_figures(path: Path, rows: Sequence[AttackRow], *, note: str) -> None:
+    """Replaces the marked block of ``path`` with the rows as a Markdown table."""
+    text = path.read_text() if path.exists() else f"{FIGURES_BEGIN}\n{FIGURES_END}\n"
+    head, found, rest = text.partition(FIGURES_BEGIN)
+    _, found_end, tail = rest.partition(FIGURES_END)
+    if not (found and found_end):
+        raise ValueError(f"{path} has no {FIGURES_BEGIN} ... {FIGURES_END} block")
+    block = [FIGURES_BEGIN, note, "", *format_attack_table(rows, markdown=True), FIGURES_END]
+    path.write_text(head + "\n".join(block) + tail)
 
 
 if __name__ == "__main__":
