@@ -111,6 +111,7 @@ class LegitAnswer:
     latency_ms: float
     event_ids: tuple[str, ...]
     nosniff: bool
+    # None for a 2xx; else the body of the answer, or the error of the client.
     error: str | None = None
 
     @property
@@ -140,13 +141,14 @@ class LegitSender:
             async with session.post(
                 self.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(self.timeout_s)
             ) as response:
-                await response.read()
+                text = await response.text(errors="replace")
                 answer = LegitAnswer(
                     index,
                     response.status,
                     (time.monotonic() - started) * 1000,
                     tuple(event_ids(body)),
                     response.headers.get("X-Content-Type-Options") == NOSNIFF,
+                    None if response.status < 300 else text[:200],
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
             answer = LegitAnswer(
@@ -160,12 +162,22 @@ class LegitSender:
         self.answers.append(answer)
         return answer
 
-    async def warm_up(self) -> LegitAnswer:
-        """Creates the sender's topics before anything is measured; not counted."""
+    async def warm_up(self, timeout_s: float = 60.0) -> LegitAnswer:
+        """Creates the sender's topics before anything is measured; not counted.
+
+        Sent again until acknowledged, as ALM would: creating a dozen topics on a busy
+        broker may take longer than one publishing deadline.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        body = warm_up_batch(account_id=self.account_id)
         async with aiohttp.ClientSession() as session:
-            answer = await self.send(session, -1, warm_up_batch(account_id=self.account_id))
-        self.answers.remove(answer)
-        return answer
+            while True:
+                answer = await self.send(session, -1, body)
+                self.answers.remove(answer)
+                if answer.ok or loop.time() >= deadline:
+                    return answer
+                await asyncio.sleep(1.0)
 
     async def run_for(self, seconds: float) -> None:
         """Sends until ``seconds`` have passed; the last batch is always waited for."""

@@ -102,7 +102,7 @@ def _sender(bridge: BridgeProcess, label: str) -> LegitSender:
 
 async def _warm(sender: LegitSender) -> None:
     answer = await sender.warm_up()
-    assert answer.ok, f"the warm-up batch was answered {answer.status} ({answer.error})"
+    assert answer.ok, f"the warm-up batch was never acknowledged: {answer.status} {answer.error}"
 
 
 async def _under_attack(
@@ -236,7 +236,7 @@ async def test_unauthenticated_flood_does_not_starve_alm(
 
 
 def test_idle_timeout_default_is_below_a_minute() -> None:
-    assert Settings().http_idle_timeout_seconds < 60  # type: ignore[attr-defined]
+    assert Settings().http_idle_timeout_seconds < 60
 
 
 @pytest.mark.timeout(TEST_TIMEOUT + IDLE_CLOSE_BOUND_SECONDS)
