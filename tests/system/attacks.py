@@ -357,9 +357,10 @@ class _Attack:
                 writer.write(make_head)
                 sent_at = time.monotonic()
                 self.result.requests += 1
-                answer = await read_answer(reader, max(self.remaining(), 0.0) + 0.01)
+                wait = max(self.remaining(), 0.0) + self.args.answer_grace
+                answer = await read_answer(reader, wait)
                 if answer.status == "no_answer":
-                    # Still held open by the server when the attack ended.
+                    # Still held open by the server, without an answer, after the grace.
                     self.result.statuses["held_at_end"] += 1
                     break
                 self.record(answer, (time.monotonic() - sent_at) * 1000)
@@ -511,6 +512,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--signature", choices=["bogus", "none"], default="bogus")
     parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument(
+        "--answer-grace",
+        type=float,
+        default=4.0,
+        help="how long past the attack a slow-body connection may wait for its answer",
+    )
     parser.add_argument(
         "--close-grace",
         type=float,

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
 import pytest
 
 from bridge.auth import sign_hmac
+from bridge.logs import RepeatFilter
 from bridge.settings import Settings
 from tests.system.attacks import (
     ATTACK_MARKER,
@@ -30,6 +33,7 @@ from tests.system.attacks import (
     AttackRow,
     LegitSender,
     LogDelta,
+    RawAnswer,
     StoredRecord,
     attacker_batch,
     log_delta,
@@ -62,7 +66,12 @@ MAX_LOG_LINES_PER_ATTACK_REQUEST: Final = 0.05
 IDLE_TIMEOUT_SECONDS: Final = 3
 # A connection with half its headers is closed by the server within this.
 IDLE_CLOSE_BOUND_SECONDS: Final = IDLE_TIMEOUT_SECONDS + 3.0
+BODY_TIMEOUT_MS: Final = 2000
+# A body that never comes is answered within the body timeout and this margin.
+BODY_ANSWER_MARGIN_MS: Final = 1500.0
 MAX_TOPICS: Final = 20
+# The bridge condenses repeated protocol errors into one warning per this window.
+REPEAT_WINDOW_SECONDS: Final = RepeatFilter().window_seconds
 ACCOUNT: Final = 1234
 TEST_TIMEOUT: Final = ATTACK_SECONDS + 90
 
@@ -72,6 +81,7 @@ def _env(prefix: str, **extra: str) -> dict[str, str]:
         "BRIDGE_CATCHALL_TOPIC": f"{prefix}.other",
         "BRIDGE_ACCOUNT_IDS": str(ACCOUNT),
         "BRIDGE_HTTP_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT_SECONDS),
+        "BRIDGE_BODY_TIMEOUT_MS": str(BODY_TIMEOUT_MS),
         **extra,
     }
 
@@ -197,9 +207,14 @@ async def test_slow_bodies_do_not_starve_alm(bridge: BridgeProcess, signature: s
     assert result.connections >= 300, result
     _assert_legit_unharmed(sender)
     await _assert_kafka_clean(bridge, [sender])
-    _assert_log_bounded(delta, result.requests)
     assert not [s for s in result.statuses if s.startswith("2")], result.statuses
     assert result.without_nosniff == 0
+    assert result.statuses["held_at_end"] == 0, (
+        f"{result.statuses['held_at_end']} connections without a body still had no answer "
+        "seconds after the attack"
+    )
+    slowest = max(result.answer_ms)
+    assert slowest <= BODY_TIMEOUT_MS + BODY_ANSWER_MARGIN_MS, f"answered after {slowest:.0f} ms"
     if signature == "none":
         # Headers that fail authentication are answered at once, without waiting for a body.
         assert result.statuses["401"] >= 300, result.statuses
@@ -208,6 +223,7 @@ async def test_slow_bodies_do_not_starve_alm(bridge: BridgeProcess, signature: s
         # A body that never comes is cut short, and never takes a publishing slot.
         assert "429" not in result.statuses, result.statuses
         assert result.statuses["408"] + result.statuses["closed"] > 0, result.statuses
+    _assert_log_bounded(delta, result.requests)
 
 
 # ------------------------------------------------------------------------- full speed
@@ -284,7 +300,19 @@ async def test_idle_keep_alive_connection_is_closed(bridge: BridgeProcess) -> No
         writer.close()
 
 
-@pytest.mark.timeout(TEST_TIMEOUT)
+async def _malformed_request(port: int) -> RawAnswer:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(
+            f"POST /webhooks/alm HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}".encode()
+        )
+        return await read_answer(reader, 5.0)
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(TEST_TIMEOUT + REPEAT_WINDOW_SECONDS)
 async def test_malformed_http_is_condensed_in_the_log(bridge: BridgeProcess) -> None:
     sender = _sender(bridge, "malformed")
     result, delta = await _under_attack(
@@ -296,13 +324,28 @@ async def test_malformed_http_is_condensed_in_the_log(bridge: BridgeProcess) -> 
 
     assert result.requests == 300, result
     assert result.statuses["400"] == 300, result.statuses
-    assert result.without_nosniff == 0, f"{result.without_nosniff} 400s without nosniff"
     _assert_legit_unharmed(sender)
     await _assert_kafka_clean(bridge, [sender])
     _assert_log_bounded(delta, result.requests)
     warnings = [e for e in delta.events() if str(e.get("logger", "")).startswith("aiohttp")]
     assert warnings, "the protocol errors were not logged at all"
     assert all(e.get("level") == "warning" for e in warnings), warnings[:3]
+    # The count of the condensed repeats comes with the first protocol error past the window.
+    since = log_size(bridge.log_path)
+    first = datetime.fromisoformat(str(warnings[0]["timestamp"]))
+    window_left = (first - datetime.now(UTC)).total_seconds() + REPEAT_WINDOW_SECONDS
+    await asyncio.sleep(max(0.0, window_left + 0.5))
+    assert (await _malformed_request(bridge.port)).status == "400"
+    counts: list[int] = []
+    for _ in range(50):
+        later = log_delta(bridge.log_path, since)
+        counts = [int(n) for n in re.findall(r"repeated (\d+) times", "\n".join(later.new_lines))]
+        if counts:
+            break
+        await asyncio.sleep(0.1)
+    assert counts, f"no condensed warning with a count: {later.new_lines}"
+    assert max(counts) >= result.requests - len(warnings), counts
+    assert result.without_nosniff == 0, f"{result.without_nosniff} 400s without nosniff"
 
 
 # ------------------------------------------------------------------ the allow-list
