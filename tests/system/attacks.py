@@ -129,6 +129,8 @@ class LegitSender:
     account_id: int = 1234
     timeout_s: float = 10.0
     answers: list[LegitAnswer] = field(default_factory=list)
+    # Every event id it ever sent, the warm-up's included.
+    sent_ids: set[str] = field(default_factory=set)
 
     async def send(self, session: aiohttp.ClientSession, index: int, body: bytes) -> LegitAnswer:
         headers = {
@@ -136,6 +138,7 @@ class LegitSender:
             "X-ALM-Signature": sign_hmac(body, self.secret),
             "X-Request-Id": f"{LEGIT_REQUEST_ID_PREFIX}{self.label}-{index}",
         }
+        self.sent_ids.update(event_ids(body))
         started = time.monotonic()
         try:
             async with session.post(

@@ -107,8 +107,14 @@ async def bridge(attacked: BridgeProcess) -> BridgeProcess:
     return attacked
 
 
+# Every legitimate sender of the module: together, all that may be in the run's topics.
+_SENDERS: list[LegitSender] = []
+
+
 def _sender(bridge: BridgeProcess, label: str) -> LegitSender:
-    return LegitSender(bridge.webhook_url, SECRET.encode(), label)
+    sender = LegitSender(bridge.webhook_url, SECRET.encode(), label)
+    _SENDERS.append(sender)
+    return sender
 
 
 async def _warm(sender: LegitSender) -> None:
@@ -161,6 +167,12 @@ async def _assert_kafka_clean(
     assert not hostile, (
         f"{len(hostile)} records from the attacker reached Kafka, in "
         f"{sorted({r.topic for r in hostile})}"
+    )
+    legit = {i for s in _SENDERS if s.url == bridge.webhook_url for i in s.sent_ids}
+    unexpected = [r for r in records if r.event_id not in legit]
+    assert not unexpected, (
+        f"{len(unexpected)} records no legitimate sender sent, in "
+        f"{sorted({r.topic for r in unexpected})}"
     )
     stored = {r.event_id for r in records}
     for sender in senders:
