@@ -128,6 +128,8 @@ class LegitSender:
     label: str
     account_id: int = 1234
     timeout_s: float = 10.0
+    # A new connection for every batch instead of one kept alive between them.
+    new_connections: bool = False
     answers: list[LegitAnswer] = field(default_factory=list)
     # Every event id it ever sent, the warm-up's included.
     sent_ids: set[str] = field(default_factory=set)
@@ -186,8 +188,9 @@ class LegitSender:
         """Sends until ``seconds`` have passed; the last batch is always waited for."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
-        # One connection, kept alive between batches when the server allows it.
-        connector = aiohttp.TCPConnector(limit=1)
+        # One connection, kept alive between batches when the server allows it, or a new one
+        # for each batch.
+        connector = aiohttp.TCPConnector(limit=1, force_close=self.new_connections)
         async with aiohttp.ClientSession(connector=connector) as session:
             index = len(self.answers)
             while loop.time() < end:
@@ -382,6 +385,54 @@ class SlowBody(_Attack):
         if self.args.signature == "bogus":
             headers.append(("X-ALM-Signature", bogus_signature()))
         await self.hold(_head("POST", self.args.path, self.host_header, headers))
+
+
+@dataclass
+class SlowBodyProbe:
+    """One body-less request at a time from the test's own process, timed to its answer.
+
+    The attacker's own timings include the queueing of its hundreds of connections in one
+    event loop; a single probe beside it measures what the bridge does.
+    """
+
+    host: str
+    port: int
+    signature: SignatureMode
+    path: str = "/webhooks/alm"
+    interval_s: float = 1.0
+    timeout_s: float = 10.0
+    # (status, milliseconds from the request's headers to the answer)
+    answers: list[tuple[str, float]] = field(default_factory=list)
+    # Milliseconds to connect, apart: under a storm of new connections, accepting one waits.
+    connect_ms: list[float] = field(default_factory=list)
+
+    async def once(self) -> tuple[str, float]:
+        headers = [("Content-Type", "application/json"), ("Content-Length", "100000")]
+        if self.signature == "bogus":
+            headers.append(("X-ALM-Signature", bogus_signature()))
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        connected = time.monotonic()
+        self.connect_ms.append((connected - started) * 1000)
+        try:
+            writer.write(_head("POST", self.path, f"{self.host}:{self.port}", headers))
+            answer = await read_answer(reader, self.timeout_s)
+        finally:
+            await _close(writer)
+        result = (answer.status, (time.monotonic() - connected) * 1000)
+        self.answers.append(result)
+        return result
+
+    async def run_for(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            await self.once()
+            await asyncio.sleep(self.interval_s)
+
+    @property
+    def slowest_ms(self) -> float:
+        return max((ms for _, ms in self.answers), default=0.0)
 
 
 class PartialHeaders(_Attack):
