@@ -242,11 +242,11 @@ async def test_slow_bodies_do_not_starve_alm(
     )
     assert probe.answers, "the probe was never answered"
     if signature == "none":
-        # Headers that fail authentication are answered at once, without waiting for a body
-        # (which would take the body timeout or longer).
+        # Headers that fail authentication are answered at once, without waiting for a body:
+        # waiting would take the body timeout, or end in a 408.
         assert result.statuses["401"] >= 300, result.statuses
         assert {status for status, _ in probe.answers} == {"401"}, probe.answers
-        assert probe.slowest_ms < BODY_TIMEOUT_MS / 2, probe.answers
+        assert probe.slowest_ms < BODY_TIMEOUT_MS, probe.answers
     else:
         # A body that never comes is cut short, and never takes a publishing slot.
         assert "429" not in result.statuses, result.statuses
