@@ -17,6 +17,11 @@ Attacks:
 
 Every attacking body is a batch that would be published if it were authenticated: its
 event ids start with :data:`ATTACK_MARKER`, so that any of it in Kafka is found.
+
+Beside them, in the test's process: :class:`LegitSender` (signed batches one after the
+other, as ALM sends them), :class:`SlowBodyProbe` (one body-less request at a time, timed),
+:func:`read_run` (every record of a run's topics) and :func:`log_delta` (what the bridge
+logged meanwhile, the legitimate requests' own lines apart).
 """
 
 from __future__ import annotations
