@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -41,6 +41,9 @@ HOST: Final = "127.0.0.1"
 
 MARKER_NAME: Final = ".complete"
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+STANDARD_AUTHORIZER: Final = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+# The principal of every PLAINTEXT connection, the broker's own to its controller included.
+ANONYMOUS: Final = "User:ANONYMOUS"
 # Credentials end up inside JAAS strings, properties files and StorageTool's
 # bracketed --add-scram syntax; a plain charset avoids three layers of escaping.
 _CREDENTIAL_RE: Final = re.compile(r"[A-Za-z0-9._~-]+")
@@ -346,6 +349,13 @@ class LocalKafka:
     ``stop()`` then ``start()`` on the same state dir keeps all records. SCRAM users are
     written when the storage is formatted, i.e. on the first start of a state dir only;
     PLAIN users live in server.properties and follow every start.
+
+    With ``authorizer=True`` the broker runs Kafka's ``StandardAuthorizer``: a SASL user may
+    only do what an ACL allows (add them with :meth:`acls`), except the ``super_users``. The
+    PLAINTEXT listener stays the admin side: its principal, ``User:ANONYMOUS``, is the
+    broker's own towards its controller and therefore always a super user.
+    ``broker_properties`` are written last into server.properties, over the defaults (e.g.
+    ``{"auto.create.topics.enable": "false"}``).
     """
 
     def __init__(
@@ -361,6 +371,9 @@ class LocalKafka:
         ssl_port: int | None = None,
         scram_users: Mapping[str, str] | None = None,
         plain_users: Mapping[str, str] | None = None,
+        authorizer: bool = False,
+        super_users: Sequence[str] = (),
+        broker_properties: Mapping[str, str] | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
@@ -377,6 +390,17 @@ class LocalKafka:
                 raise ValueError(
                     f"user {name!r}: names and passwords must match {_CREDENTIAL_RE.pattern}"
                 )
+        self.authorizer = authorizer
+        self.super_users: tuple[str, ...] = tuple(super_users)
+        for name in self.super_users:
+            if not _CREDENTIAL_RE.fullmatch(name):
+                raise ValueError(f"super user {name!r}: names must match {_CREDENTIAL_RE.pattern}")
+        if self.super_users and not authorizer:
+            raise ValueError("super_users need authorizer=True")
+        self.broker_properties: dict[str, str] = dict(broker_properties or {})
+        for key, value in self.broker_properties.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key) or "\n" in value:
+                raise ValueError(f"broker property {key!r}={value!r} cannot be written as is")
         if not re.fullmatch(r"\d+[kKmMgG]?", heap):
             raise ValueError(f"heap {heap!r} is not a JVM size such as 512m")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -516,6 +540,59 @@ class LocalKafka:
             if text:
                 parts.append(f"--- {path} ---\n{text}")
         return "\n".join(parts) or "(no log output)"
+
+    # Kafka's own tools ---------------------------------------------------------------
+
+    def run_tool(self, main_class: str, *args: str, timeout_s: float = 120.0) -> str:
+        """Run one of Kafka's command-line tools from the jars and return its stdout.
+
+        Its log goes to ``logs/tools/server.log``, apart from the broker's.
+        """
+        tools_logs = self.logs_dir / "tools"
+        tools_logs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            _java(),
+            "-Xmx256m",
+            # A short-lived JVM: the C1 compiler alone starts it faster.
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={tools_logs}",
+            "-cp",
+            classpath(self.ensure_jars()),
+            main_class,
+            *args,
+        ]
+        try:
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LocalKafkaError(f"{main_class} did not finish within {timeout_s:g}s") from exc
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip()[-4000:]
+            raise LocalKafkaError(f"{main_class} failed ({done.returncode}):\n{output}")
+        return done.stdout
+
+    def acls(self, *args: str, timeout_s: float = 120.0) -> str:
+        """``kafka-acls`` through the PLAINTEXT listener, whose principal is a super user.
+
+        For example ``acls("--add", "--allow-principal", "User:bob", "--operation", "Write",
+        "--topic", "orders")``; needs ``authorizer=True``.
+        """
+        if not self.authorizer:
+            raise LocalKafkaError("this broker runs without an authorizer; ACLs mean nothing")
+        return self.run_tool(
+            "org.apache.kafka.tools.AclCommand",
+            "--bootstrap-server",
+            self.bootstrap,
+            *args,
+            timeout_s=timeout_s,
+        )
 
     # Lifecycle -----------------------------------------------------------------------
 
@@ -711,6 +788,14 @@ class LocalKafka:
         if "SSL" in listeners:
             # Client certificates are checked when offered, but TLS-only clients still connect.
             props["listener.name.ssl.ssl.client.auth"] = "requested"
+        if self.authorizer:
+            props |= {
+                "authorizer.class.name": STANDARD_AUTHORIZER,
+                "super.users": ";".join([ANONYMOUS, *(f"User:{u}" for u in self.super_users)]),
+                # Kafka's default, spelled out: no ACL on a resource means no access.
+                "allow.everyone.if.no.acl.found": "false",
+            }
+        props |= self.broker_properties
         lines = ["# Written by deploy/kafka/localkafka.py on every start."]
         lines += [f"{key}={value}" for key, value in props.items()]
         return "\n".join(lines) + "\n"
