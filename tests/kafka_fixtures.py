@@ -31,6 +31,7 @@ sys.path.insert(0, str(_LOCALKAFKA_PATH.parent))
 from localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports  # noqa: E402
 
 __all__ = [
+    "ACL_KAFKA_MAX_PARTITIONS",
     "KafkaSource",
     "LocalKafka",
     "acl_kafka",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 REQUIRE_ENV = "ALM_BRIDGE_REQUIRE_KAFKA"
+ACL_KAFKA_MAX_PARTITIONS = 4
 START_TIMEOUT_S = 90.0
 
 _prefetch_error: str | None = None
@@ -201,7 +203,8 @@ def acl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     Kafka's StandardAuthorizer is on. Over SASL_PLAINTEXT, the SCRAM user ``bridge`` may do
     only what ``acl_kafka.acls(...)`` grants it; ``admin`` is a super user. The PLAINTEXT
     listener (``bootstrap``) is the admin side too: create topics and read records there.
-    ``auto.create.topics.enable`` is false, as on clusters whose topics are managed.
+    ``auto.create.topics.enable`` is false, as on clusters whose topics are managed, and a
+    create-topic policy refuses topics of more than ``ACL_KAFKA_MAX_PARTITIONS`` partitions.
     """
     port, controller_port, sasl_plaintext = free_ports(3)
     broker = LocalKafka(
@@ -214,6 +217,7 @@ def acl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         authorizer=True,
         super_users=["admin"],
         broker_properties={"auto.create.topics.enable": "false"},
+        topic_policy_max_partitions=ACL_KAFKA_MAX_PARTITIONS,
     )
     _start_local(broker)
     try:

@@ -36,6 +36,8 @@ from typing import Final, Self
 HERE: Final = Path(__file__).resolve().parent
 POM: Final = HERE / "pom.xml"
 LOG4J_CONFIG: Final = HERE / "log4j2.yaml"
+TOPIC_POLICY_SOURCE: Final = HERE / "policy" / "MaxPartitionsPolicy.java"
+TOPIC_POLICY_CLASS: Final = "localkafka.MaxPartitionsPolicy"
 REPO_ROOT: Final = HERE.parent.parent
 HOST: Final = "127.0.0.1"
 
@@ -356,6 +358,10 @@ class LocalKafka:
     broker's own towards its controller and therefore always a super user.
     ``broker_properties`` are written last into server.properties, over the defaults (e.g.
     ``{"auto.create.topics.enable": "false"}``).
+
+    ``topic_policy_max_partitions=N`` installs a create-topic policy
+    (``policy/MaxPartitionsPolicy.java``, compiled with ``javac`` on first start) that
+    refuses any topic of more than N partitions with ``PolicyViolationException``.
     """
 
     def __init__(
@@ -374,6 +380,7 @@ class LocalKafka:
         authorizer: bool = False,
         super_users: Sequence[str] = (),
         broker_properties: Mapping[str, str] | None = None,
+        topic_policy_max_partitions: int | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
@@ -401,6 +408,9 @@ class LocalKafka:
         for key, value in self.broker_properties.items():
             if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key) or "\n" in value:
                 raise ValueError(f"broker property {key!r}={value!r} cannot be written as is")
+        if topic_policy_max_partitions is not None and topic_policy_max_partitions < 1:
+            raise ValueError("topic_policy_max_partitions must be at least 1")
+        self.topic_policy_max_partitions = topic_policy_max_partitions
         if not re.fullmatch(r"\d+[kKmMgG]?", heap):
             raise ValueError(f"heap {heap!r} is not a JVM size such as 512m")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -418,6 +428,10 @@ class LocalKafka:
     @property
     def tls_dir(self) -> Path:
         return self.state_dir / "tls"
+
+    @property
+    def policy_classes_dir(self) -> Path:
+        return self.state_dir / "policy-classes"
 
     @property
     def pid_file(self) -> Path:
@@ -615,6 +629,9 @@ class LocalKafka:
         self.properties_file.write_text(self._server_properties())
         self.properties_file.chmod(0o600)
         cp = classpath(jars)
+        if self.topic_policy_max_partitions is not None:
+            # Before formatting too: the broker's config loads the policy class when parsed.
+            cp = os.pathsep.join([str(self._compile_topic_policy(jars)), cp])
         if not (self.data_dir / "meta.properties").is_file():
             self._format(java, cp)
 
@@ -703,6 +720,23 @@ class LocalKafka:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _compile_topic_policy(self, jars: Path) -> Path:
+        """The policy's class directory, compiled against the broker's own jars once."""
+        out = self.policy_classes_dir
+        digest_file = out / ".source-sha256"
+        digest = hashlib.sha256(TOPIC_POLICY_SOURCE.read_bytes()).hexdigest()
+        if digest_file.is_file() and digest_file.read_text().strip() == digest:
+            return out
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        cmd = [_javac(), "-d", str(out), "-cp", classpath(jars), str(TOPIC_POLICY_SOURCE)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip()[-4000:]
+            raise LocalKafkaError(f"javac failed ({done.returncode}):\n{output}")
+        digest_file.write_text(digest + "\n")
+        return out
 
     # Configuration -------------------------------------------------------------------
 
@@ -795,6 +829,9 @@ class LocalKafka:
                 # Kafka's default, spelled out: no ACL on a resource means no access.
                 "allow.everyone.if.no.acl.found": "false",
             }
+        if self.topic_policy_max_partitions is not None:
+            props["create.topic.policy.class.name"] = TOPIC_POLICY_CLASS
+            props["localkafka.policy.max.partitions"] = str(self.topic_policy_max_partitions)
         props |= self.broker_properties
         lines = ["# Written by deploy/kafka/localkafka.py on every start."]
         lines += [f"{key}={value}" for key, value in props.items()]
@@ -809,6 +846,16 @@ def _java() -> str:
     if java is None:
         raise LocalKafkaError("java (17 or newer) is needed to run Kafka; not on PATH")
     return java
+
+
+def _javac() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "javac").is_file():
+        return str(Path(java_home) / "bin" / "javac")
+    javac = shutil.which("javac")
+    if javac is None:
+        raise LocalKafkaError("javac (a JDK 17 or newer) is needed for the topic policy")
+    return javac
 
 
 # Command line --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from bridge.app import create_app
 from bridge.settings import DeadLetterSettings, Settings
 from tests.app.conftest import Bridge, receiver_settings
-from tests.kafka_fixtures import LocalKafka, consume_all
+from tests.kafka_fixtures import ACL_KAFKA_MAX_PARTITIONS, LocalKafka, consume_all
 
 # One broker start and three kafka-acls runs for the module come before its first test.
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
@@ -421,6 +421,40 @@ async def test_replication_factor_the_cluster_cannot_meet_is_a_topic_config_refu
         reason="topic_config",
     )
     assert b"replication" in headers["dlq_error"].lower()
+    assert topic(prefix, COMPLETED) not in await existing_topics(cluster)
+
+
+async def test_topic_the_clusters_policy_refuses_is_a_topic_policy_refusal(
+    aiohttp_client: AiohttpClient, cluster: LocalKafka
+) -> None:
+    """The cluster's create-topic policy caps partitions; the bridge asks for more."""
+    prefix = free("policy")
+    await create_topics(
+        cluster,
+        NewTopic(topic(prefix, ENROLLED), 1, 1),
+        NewTopic(dead_letter_topic(prefix), 1, 1),
+    )
+    partitions = ACL_KAFKA_MAX_PARTITIONS + 4
+    bridge = await make_bridge(aiohttp_client, cluster, prefix, kafka_topic_partitions=partitions)
+    body, enrolled_id, completed_id = two_events()
+
+    response = await bridge.post(body)
+
+    assert response.status == 200
+    summary = await response.json()
+    assert summary["published"] == 1
+    assert summary["deadLetterReasons"] == {"topic_policy": 1}
+    await assert_ready(bridge)
+    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
+    dead = await records_of(cluster, dead_letter_topic(prefix))
+    assert len(dead) == 1
+    headers = assert_dead_lettered(
+        dead[0],
+        event_id=completed_id,
+        meant_for=topic(prefix, COMPLETED),
+        reason="topic_policy",
+    )
+    assert f"at most {ACL_KAFKA_MAX_PARTITIONS}".encode() in headers["dlq_error"]
     assert topic(prefix, COMPLETED) not in await existing_topics(cluster)
 
 
