@@ -18,7 +18,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from bridge.errors import InvalidBatch
+from bridge.errors import AccountNotAccepted, InvalidBatch
 
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
@@ -203,14 +203,35 @@ def _too_long(max_chars: int) -> InvalidBatch:
     return InvalidBatch(f"a string is longer than {max_chars} characters", code="string_too_long")
 
 
-def parse_body(body: bytes, limits: Limits | None = None) -> Batch | Challenge:
-    """Read an ALM POST body. Raises :class:`InvalidBatch` with a field-naming detail."""
-    doc = decode_json(body, limits or Limits())
-    if not isinstance(doc, dict):
-        raise InvalidBatch("the body must be a JSON object", code="invalid_envelope")
-    if "challenge" in doc and "events" not in doc:
+def parse_body(
+    body: bytes, limits: Limits | None = None, *, accounts: frozenset[int] = frozenset()
+) -> Batch | Challenge:
+    """Read an ALM POST body. Raises :class:`InvalidBatch` with a field-naming detail.
+
+    With ``accounts``, the account is judged before anything else: a body whose
+    ``accountId`` is not provably one of them (unreadable JSON, a missing id, a string or
+    a float) raises :class:`AccountNotAccepted`, even when the body is also malformed, so
+    that nothing a foreign account sends is stored, not even as a dead letter. A challenge
+    (a ``challenge`` and no ``events``) publishes nothing and is read either way.
+    """
+    limits = limits or Limits()
+    try:
+        doc = decode_json(body, limits)
+    except InvalidBatch as exc:
+        if accounts:
+            raise AccountNotAccepted(f"the accountId cannot be read: {exc.detail}") from None
+        raise
+    is_object = isinstance(doc, dict)
+    if is_object and "challenge" in doc and "events" not in doc:
         return Challenge(check_challenge(doc["challenge"]))
-    return _batch(doc, limits or Limits())
+    if accounts:
+        account_id = doc.get("accountId") if is_object else None
+        if type(account_id) is not int or account_id not in accounts:
+            shown = "missing" if account_id is None else repr(account_id)[:40]
+            raise AccountNotAccepted(f"accountId {shown} is not accepted by this receiver")
+    if not is_object:
+        raise InvalidBatch("the body must be a JSON object", code="invalid_envelope")
+    return _batch(doc, limits)
 
 
 def check_challenge(value: object) -> str:

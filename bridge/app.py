@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
+from bridge.admission import BodyReads, Slots
 from bridge.errors import PublishUnavailable
 from bridge.handlers import (
     STATE,
@@ -22,6 +23,7 @@ from bridge.handlers import (
     metrics,
     readyz,
     request_context,
+    security_headers,
     webhook_get,
     webhook_post,
 )
@@ -53,8 +55,14 @@ def create_app(
 
     publisher = Publisher(settings=settings, on_connected=on_connected)
     ingestor = Ingestor(settings=settings, receivers=by_name, publisher=publisher, metrics=metrics_)
-    app = web.Application(middlewares=[request_context], handler_args={"max_field_size": 16384})
-    app[STATE] = State(ingestor=ingestor, metrics=metrics_)
+    app = web.Application(middlewares=[request_context], handler_args=_handler_args(settings))
+    app.on_response_prepare.append(security_headers)
+    app[STATE] = State(
+        ingestor=ingestor,
+        metrics=metrics_,
+        slots=Slots(settings.max_inflight_batches, settings.max_queue_delay_ms / 1000),
+        reads=BodyReads(settings.max_body_reads),
+    )
     app.router.add_post("/webhooks/{receiver}", webhook_post)
     app.router.add_get("/webhooks/{receiver}", webhook_get)
     app.router.add_get("/healthz", healthz)
@@ -62,6 +70,22 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_kafka_lifetime)
     return app
+
+
+def _handler_args(settings: Settings) -> dict[str, object]:
+    """Connection limits of aiohttp's request handler.
+
+    ``keepalive_timeout`` closes a connection that is idle between requests, and also one
+    whose request headers have not all arrived by then: aiohttp arms it when the
+    connection opens and after each response, and only a complete request stops it.
+    """
+    return {
+        "max_field_size": 16384,
+        "keepalive_timeout": settings.http_idle_timeout_seconds,
+        # A request answered before its body was read closes the connection at once
+        # rather than reading the rest of an unwanted body.
+        "lingering_time": 1.0,
+    }
 
 
 async def _kafka_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -125,7 +149,8 @@ async def serve(settings: Settings) -> int:
     sites = [web.TCPSite(runner, settings.host, settings.port, backlog=1024)]
     metrics_runner: web.AppRunner | None = None
     if settings.metrics_port:
-        metrics_app = web.Application()
+        metrics_app = web.Application(handler_args=_handler_args(settings))
+        metrics_app.on_response_prepare.append(security_headers)
         metrics_app[STATE] = state
         metrics_app.router.add_get("/metrics", metrics)
         metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
@@ -163,7 +188,7 @@ async def serve(settings: Settings) -> int:
     if state.inflight:
         try:
             async with asyncio.timeout(settings.shutdown_timeout_seconds * 0.5):
-                await state.idle.wait()
+                await state.slots.idle.wait()
         except TimeoutError:
             log.warning("shutdown_drain_timed_out", inflight=state.inflight)
     await runner.cleanup()

@@ -6,10 +6,9 @@ once with their traceback and answered 500 by the middleware.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
@@ -19,6 +18,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots
 from bridge.alm import Challenge, check_challenge
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.ingest import Ingestor
@@ -29,7 +29,6 @@ from bridge.settings import Receiver
 log = get_logger("bridge.http")
 
 _JSON: Final = "application/json"
-_CHUNK: Final = 64 * 1024
 # A body that may be an unauthenticated challenge is read up to this size only.
 _CHALLENGE_BODY_LIMIT: Final = 4096
 
@@ -40,20 +39,13 @@ class State:
 
     ingestor: Ingestor
     metrics: Metrics
+    slots: Slots
+    reads: BodyReads
     shutting_down: bool = False
-    inflight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def enter(self) -> None:
-        self.inflight += 1
-        self.idle.clear()
-        self.metrics.inflight.inc()
-
-    def leave(self) -> None:
-        self.inflight -= 1
-        self.metrics.inflight.dec()
-        if self.inflight == 0:
-            self.idle.set()
+    @property
+    def inflight(self) -> int:
+        return len(self.slots)
 
     def ready(self) -> bool:
         return self.ingestor.publisher.connected and not self.shutting_down
@@ -67,15 +59,29 @@ def _status_class(status: int) -> str:
 
 
 def error_response(
-    status: HTTPStatus, code: str, detail: str, *, retry_after: int | None = None
+    status: HTTPStatus,
+    code: str,
+    detail: str,
+    *,
+    retry_after: int | None = None,
+    close: bool = False,
 ) -> web.Response:
+    """A JSON error; ``close`` ends the connection instead of reading what is left of it."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.Response(
+    response = web.Response(
         status=status,
         body=orjson.dumps({"error": code, "detail": detail}),
         content_type=_JSON,
         headers=headers,
     )
+    if close:
+        response.force_close()
+    return response
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer: no content sniffing (the challenge echo is text chosen by the sender)."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
 
 
 def _bind(**values: object) -> None:
@@ -94,7 +100,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        # Answered as a plain response: returning the exception itself is deprecated.
+        response = web.Response(
+            status=exc.status, reason=exc.reason, text=exc.text, headers=exc.headers
+        )
     except Exception:
         log.exception("unhandled_error")
         response = error_response(
@@ -168,103 +177,66 @@ def _is_json(content_type: str) -> bool:
     return mime in {"", "application/json"} or mime.endswith("+json") or mime.endswith("/json")
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: web.Request, limit: int, deadline: float) -> bytes:
-    """The body, read within the deadline (raises TimeoutError) and the size limit."""
-    content = request.content
-    if content.is_eof():
-        # Usually the whole body came with the headers: nothing to wait for.
-        body = content.read_nowait()
-        if len(body) > limit:
-            raise _TooLarge
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    async with asyncio.timeout_at(asyncio.get_running_loop().time() + _remaining(deadline)):
-        async for chunk in content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _remaining(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())
-
-
 def _challenge_reply(challenge: Challenge) -> web.Response:
     _bind(outcome="challenge")
     return web.Response(body=orjson.dumps({"challenge": challenge.value}), content_type=_JSON)
 
 
 async def webhook_post(request: web.Request) -> web.Response:
-    """An ALM batch (or a challenge) for the named receiver."""
+    """An ALM batch (or a challenge) for the named receiver.
+
+    In order: the route, the cheap checks on the headers, authentication (a request whose
+    headers already fail it is answered without reading its body), the body under the
+    pre-authentication read budget, and only then a publishing slot.
+    """
     state = request.app[STATE]
     receiver = _receiver(request)
     if receiver is None:
         return _not_found(request)
     _bind(receiver=receiver.name)
     settings = state.ingestor.settings
-    batches = state.metrics.batches
-    retry_after = settings.retry_after_seconds
-    if state.shutting_down:
-        batches.labels(receiver.name, "unavailable").inc()
-        _bind(outcome="unavailable")
-        return error_response(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the bridge is shutting down; send again",
-            retry_after=retry_after,
-        )
-    if state.inflight >= settings.max_inflight_batches:
-        batches.labels(receiver.name, "throttled").inc()
-        _bind(outcome="throttled")
-        return error_response(
-            HTTPStatus.TOO_MANY_REQUESTS,
-            "too_many_batches",
-            f"more than {settings.max_inflight_batches} batches in flight",
-            retry_after=1,
-        )
-    state.enter()
-    try:
-        return await _accept(request, state, receiver)
-    finally:
-        state.leave()
-
-
-async def _accept(request: web.Request, state: State, receiver: Receiver) -> web.Response:
-    settings = state.ingestor.settings
-    deadline = time.monotonic() + settings.publish_timeout_ms / 1000
+    started = time.monotonic()
+    deadline = started + settings.publish_timeout_ms / 1000
     batches = state.metrics.batches
     name = receiver.name
 
-    def rejected(status: HTTPStatus, code: str, detail: str) -> web.Response:
+    def rejected(
+        status: HTTPStatus, code: str, detail: str, *, close: bool = False
+    ) -> web.Response:
         batches.labels(name, "rejected").inc()
         _bind(outcome="rejected", error=code)
-        return error_response(status, code, detail)
+        return error_response(status, code, detail, close=close)
 
     def unauthorized(exc: AuthError) -> web.Response:
         batches.labels(name, "unauthorized").inc()
         state.metrics.auth_failures.labels(name, exc.reason).inc()
         _bind(outcome="unauthorized", auth_reason=exc.reason)
-        return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail)
+        return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail, close=True)
 
+    if state.shutting_down:
+        batches.labels(name, "unavailable").inc()
+        _bind(outcome="unavailable")
+        return error_response(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the bridge is shutting down; send again",
+            retry_after=settings.retry_after_seconds,
+            close=True,
+        )
     length = request.content_length
     if length is not None and length > settings.max_body_bytes:
         return rejected(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             "body_too_large",
             f"body of {length} bytes is larger than {settings.max_body_bytes}",
+            close=True,
         )
     if not _is_json(request.content_type if "Content-Type" in request.headers else ""):
         return rejected(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             f"expected application/json, got {request.content_type[:64]!r}",
+            close=True,
         )
     verifier = receiver.verifier
     try:
@@ -272,24 +244,47 @@ async def _accept(request: web.Request, state: State, receiver: Receiver) -> web
         auth_error: AuthError | None = None
     except AuthError as exc:
         auth_error = exc
-    if auth_error is not None and not receiver.unauthenticated_challenge:
+    if auth_error is not None and (
+        not receiver.unauthenticated_challenge
+        or (length is not None and length > _CHALLENGE_BODY_LIMIT)
+    ):
         return unauthorized(auth_error)
     limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
+    body_timeout = min(settings.body_timeout_ms / 1000, max(0.0, deadline - time.monotonic()))
     try:
-        body = await _read_body(request, limit, deadline)
-    except TimeoutError:
+        body = await state.reads.read(request.content, limit=limit, timeout_seconds=body_timeout)
+    except BodyNotRead as exc:
+        state.metrics.body_reads_cut.labels(exc.outcome).inc()
+        if auth_error is not None:
+            return unauthorized(auth_error)
+        if exc.outcome == "busy":
+            batches.labels(name, "throttled").inc()
+            _bind(outcome="throttled", error="too_many_body_reads")
+            return error_response(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "too_many_body_reads",
+                "too many request bodies are being read; send again",
+                retry_after=settings.retry_after_seconds,
+                close=True,
+            )
         return rejected(
-            HTTPStatus.REQUEST_TIMEOUT, "body_timeout", "the body did not arrive in time"
+            HTTPStatus.REQUEST_TIMEOUT,
+            "body_timeout",
+            "the body did not arrive in time",
+            close=True,
         )
     except (ConnectionError, ClientPayloadError):
-        return rejected(HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early")
-    except _TooLarge:
+        return rejected(
+            HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early", close=True
+        )
+    except BodyTooLarge:
         if auth_error is not None:
             return unauthorized(auth_error)
         return rejected(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             "body_too_large",
             f"body is larger than {settings.max_body_bytes} bytes",
+            close=True,
         )
     if auth_error is None:
         try:
@@ -299,6 +294,38 @@ async def _accept(request: web.Request, state: State, receiver: Receiver) -> web
     if auth_error is not None:
         challenge = _unauthenticated_challenge(state, receiver, body)
         return _challenge_reply(challenge) if challenge else unauthorized(auth_error)
+    # Authenticated: only now may the request take a publishing slot.
+    saturated = state.slots.saturated()
+    if saturated is not None:
+        batches.labels(name, "throttled").inc()
+        _bind(outcome="throttled", saturation=saturated)
+        detail = (
+            f"more than {settings.max_inflight_batches} batches in flight"
+            if saturated == "limit"
+            else f"batches in flight have queued for more than {settings.max_queue_delay_ms} ms"
+        )
+        return error_response(
+            HTTPStatus.TOO_MANY_REQUESTS, "too_many_batches", detail, retry_after=1
+        )
+    slot = state.slots.enter()
+    state.metrics.inflight.inc()
+    try:
+        return await _ingest(state, receiver, body, deadline)
+    finally:
+        state.slots.leave(slot)
+        state.metrics.inflight.dec()
+
+
+async def _ingest(state: State, receiver: Receiver, body: bytes, deadline: float) -> web.Response:
+    settings = state.ingestor.settings
+    batches = state.metrics.batches
+    name = receiver.name
+
+    def rejected(status: HTTPStatus, code: str, detail: str) -> web.Response:
+        batches.labels(name, "rejected").inc()
+        _bind(outcome="rejected", error=code)
+        return error_response(status, code, detail)
+
     try:
         summary = await state.ingestor.ingest(receiver, body, deadline=deadline)
     except AccountNotAccepted as exc:
@@ -333,6 +360,6 @@ def _unauthenticated_challenge(state: State, receiver: Receiver, body: bytes) ->
         return None
     try:
         parsed = state.ingestor.parse(body)
-    except InvalidBatch:
+    except (InvalidBatch, AccountNotAccepted):
         return None
     return parsed if isinstance(parsed, Challenge) else None

@@ -8,21 +8,24 @@ and turned into HTTP statuses by :mod:`bridge.handlers` only.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from bridge.alm import Batch, Challenge, Limits, parse_body
 from bridge.dedupe import SeenWindow
-from bridge.errors import AccountNotAccepted, InvalidBatch
+from bridge.errors import InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher
-from bridge.routing import Record, Router
+from bridge.publisher import Publisher, Refusal
+from bridge.routing import Record, Router, TopicBudget
 from bridge.settings import Receiver, Settings
 
 log = get_logger("bridge.ingest")
 _TRUNCATED: Final = "dlq_truncated_from_bytes"
+# An event Kafka refused for its size is kept in the dead-letter topic cut to this size:
+# the topic's own limit, which refused it, is not known.
+_REFUSED_FOR_SIZE_KEEP_BYTES: Final = 65_536
 
 
 @dataclass(slots=True)
@@ -36,6 +39,7 @@ class Summary:
     dead_lettered: int = 0
     filtered: int = 0
     dead_letter_reason: str | None = None
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     families: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
@@ -49,6 +53,8 @@ class Summary:
             body["filtered"] = self.filtered
         if self.dead_letter_reason is not None:
             body["deadLetterReason"] = self.dead_letter_reason
+        if self.dead_letter_reasons:
+            body["deadLetterReasons"] = self.dead_letter_reasons
         return body
 
     @property
@@ -74,7 +80,8 @@ class Ingestor:
     ) -> None:
         self.settings = settings
         self.receivers = dict(receivers)
-        self.routers = {name: Router(r.routing) for name, r in receivers.items()}
+        budget = TopicBudget(settings.kafka_max_topics)
+        self.routers = {name: Router(r.routing, budget) for name, r in receivers.items()}
         self.publisher = publisher
         self.metrics = metrics
         self.seen = seen or SeenWindow(
@@ -88,26 +95,22 @@ class Ingestor:
         )
         self.timeout_seconds = settings.publish_timeout_ms / 1000
 
-    def parse(self, body: bytes) -> Batch | Challenge:
-        return parse_body(body, self.limits)
+    def parse(self, body: bytes, accounts: frozenset[int] = frozenset()) -> Batch | Challenge:
+        return parse_body(body, self.limits, accounts=accounts)
 
     async def ingest(
         self, receiver: Receiver, body: bytes, *, deadline: float
     ) -> Summary | Challenge:
         """Publish a verified body, or return the challenge it carries.
 
-        Raises InvalidBatch under the "reject" policy (and for a malformed challenge),
-        AccountNotAccepted, and PublishUnavailable.
+        Raises AccountNotAccepted (before the body is judged malformed), InvalidBatch under
+        the "reject" policy (and for a malformed challenge), and PublishUnavailable.
         """
         router = self.routers[receiver.name]
         try:
-            parsed = self.parse(body)
+            parsed = self.parse(body, receiver.accounts)
             if isinstance(parsed, Challenge):
                 return parsed
-            if receiver.accounts and parsed.account_id not in receiver.accounts:
-                raise AccountNotAccepted(
-                    f"accountId {parsed.account_id} is not accepted by receiver {receiver.name!r}"
-                )
             plan = router.plan(parsed)
             limit = self.settings.max_record_bytes
             oversized = [r for r in plan.records if r.exceeds(limit)]
@@ -124,29 +127,21 @@ class Ingestor:
         summary = Summary(
             account_id=parsed.account_id, received=len(parsed.events), filtered=plan.filtered
         )
+        for reason, count in plan.fallbacks.items():
+            self.metrics.topic_fallbacks.labels(receiver.name, reason).inc(count)
         fresh = self._without_duplicates(parsed.account_id, plan.records, summary)
         if fresh:
-            try:
-                await self._publish(parsed.account_id, fresh, deadline)
-            except InvalidBatch as exc:  # the cluster refused a record for its size
-                if receiver.dead_letter_policy == "reject":
-                    raise
-                return await self._dead_letter(receiver, router, body, exc, deadline)
-        for record in fresh:
-            if record.dead_letter:
-                summary.dead_lettered += 1
-                self.metrics.dead_letters.labels(receiver.name, "unlisted_event").inc()
-            else:
-                summary.published += 1
-                summary.families[record.family] = summary.families.get(record.family, 0) + 1
+            await self._publish(receiver, router, parsed.account_id, fresh, summary, deadline)
         for fam, count in summary.families.items():
             self.metrics.events_published.labels(receiver.name, fam).inc(count)
         if summary.duplicates:
             self.metrics.duplicates.labels(receiver.name).inc(summary.duplicates)
+        for reason, count in summary.dead_letter_reasons.items():
+            self.metrics.dead_letters.labels(receiver.name, reason).inc(count)
         if summary.dead_lettered:
             log.warning(
                 "events_dead_lettered",
-                reason="unlisted_event",
+                reasons=summary.dead_letter_reasons,
                 count=summary.dead_lettered,
                 topic=receiver.routing.dead_letter_topic,
             )
@@ -168,16 +163,85 @@ class Ingestor:
             fresh.append(record)
         return fresh
 
-    async def _publish(self, account_id: int, records: list[Record], deadline: float) -> None:
+    async def _publish(
+        self,
+        receiver: Receiver,
+        router: Router,
+        account_id: int,
+        records: list[Record],
+        summary: Summary,
+        deadline: float,
+    ) -> None:
+        """Publish ``records``; those Kafka refuses for good go to the dead-letter topic.
+
+        Dead letters are per event: one event whose topic cannot exist or be written
+        must not hold back the others, and the dead-letter record holds exactly what was
+        not published (value, key and headers, plus why and the topic it was meant for),
+        so it can be replayed once the cause is fixed. Every acknowledged record is marked
+        seen, whatever happens to the rest.
+        """
+        publisher = self.publisher
+        if receiver.dead_letter_policy == "reject":
+            # Refusals known before producing reject the batch before anything is stored.
+            refused_topics = await publisher.prepare(
+                {r.topic for r in records}, timeout_seconds=_remaining(deadline)
+            )
+            if refused_topics:
+                topic, refusal = next(iter(refused_topics.items()))
+                raise InvalidBatch(f"topic {topic}: {refusal.detail}", code=refusal.reason)
+        result = await publisher.publish(
+            records, timeout_seconds=_remaining(deadline), on_ack=self._marker(account_id, records)
+        )
+        self.metrics.publish_duration.observe(result.duration_seconds)
+        self.metrics.last_publish.set(time.time())
+        letters: list[Record] = []
+        for index, refusal in sorted(result.refused.items()):
+            record = records[index]
+            if record.dead_letter:
+                raise _dead_letter_unavailable(record.topic, refusal)
+            letters.append(self._letter(router, record, refusal))
+        if letters:
+            if receiver.dead_letter_policy == "reject":
+                first = result.refused[min(result.refused)]
+                raise InvalidBatch(first.detail, code=first.reason)
+            again = await publisher.publish(
+                letters,
+                timeout_seconds=_remaining(deadline),
+                on_ack=self._marker(account_id, letters),
+            )
+            if again.refused:
+                raise _dead_letter_unavailable(
+                    receiver.routing.dead_letter_topic, next(iter(again.refused.values()))
+                )
+        for record in (r for i, r in enumerate(records) if i not in result.refused):
+            if record.dead_letter:
+                _count(summary.dead_letter_reasons, record.reason or "unlisted_event")
+            else:
+                _count(summary.families, record.family)
+        for record in letters:
+            _count(summary.dead_letter_reasons, record.reason or "kafka_refused")
+        summary.dead_lettered = sum(summary.dead_letter_reasons.values())
+        summary.published = sum(summary.families.values())
+
+    def _marker(
+        self, account_id: int, records: Sequence[Record]
+    ) -> Callable[[Sequence[int]], None]:
         seen = self.seen
 
         def mark_seen(indexes: Sequence[int]) -> None:
             seen.add_many(account_id, [records[i].event_id for i in indexes])
 
-        timeout = max(0.0, deadline - time.monotonic())
-        result = await self.publisher.publish(records, timeout_seconds=timeout, on_ack=mark_seen)
-        self.metrics.publish_duration.observe(result.duration_seconds)
-        self.metrics.last_publish.set(time.time())
+        return mark_seen
+
+    def _letter(self, router: Router, record: Record, refusal: Refusal) -> Record:
+        keep = (
+            _REFUSED_FOR_SIZE_KEEP_BYTES
+            if refusal.reason == "record_too_large"
+            else self.settings.max_record_bytes - min(4096, self.settings.max_record_bytes // 4)
+        )
+        return router.dead_letter_event(
+            record, refusal.reason, refusal.detail, max_value_bytes=keep
+        )
 
     async def _dead_letter(
         self,
@@ -192,8 +256,9 @@ class Ingestor:
         record = router.dead_letter(body[:limit], exc.code, exc.detail)
         if len(body) > limit:
             record.headers.append((_TRUNCATED, str(len(body)).encode()))
-        timeout = max(0.0, deadline - time.monotonic())
-        await self.publisher.publish([record], timeout_seconds=timeout)
+        result = await self.publisher.publish([record], timeout_seconds=_remaining(deadline))
+        if result.refused:
+            raise _dead_letter_unavailable(record.topic, result.refused[0])
         self.metrics.dead_letters.labels(receiver.name, exc.code).inc()
         log.warning(
             "batch_dead_lettered",
@@ -204,3 +269,19 @@ class Ingestor:
             truncated=len(body) > limit,
         )
         return Summary(dead_lettered=1, dead_letter_reason=exc.code)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _count(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _dead_letter_unavailable(topic: str, refusal: Refusal) -> PublishUnavailable:
+    log.error("dead_letter_topic_refused", topic=topic, reason=refusal.reason, error=refusal.detail)
+    return PublishUnavailable(
+        f"the dead-letter topic {topic} refused a record ({refusal.reason}): {refusal.detail}",
+        code="dead_letter_unavailable",
+    )

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -23,16 +24,38 @@ _SHARED: list[structlog.types.Processor] = [
 ]
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp's reports of malformed requests are the client's mistake, not the server's.
+
+    aiohttp logs each one as an error with a traceback (two ``Content-Length`` headers,
+    a bad request line, ...); anyone can send them by the thousand. They become a warning
+    with the error in one line, and :class:`RepeatFilter` condenses the repeats.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiohttp.server" or not record.exc_info:
+            return True
+        error = record.exc_info[1]
+        if not isinstance(error, HttpProcessingError):
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "http_protocol_error (%s)"
+        record.args = (f"{type(error).__name__}: {error.message}"[:200],)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 class RepeatFilter(logging.Filter):
     """Lets a repeated message through once per window, then says how often it repeated.
 
     While Kafka is down, aiokafka logs the same connection error for every metadata
     attempt, thousands of lines a second under load; one line per window says as much.
+    Malformed requests (aiohttp.server) are condensed the same way.
     """
 
     def __init__(
         self,
-        prefix: str = "aiokafka",
+        prefix: str | tuple[str, ...] = ("aiokafka", "aiohttp.server"),
         window_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,8 +118,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     kafka_logger = logging.getLogger("aiokafka")
     kafka_logger.setLevel(max(numeric, logging.INFO))
-    for existing in [f for f in handler.filters if isinstance(f, RepeatFilter)]:
+    for existing in [f for f in handler.filters if isinstance(f, RepeatFilter | ClientErrorFilter)]:
         handler.removeFilter(existing)
+    handler.addFilter(ClientErrorFilter())
     handler.addFilter(RepeatFilter())
 
 

@@ -14,7 +14,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge import __version__
-from bridge.routing import FAMILIES
+from bridge.routing import FALLBACK_REASONS, FAMILIES
 
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10)
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
@@ -40,7 +40,15 @@ DEAD_LETTER_REASONS: Final = (
     "invalid_event",
     "record_too_large",
     "unlisted_event",
+    *FALLBACK_REASONS,
+    "topic_invalid",
+    "topic_not_authorized",
+    "topic_policy",
+    "topic_config",
+    "topic_missing",
+    "kafka_refused",
 )
+BODY_READ_OUTCOMES: Final = ("timeout", "evicted", "busy")
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
 
@@ -115,6 +123,27 @@ class Metrics:
             ["receiver", "reason"],
             registry=r,
         )
+        self.topic_fallbacks = Counter(
+            "almbridge_topic_fallbacks",
+            "Events whose name could not use the topic template (sent to the catch-all or "
+            "dead-letter topic instead), by reason.",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.body_reads = Gauge(
+            "almbridge_body_reads",
+            "Request bodies being read before authentication now.",
+            registry=r,
+        )
+        self.body_reads_cut = Counter(
+            "almbridge_body_reads_cut",
+            "Request bodies not read to the end: too slow (timeout), cut short to make room "
+            "for newer requests (evicted), or refused because every read was young (busy).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in BODY_READ_OUTCOMES:
+            self.body_reads_cut.labels(outcome)
         self.last_publish = Gauge(
             "almbridge_last_publish_timestamp_seconds",
             "Unix time of the last batch Kafka fully acknowledged.",
@@ -145,3 +174,5 @@ class Metrics:
         self.duplicates.labels(receiver)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(receiver, reason)
+        for reason in FALLBACK_REASONS:
+            self.topic_fallbacks.labels(receiver, reason)

@@ -11,27 +11,41 @@ import asyncio
 import contextlib
 import functools
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    BrokerResponseError,
+    ClusterAuthorizationFailedError,
+    InvalidPartitionsError,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    InvalidReplicationAssignmentError,
+    InvalidReplicationFactorError,
+    InvalidTopicError,
     KafkaError,
+    LeaderNotAvailableError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
+    PolicyViolationError,
     ProducerFenced,
+    RecordListTooLargeError,
     RecordTooLargeError,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     UnknownProducerId,
+    UnknownTopicOrPartitionError,
+    for_code,
 )
+from aiokafka.protocol.admin import CreateTopicsRequest
+from aiokafka.protocol.metadata import MetadataRequest
 
-from bridge.batching import Lanes, raise_too_large
-from bridge.errors import BridgeError, InvalidBatch, PublishUnavailable
+from bridge.batching import Lanes
+from bridge.errors import BridgeError, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
 from bridge.routing import Record
@@ -58,12 +72,75 @@ class KafkaStartError(BridgeError):
     code = "kafka_start_failed"
 
 
+# Kafka's answers that will never change for a topic or a record: the records concerned
+# are dead-lettered instead of being answered 503 until ALM gives up.
+_TOPIC_REFUSALS: Final[Mapping[type[BaseException], str]] = {
+    TopicAuthorizationFailedError: "topic_not_authorized",
+    ClusterAuthorizationFailedError: "topic_not_authorized",
+    PolicyViolationError: "topic_policy",
+    InvalidPartitionsError: "topic_config",
+    InvalidReplicationFactorError: "topic_config",
+    InvalidReplicationAssignmentError: "topic_config",
+}
+_RECORD_REFUSALS: Final[Mapping[type[BaseException], str]] = {
+    MessageSizeTooLargeError: "record_too_large",
+    RecordTooLargeError: "record_too_large",
+    RecordListTooLargeError: "record_too_large",
+}
+# How long a topic Kafka refused is answered from memory before asking again (an
+# operator may grant an ACL or create the topic meanwhile).
+REFUSAL_MEMORY_SECONDS: Final = 30.0
+_MAX_REMEMBERED_TOPICS: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Kafka refused a record for good: a short closed reason and Kafka's own words."""
+
+    reason: str
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """Every record was acknowledged: how many, and how long it took."""
+    """Every record was acknowledged or refused for good: how many, and how long it took.
+
+    ``refused`` maps the index of each record Kafka will never take to why.
+    """
 
     records: int
     duration_seconds: float
+    refused: Mapping[int, Refusal] = field(default_factory=dict)
+
+
+def refusal_of(exc: BaseException) -> Refusal | None:
+    """The refusal an error of Kafka's means, or None when a later try may succeed."""
+    for kind, reason in (*_RECORD_REFUSALS.items(), *_TOPIC_REFUSALS.items()):
+        if isinstance(exc, kind):
+            return Refusal(reason, _describe(exc))
+    if isinstance(exc, InvalidTopicError):
+        return _invalid_topic(_describe(exc))
+    if (
+        isinstance(exc, BrokerResponseError)
+        and not exc.retriable
+        and not isinstance(exc, _BROKEN_PRODUCER | UnknownTopicOrPartitionError)
+    ):
+        return Refusal("kafka_refused", _describe(exc))
+    return None
+
+
+def _invalid_topic(detail: str) -> Refusal:
+    return Refusal("topic_collision" if "collides" in detail else "topic_invalid", detail)
+
+
+def _topic_refusal(code: int, message: str | None) -> Refusal | None:
+    """What an error code of CreateTopics or Metadata means for a topic (None: retry)."""
+    kind = for_code(code)
+    detail = f"{kind.__name__}: {message}" if message else kind.__name__
+    if kind is InvalidTopicError:
+        return _invalid_topic(detail)
+    reason = _TOPIC_REFUSALS.get(kind)
+    return Refusal(reason, detail) if reason is not None else None
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -139,8 +216,9 @@ class Publisher:
         self._on_connected = on_connected
         self._producer: AIOKafkaProducer | None = None
         self._lanes: Lanes | None = None
-        self._admin: AIOKafkaAdminClient | None = None
-        self._known_topics: set[str] = set()
+        # Topics known to exist, and topics refused for good (until a monotonic time).
+        self._ready_topics: set[str] = set()
+        self._refused_topics: dict[str, tuple[float, Refusal]] = {}
         self._topic_lock = asyncio.Lock()
         self._connected = False
         self._started = False
@@ -188,30 +266,6 @@ class Publisher:
         self._use(producer)
         self._started = True
         self._set_connected(True)
-        if self._settings.kafka_auto_create_topics:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_seconds):
-                    await self._admin_client()
-
-    async def _admin_client(self) -> AIOKafkaAdminClient | None:
-        """The admin client for topic creation, started on first use; None while unreachable."""
-        if self._admin is not None:
-            return self._admin
-        admin = AIOKafkaAdminClient(**client_options(self._settings))
-        try:
-            await admin.start()
-            self._known_topics.update(await admin.list_topics())
-        except (KafkaError, OSError) as exc:
-            log.warning("kafka_admin_unavailable", error=_describe(exc))
-            with contextlib.suppress(Exception):
-                await admin.close()
-            return None
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await admin.close()
-            raise
-        self._admin = admin
-        return admin
 
     async def _probe(self, timeout_seconds: float) -> BaseException | None:
         """The error of one direct connection to the first bootstrap server, if any."""
@@ -235,12 +289,7 @@ class Publisher:
                 await replacing
         producer = self._producer
         self._use(None)
-        admin, self._admin = self._admin, None
         self._started = False
-        if admin is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(min(2.0, timeout_seconds)):
-                    await admin.close()
         if producer is not None:
             await self._stop_quietly(producer, timeout_seconds)
         self._set_connected(False)
@@ -286,53 +335,171 @@ class Publisher:
         return self._started
 
     async def check(self, timeout_seconds: float) -> bool:
-        """Ask the cluster for metadata; updates and returns the connection state."""
+        """Whether a broker answers; updates and returns the connection state.
+
+        A metadata request for no topic at all: its cost does not grow with the number of
+        topics in the cluster, and a refused record never makes the bridge "not ready".
+        """
         producer = self._producer
         if producer is None:
             self._set_connected(False)
             return False
         try:
             async with asyncio.timeout(timeout_seconds):
-                ok = bool(await producer.client.fetch_all_metadata())
+                await self._metadata(producer, [], allow_create=False)
+            ok = True
         except (TimeoutError, KafkaError, OSError):
             ok = False
         self._set_connected(ok)
         return ok
 
-    async def _ensure_topics(self, topics: set[str]) -> None:
-        missing = topics - self._known_topics
-        if not missing or not self._settings.kafka_auto_create_topics:
-            return
-        async with self._topic_lock:
-            missing -= self._known_topics
-            admin = await self._admin_client() if missing else None
-            if admin is None:
-                return
-            s = self._settings
-            new = [
-                NewTopic(t, s.kafka_topic_partitions, s.kafka_topic_replication_factor)
-                for t in sorted(missing)
-            ]
+    @staticmethod
+    async def _metadata(
+        producer: AIOKafkaProducer, topics: list[str], *, allow_create: bool
+    ) -> Any:
+        """A metadata response for ``topics`` only, from the first broker that answers."""
+        client = producer.client
+        failure: BaseException | None = None
+        for broker in sorted(client.cluster.brokers(), key=lambda b: b.nodeId):
             try:
-                response = await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                response = None
-            except (KafkaError, OSError) as exc:
-                # Producing still works where the broker creates topics itself; otherwise
-                # the records time out and the batch is answered 503.
-                log.warning(
-                    "kafka_topic_create_failed", topics=sorted(missing), error=_describe(exc)
+                return await client.send(
+                    broker.nodeId, MetadataRequest(topics, allow_auto_topic_creation=allow_create)
                 )
-                return
-            errors = (
-                getattr(response, "topic_errors", None) or getattr(response, "topics", None) or []
-            )
-            for entry in errors:
-                name, code = entry[0], entry[1]
-                if code not in (0, TopicAlreadyExistsError.errno):
-                    log.warning("kafka_topic_create_failed", topic=name, error_code=code)
-            self._known_topics.update(missing)
-            log.info("kafka_topics_created", topics=sorted(missing))
+            except (KafkaError, OSError) as exc:
+                failure = exc
+        raise failure or KafkaError("no broker is known")
+
+    async def prepare(
+        self, topics: Collection[str], *, timeout_seconds: float
+    ) -> dict[str, Refusal]:
+        """Make sure ``topics`` exist (creating them when allowed); returns those refused.
+
+        Asks only about these topics, never the whole cluster. A topic Kafka refuses for
+        good (it collides with another, its name is invalid, the bridge may not create or
+        write it, a policy forbids it, it does not exist and may not be created) is
+        returned with why, and remembered for :data:`REFUSAL_MEMORY_SECONDS`. Raises
+        :class:`PublishUnavailable` when Kafka does not answer in time.
+        """
+        now = time.monotonic()
+        refused: dict[str, Refusal] = {}
+        unknown: list[str] = []
+        for topic in topics:
+            if topic in self._ready_topics:
+                continue
+            remembered = self._refused_topics.get(topic)
+            if remembered is not None and remembered[0] > now:
+                refused[topic] = remembered[1]
+            else:
+                unknown.append(topic)
+        if unknown:
+            try:
+                async with asyncio.timeout(timeout_seconds):
+                    refused |= await self._resolve(unknown)
+            except TimeoutError:
+                raise PublishUnavailable(
+                    f"Kafka did not describe {len(unknown)} topic(s) within {timeout_seconds:.1f}s"
+                ) from None
+        return refused
+
+    def _refuse(self, topic: str, refusal: Refusal) -> None:
+        if len(self._refused_topics) >= _MAX_REMEMBERED_TOPICS:
+            self._refused_topics.clear()
+        self._refused_topics[topic] = (time.monotonic() + REFUSAL_MEMORY_SECONDS, refusal)
+        self._ready_topics.discard(topic)
+        log.warning("kafka_topic_refused", topic=topic, reason=refusal.reason, error=refusal.detail)
+
+    def _mark_ready(self, topics: Collection[str]) -> None:
+        if len(self._ready_topics) + len(topics) > _MAX_REMEMBERED_TOPICS:
+            self._ready_topics.clear()
+        self._ready_topics.update(topics)
+        for topic in topics:
+            self._refused_topics.pop(topic, None)
+
+    async def _resolve(self, topics: list[str]) -> dict[str, Refusal]:
+        producer = self._producer
+        if producer is None:
+            raise PublishUnavailable("the Kafka producer is not connected")
+        auto_create = self._settings.kafka_auto_create_topics
+        async with self._topic_lock:
+            topics = [t for t in topics if t not in self._ready_topics]
+            if not topics:
+                return {}
+            try:
+                # Without auto-creation, the broker's own policy decides whether asking
+                # about a topic creates it.
+                response = await self._metadata(producer, topics, allow_create=not auto_create)
+            except (KafkaError, OSError) as exc:
+                raise PublishUnavailable(
+                    f"Kafka did not describe topics: {_describe(exc)}"
+                ) from exc
+            refused: dict[str, Refusal] = {}
+            ready: list[str] = []
+            missing: list[str] = []
+            for entry in response.topics:
+                code, topic = entry[0], entry[1]
+                if code in (0, LeaderNotAvailableError.errno):
+                    ready.append(topic)
+                elif code == UnknownTopicOrPartitionError.errno:
+                    missing.append(topic)
+                else:
+                    refusal = _topic_refusal(code, None)
+                    if refusal is None:
+                        raise PublishUnavailable(
+                            f"Kafka answered {for_code(code).__name__} for topic {topic}"
+                        )
+                    refused[topic] = refusal
+            if missing and not auto_create:
+                for topic in missing:
+                    refused[topic] = Refusal(
+                        "topic_missing",
+                        f"topic {topic} does not exist and topic creation is off",
+                    )
+            elif missing:
+                created, not_created = await self._create(producer, missing)
+                ready += created
+                refused |= not_created
+            self._mark_ready(ready)
+            for topic, refusal in refused.items():
+                self._refuse(topic, refusal)
+            return refused
+
+    async def _create(
+        self, producer: AIOKafkaProducer, topics: list[str]
+    ) -> tuple[list[str], dict[str, Refusal]]:
+        s = self._settings
+        client = producer.client
+        controller = client.cluster.controller
+        node = controller.nodeId if controller is not None else client.get_random_node()
+        request = CreateTopicsRequest(
+            create_topic_requests=[
+                (t, s.kafka_topic_partitions, s.kafka_topic_replication_factor, [], [])
+                for t in topics
+            ],
+            timeout=s.kafka_request_timeout_ms,
+            validate_only=False,
+        )
+        try:
+            response = await client.send(node, request)
+        except (KafkaError, OSError) as exc:
+            raise PublishUnavailable(f"Kafka did not create topics: {_describe(exc)}") from exc
+        created: list[str] = []
+        refused: dict[str, Refusal] = {}
+        for entry in response.topic_errors:
+            topic, code = entry[0], entry[1]
+            message = entry[2] if len(entry) > 2 else None
+            if code in (0, TopicAlreadyExistsError.errno):
+                created.append(topic)
+                continue
+            refusal = _topic_refusal(code, message)
+            if refusal is None:
+                client.force_metadata_update()
+                raise PublishUnavailable(
+                    f"Kafka did not create topic {topic}: {for_code(code).__name__} {message or ''}"
+                )
+            refused[topic] = refusal
+        if created:
+            log.info("kafka_topics_created", topics=sorted(created))
+        return created, refused
 
     async def publish(
         self,
@@ -341,12 +508,13 @@ class Publisher:
         timeout_seconds: float,
         on_ack: Callable[[Sequence[int]], None] | None = None,
     ) -> PublishResult:
-        """Produce ``records`` in order and wait until Kafka acknowledged all of them.
+        """Produce ``records`` in order and wait until Kafka acknowledged or refused each.
 
-        Raises :class:`PublishUnavailable` when that does not happen within the deadline,
-        and :class:`InvalidBatch` when the cluster rejects a record for its size.
-        ``on_ack(indexes)`` is called with the records Kafka acknowledged, also after the
-        deadline, so that late acknowledgements still count as seen.
+        Records that Kafka refuses for good (see :func:`refusal_of` and :meth:`prepare`)
+        are returned in ``refused``; raises :class:`PublishUnavailable` when anything else
+        is not acknowledged within the deadline. ``on_ack(indexes)`` is called with the
+        records Kafka acknowledged on every path, also after the deadline and when an
+        exception is raised, so that whatever Kafka stored counts as seen.
         """
         producer, lanes = self._producer, self._lanes
         if producer is None or lanes is None:
@@ -355,24 +523,50 @@ class Publisher:
         started = loop.time()
         deadline = started + timeout_seconds
         max_request = max_request_size(self._settings)
-        futures: list[asyncio.Future[None]] = []
+        refused: dict[int, Refusal] = {}
+        handles: list[tuple[int, asyncio.Future[None]]] = []
         cluster = producer.client.cluster
         try:
             # Nothing below waits in the common case (topics known, room in every batch),
             # so a deadline timer is only armed around a wait that actually happens.
             topics = {r.topic for r in records}
-            if self._settings.kafka_auto_create_topics and not topics <= self._known_topics:
-                await _within(deadline, self._ensure_topics(topics))
+            refused_topics: Mapping[str, Refusal] = {}
+            if not topics <= self._ready_topics:
+                # Topics the producer already has metadata for exist: no need to ask.
+                self._mark_ready(
+                    [
+                        t
+                        for t in topics
+                        if t not in self._refused_topics
+                        and cluster.partitions_for_topic(t) is not None
+                    ]
+                )
+                refused_topics = await self.prepare(topics, timeout_seconds=timeout_seconds)
             partitions: dict[str, list[int]] = {}
-            for record in records:
-                if record.exceeds(max_request):
-                    raise_too_large(record, max_request)
+            for index, record in enumerate(records):
                 topic = record.topic
+                refusal = refused_topics.get(topic)
+                if refusal is None and record.exceeds(max_request):
+                    refusal = Refusal(
+                        "record_too_large",
+                        f"a record of {record.size} bytes is larger than a Kafka request "
+                        f"({max_request} bytes)",
+                    )
+                if refusal is not None:
+                    refused[index] = refusal
+                    continue
                 known = partitions.get(topic)
                 if known is None:
                     found = cluster.partitions_for_topic(topic)
                     if found is None:
-                        found = await _within(deadline, producer.partitions_for(topic))
+                        try:
+                            found = await _within(deadline, producer.partitions_for(topic))
+                        except TopicAuthorizationFailedError as exc:
+                            denied = Refusal("topic_not_authorized", _describe(exc))
+                            self._refuse(topic, denied)
+                            refused_topics = {**refused_topics, topic: denied}
+                            refused[index] = denied
+                            continue
                     known = partitions[topic] = sorted(found)
                     if not known:
                         raise PublishUnavailable(f"Kafka lists no partitions of {topic}")
@@ -386,67 +580,83 @@ class Publisher:
                     lanes.flush()
                     # Shielded: the room future is shared with other requests.
                     await _within(deadline, asyncio.shield(lane.room()))
-                futures.append(lane.append(record))
+                handles.append((index, lane.append(record)))
         except TimeoutError:
-            self._set_connected(False)
-            if on_ack is not None:
-                _ack_later(futures, on_ack)
+            _report_acks(handles, on_ack)
             raise PublishUnavailable(
-                f"Kafka did not accept {len(records) - len(futures)} of {len(records)} "
-                f"records within {timeout_seconds:.1f}s"
+                f"Kafka did not accept {len(records) - len(handles) - len(refused)} of "
+                f"{len(records)} records within {timeout_seconds:.1f}s"
             ) from None
-        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
-            raise InvalidBatch(f"a record is too large: {exc}", code="record_too_large") from exc
         except KafkaError as exc:
-            self._set_connected(False)
+            _report_acks(handles, on_ack)
+            if isinstance(exc, UnknownTopicOrPartitionError):
+                self._ready_topics.clear()
             raise PublishUnavailable(f"Kafka refused a record: {_describe(exc)}") from exc
+        except BaseException:
+            _report_acks(handles, on_ack)
+            raise
         finally:
             # Also when giving up: what was added goes out (and may still be acknowledged).
             lanes.flush()
-        if futures:
+        acknowledged = 0
+        if handles:
             remaining = max(0.0, deadline - loop.time())
-            done, pending = await asyncio.wait(set(futures), timeout=remaining)
-            if on_ack is not None:
-                if pending:
-                    _ack_later(futures, on_ack)
-                else:
-                    on_ack([i for i, f in enumerate(futures) if f.exception() is None])
+            _, pending = await asyncio.wait({h for _, h in handles}, timeout=remaining)
+            acknowledged = _report_acks(handles, on_ack)
             if pending:
-                self._set_connected(False)
-                waiting = sum(1 for future in futures if future in pending)
+                waiting = sum(1 for _, h in handles if h in pending)
                 raise PublishUnavailable(
-                    f"Kafka acknowledged {len(futures) - waiting} of {len(futures)} records "
+                    f"Kafka acknowledged {len(handles) - waiting} of {len(handles)} records "
                     f"within {timeout_seconds:.1f}s"
                 )
-            for future in done:
-                failure = future.exception()
-                if isinstance(failure, MessageSizeTooLargeError | RecordTooLargeError):
-                    raise InvalidBatch(
-                        f"a record is too large: {failure}", code="record_too_large"
-                    ) from failure
+            retriable: BaseException | None = None
+            for index, handle in handles:
+                failure = handle.exception()
+                if failure is None:
+                    continue
+                refusal = refusal_of(failure)
+                if refusal is not None:
+                    refused[index] = refusal
+                    if refusal.reason.startswith("topic_"):
+                        self._refuse(records[index].topic, refusal)
+                    continue
                 if isinstance(failure, _BROKEN_PRODUCER):
                     self._replace_producer(producer, failure)
-                if failure is not None:
-                    self._set_connected(False)
-                    raise PublishUnavailable(f"Kafka did not store a record: {_describe(failure)}")
+                if isinstance(failure, UnknownTopicOrPartitionError):
+                    self._ready_topics.discard(records[index].topic)
+                retriable = retriable or failure
+            if retriable is not None:
+                raise PublishUnavailable(f"Kafka did not store a record: {_describe(retriable)}")
         self._set_connected(True)
-        return PublishResult(len(futures), loop.time() - started)
+        return PublishResult(acknowledged, loop.time() - started, refused)
+
+
+def _report_acks(
+    handles: Sequence[tuple[int, asyncio.Future[None]]],
+    on_ack: Callable[[Sequence[int]], None] | None,
+) -> int:
+    """Tell ``on_ack`` which records are acknowledged now, and later about the others.
+
+    Returns how many are acknowledged now.
+    """
+    done: list[int] = []
+    later: dict[asyncio.Future[None], list[int]] = {}
+    for index, handle in handles:
+        if not handle.done():
+            later.setdefault(handle, []).append(index)
+        elif not handle.cancelled() and handle.exception() is None:
+            done.append(index)
+    if on_ack is not None:
+        if done:
+            on_ack(done)
+        for handle, indexes in later.items():
+            handle.add_done_callback(functools.partial(_acked, on_ack, indexes))
+    return len(done)
 
 
 async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
     async with asyncio.timeout_at(deadline):
         return await awaitable
-
-
-def _ack_later(
-    futures: Sequence[asyncio.Future[None]], on_ack: Callable[[Sequence[int]], None]
-) -> None:
-    """Call ``on_ack`` with each batch's records once (and if) Kafka acknowledges it."""
-    groups: dict[asyncio.Future[None], list[int]] = {}
-    for index, future in enumerate(futures):
-        groups.setdefault(future, []).append(index)
-    for future, indexes in groups.items():
-        future.add_done_callback(functools.partial(_acked, on_ack, indexes))
 
 
 def _acked(

@@ -19,10 +19,20 @@ from bridge.alm import Batch, Event
 from bridge.errors import InvalidBatch
 
 UnlistedPolicy = Literal["template", "catchall", "deadletter"]
+FallbackReason = Literal["name_pattern", "reserved_topic", "topic_collision", "topic_limit"]
 KeyStrategy = Literal["record", "eventId", "accountId", "none"]
 Headers = list[tuple[str, bytes]]
 
 MAX_TOPIC_CHARS: Final = 249
+# ALM's event names: upper-case words joined by '_', optionally prefixed ("RESPONSE:...").
+DEFAULT_EVENT_NAME_PATTERN: Final = r"[A-Z][A-Z0-9_]*(:[A-Z0-9_]+)*"
+MAX_EVENT_NAME_CHARS: Final = 128
+FALLBACK_REASONS: Final[tuple[FallbackReason, ...]] = (
+    "name_pattern",
+    "reserved_topic",
+    "topic_collision",
+    "topic_limit",
+)
 _ILLEGAL_TOPIC_CHARS: Final = re.compile(r"[^a-z0-9._-]")
 _LEGAL_TOPIC: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
@@ -129,6 +139,38 @@ def is_legal_topic(topic: str) -> bool:
     return bool(_LEGAL_TOPIC.fullmatch(topic)) and topic not in {".", ".."}
 
 
+def collision_key(topic: str) -> str:
+    """Kafka refuses a topic whose name equals another's once '.' is read as '_'."""
+    return topic.replace(".", "_")
+
+
+class TopicBudget:
+    """The topics one process derives from topic templates: at most ``max_topics``.
+
+    Every receiver's router draws from the same budget, so the number of topics the
+    process creates is bounded whatever names the senders invent. The first topic to
+    claim a collision key keeps it; another topic with the same key is refused.
+    """
+
+    def __init__(self, max_topics: int) -> None:
+        self.max_topics = max_topics
+        self._claimed: dict[str, str] = {}
+
+    def claim(self, topic: str) -> FallbackReason | None:
+        """None when ``topic`` may be used, else why not."""
+        key = collision_key(topic)
+        owner = self._claimed.get(key)
+        if owner is not None:
+            return None if owner == topic else "topic_collision"
+        if len(self._claimed) >= self.max_topics:
+            return "topic_limit"
+        self._claimed[key] = topic
+        return None
+
+    def __len__(self) -> int:
+        return len(self._claimed)
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
     """How one receiver turns events into records."""
@@ -143,11 +185,16 @@ class RoutingPolicy:
     key: KeyStrategy = "record"
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
     dead_letter_topic: str = "alm.deadletter"
+    event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
 
     def is_listed(self, name: str) -> bool:
         if self.allow is not None:
             return name in self.allow
         return name in KNOWN_EVENT_NAMES
+
+    def reserved_topics(self) -> frozenset[str]:
+        """Topics an event name must never reach through the template."""
+        return frozenset({self.dead_letter_topic, self.catchall_topic, *self.overrides.values()})
 
 
 _HEADERS_MARGIN: Final = 65_536
@@ -163,6 +210,7 @@ class Record(NamedTuple):
     event_id: str | None = None
     family: str = "other"
     dead_letter: bool = False
+    reason: str | None = None
 
     @property
     def size(self) -> int:
@@ -186,10 +234,23 @@ class Plan:
 
     records: tuple[Record, ...]
     filtered: int
+    fallbacks: Mapping[str, int] = field(default_factory=dict)
+
+
+class Route(NamedTuple):
+    """Where an event name goes: a topic (None: the dead-letter topic), and why there.
+
+    ``reason`` is set when the name could not use the topic template (a fallback) or,
+    for the dead-letter topic, says why the event is dead-lettered.
+    """
+
+    topic: str | None
+    reason: str | None = None
 
 
 class _NameInfo(NamedTuple):
     topic: str | None
+    reason: str | None
     family: str
     ce_type: bytes
     name: bytes
@@ -198,21 +259,50 @@ class _NameInfo(NamedTuple):
 class Router:
     """Builds records for one receiver; caches per-name topic and header bytes."""
 
-    def __init__(self, policy: RoutingPolicy) -> None:
+    def __init__(self, policy: RoutingPolicy, budget: TopicBudget | None = None) -> None:
         self.policy = policy
+        self.budget = budget if budget is not None else TopicBudget(1_000)
         self._names: dict[str, _NameInfo] = {}
         self._receiver = policy.receiver.encode()
+        self._pattern = re.compile(policy.event_name_pattern)
+        self._reserved = {collision_key(t) for t in policy.reserved_topics()}
+
+    def route(self, name: str) -> Route:
+        """The topic for an event name, or the dead-letter topic (``topic`` None).
+
+        Overrides win. Listed names, and unlisted ones under the ``template`` policy, use
+        the template unless that cannot be trusted: a name outside the event-name pattern,
+        a template topic that is (or collides in Kafka with) the dead-letter, catch-all or
+        an override topic, one that collides with another template topic, or one past the
+        process's topic budget. Those fall back to the catch-all topic, or to the
+        dead-letter topic under the ``deadletter`` policy.
+        """
+        policy = self.policy
+        if name in policy.overrides:
+            return Route(policy.overrides[name])
+        listed = policy.is_listed(name)
+        if not listed and policy.unlisted == "catchall":
+            return Route(policy.catchall_topic)
+        if not listed and policy.unlisted == "deadletter":
+            return Route(None, "unlisted_event")
+        if not listed and (len(name) > MAX_EVENT_NAME_CHARS or not self._pattern.fullmatch(name)):
+            return self._fallback("name_pattern")
+        topic = legal_topic(policy.topic_template.replace("{event}", sanitize_topic_part(name)))
+        if collision_key(topic) in self._reserved:
+            return self._fallback("reserved_topic")
+        refused = self.budget.claim(topic)
+        if refused is not None:
+            return self._fallback(refused)
+        return Route(topic)
+
+    def _fallback(self, reason: FallbackReason) -> Route:
+        if self.policy.unlisted == "deadletter":
+            return Route(None, reason)
+        return Route(self.policy.catchall_topic, reason)
 
     def topic_for(self, name: str) -> str | None:
         """The topic for an event name, or None when it goes to the dead-letter topic."""
-        policy = self.policy
-        if name in policy.overrides:
-            return policy.overrides[name]
-        if policy.is_listed(name) or policy.unlisted == "template":
-            return legal_topic(policy.topic_template.replace("{event}", sanitize_topic_part(name)))
-        if policy.unlisted == "catchall":
-            return policy.catchall_topic
-        return None
+        return self._name_info(name).topic
 
     def key_for(self, account_id: int, event: Event, fam: str) -> bytes | None:
         strategy = self.policy.key
@@ -241,8 +331,10 @@ class Router:
         # Bounded: event names are an open set and come from the senders.
         info = self._names.get(name)
         if info is None:
+            route = self.route(name)
             info = _NameInfo(
-                self.topic_for(name),
+                route.topic,
+                route.reason,
                 family(name),
                 f"com.adobe.learningmanager.{name}".encode("utf-8", "surrogatepass"),
                 name.encode("utf-8", "surrogatepass"),
@@ -255,6 +347,7 @@ class Router:
         """One record per event in batch order; denied names are counted, not produced."""
         records: list[Record] = []
         filtered = 0
+        fallbacks: dict[str, int] = {}
         account = batch.account_id
         account_bytes = str(account).encode()
         source = self.policy.source_template.replace("{accountId}", str(account)).encode()
@@ -265,7 +358,7 @@ class Router:
             if name in deny:
                 filtered += 1
                 continue
-            topic, fam, ce_type, name_bytes = self._name_info(name)
+            topic, reason, fam, ce_type, name_bytes = self._name_info(name)
             value = _value(event.raw, account)
             headers: Headers = [
                 ("ce_specversion", b"1.0"),
@@ -282,8 +375,11 @@ class Router:
                 ("alm_receiver", receiver),
             )
             key = self.key_for(account, event, fam)
+            if reason is not None and reason != "unlisted_event":
+                fallbacks[reason] = fallbacks.get(reason, 0) + 1
             if topic is None:
-                headers.extend(dead_letter_headers("unlisted_event", f"event name {name!r}"))
+                reason = reason or "unlisted_event"
+                headers.extend(dead_letter_headers(reason, f"event name {name[:200]!r}"))
                 records.append(
                     Record(
                         self.policy.dead_letter_topic,
@@ -293,17 +389,48 @@ class Router:
                         event.event_id,
                         fam,
                         dead_letter=True,
+                        reason=reason,
                     )
                 )
                 continue
             records.append(Record(topic, key, value, headers, event.event_id, fam))
-        return Plan(tuple(records), filtered)
+        return Plan(tuple(records), filtered, fallbacks)
 
     def dead_letter(self, body: bytes, reason: str, error: str) -> Record:
         """The raw body of a batch that can never be accepted, with why in headers."""
         headers = [("alm_receiver", self._receiver), *dead_letter_headers(reason, error)]
         return Record(
-            self.policy.dead_letter_topic, self._receiver, body, headers, dead_letter=True
+            self.policy.dead_letter_topic,
+            self._receiver,
+            body,
+            headers,
+            dead_letter=True,
+            reason=reason,
+        )
+
+    def dead_letter_event(
+        self, record: Record, reason: str, error: str, *, max_value_bytes: int
+    ) -> Record:
+        """An event's record that Kafka refused for good, redirected to the dead-letter topic.
+
+        Key, value and headers are kept (the value cut to ``max_value_bytes``, with
+        ``dlq_truncated_from_bytes``), plus why and ``dlq_topic``, the topic it was meant for.
+        """
+        value = record.value
+        headers = [
+            *record.headers,
+            *dead_letter_headers(reason, error),
+            ("dlq_topic", record.topic.encode()),
+        ]
+        if len(value) > max_value_bytes:
+            headers.append(("dlq_truncated_from_bytes", str(len(value)).encode()))
+            value = value[:max_value_bytes]
+        return record._replace(
+            topic=self.policy.dead_letter_topic,
+            value=value,
+            headers=headers,
+            dead_letter=True,
+            reason=reason,
         )
 
 

@@ -27,7 +27,7 @@ from pydantic_settings import (
 
 from bridge.auth import BasicAuth, HmacAuth, NoAuth, Verifier, secret_from_text
 from bridge.errors import ConfigError
-from bridge.routing import RoutingPolicy, validate_topics
+from bridge.routing import DEFAULT_EVENT_NAME_PATTERN, RoutingPolicy, validate_topics
 
 CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -64,6 +64,16 @@ class RoutingSettings(_Strict):
     catchall_topic: str = "alm.other"
     key: Literal["record", "eventId", "accountId", "none"] = "record"
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
+    event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
+
+    @field_validator("event_name_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class DeadLetterSettings(_Strict):
@@ -104,7 +114,11 @@ class Settings(BaseSettings):
     publish_timeout_ms: int = Field(default=3000, ge=100, le=60_000)
     shutdown_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    max_inflight_batches: int = Field(default=32, ge=1)
+    max_inflight_batches: int = Field(default=128, ge=1)
+    max_queue_delay_ms: int = Field(default=1500, ge=10, le=60_000)
+    body_timeout_ms: int = Field(default=2000, ge=100, le=60_000)
+    max_body_reads: int = Field(default=256, ge=1)
+    http_idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_events_per_batch: int = Field(default=5000, ge=1)
     max_json_depth: int = Field(default=32, ge=4, le=512)
     max_string_chars: int = Field(default=65_536, ge=64)
@@ -131,6 +145,7 @@ class Settings(BaseSettings):
     kafka_auto_create_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_topic_replication_factor: int = Field(default=1, ge=1)
+    kafka_max_topics: int = Field(default=200, ge=1, le=100_000)
 
     receivers: list[ReceiverSettings] = Field(default_factory=list)
 
@@ -150,6 +165,7 @@ class Settings(BaseSettings):
     unlisted_policy: Literal["template", "catchall", "deadletter"] = "template"
     catchall_topic: str = "alm.other"
     key_strategy: Literal["record", "eventId", "accountId", "none"] = "record"
+    event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
 
     @classmethod
     def settings_customise_sources(
@@ -205,6 +221,7 @@ class Settings(BaseSettings):
                     unlisted=self.unlisted_policy,
                     catchall_topic=self.catchall_topic,
                     key=self.key_strategy,
+                    event_name_pattern=self.event_name_pattern,
                 ),
                 dead_letter=DeadLetterSettings(
                     policy=self.dead_letter_policy, topic=self.dead_letter_topic
@@ -300,6 +317,7 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
             key=routing.key,
             source_template=routing.source_template,
             dead_letter_topic=spec.dead_letter.topic,
+            event_name_pattern=routing.event_name_pattern,
         )
         if verifier is not None:
             receivers.append(

@@ -385,7 +385,8 @@ async def test_plain_get_is_a_reachability_probe(make_bridge: MakeBridge) -> Non
 
 async def test_inflight_limit_answers_429_with_retry_after(make_bridge: MakeBridge) -> None:
     bridge = await make_bridge(max_inflight_batches=2)
-    bridge.state.inflight = 2
+    bridge.state.slots.enter()
+    bridge.state.slots.enter()
 
     response = await bridge.post(sample("enrollment-batch"))
 

@@ -18,6 +18,7 @@ from bridge.routing import (
     Record,
     Router,
     RoutingPolicy,
+    TopicBudget,
     family,
     is_legal_topic,
     legal_topic,
@@ -75,13 +76,85 @@ class TestTopics:
             ),
             ("LEARNER_PROGRESS", "alm.learner_progress"),
             ("CI_STATS", "alm.ci_stats"),
-            ("Brand New/Event name", "alm.brand_new_event_name"),
-            ("ÉVÉNEMENT", "alm._v_nement"),
+            ("SOMETHING_NEW_2", "alm.something_new_2"),
         ],
     )
     def test_template(self, name: str, topic: str) -> None:
         assert only_record(DEFAULT, event(name)).topic == topic
         assert Router(DEFAULT).topic_for(name) == topic
+
+    @pytest.mark.parametrize(
+        "name",
+        ["Brand New/Event name", "ÉVÉNEMENT", "Course.Enrollment", "course_enrollment", "A\x00B"],
+    )
+    def test_names_outside_the_alphabet_never_reach_the_template(self, name: str) -> None:
+        result = plan(DEFAULT, event(name))
+        assert [r.topic for r in result.records] == ["alm.other"]
+        assert result.fallbacks == {"name_pattern": 1}
+
+    def test_names_outside_the_alphabet_are_dead_lettered_under_that_policy(self) -> None:
+        policy = RoutingPolicy(receiver="r", allow=frozenset({"Course.Enrollment"}))
+        assert only_record(policy, event("Course.Enrollment")).topic == "alm.course.enrollment"
+        policy = RoutingPolicy(receiver="r", unlisted="deadletter")
+        record = only_record(policy, event("Course.Enrollment"))
+        assert (record.topic, record.dead_letter, record.reason) == (
+            "alm.deadletter",
+            True,
+            "unlisted_event",
+        )
+
+    def test_a_custom_name_pattern(self) -> None:
+        policy = RoutingPolicy(receiver="r", event_name_pattern=r"[a-z.]+")
+        assert only_record(policy, event("course.enrollment")).topic == "alm.course.enrollment"
+        assert only_record(policy, event("COURSE_X")).topic == "alm.other"
+
+    @pytest.mark.parametrize(
+        ("name", "policy"),
+        [
+            ("DEADLETTER", RoutingPolicy(receiver="r")),
+            ("OTHER", RoutingPolicy(receiver="r")),
+            ("MINE", RoutingPolicy(receiver="r", overrides={"X": "alm.mine"})),
+            ("DEAD", RoutingPolicy(receiver="r", dead_letter_topic="alm.dead")),
+        ],
+    )
+    def test_names_never_reach_operator_topics_through_the_template(
+        self, name: str, policy: RoutingPolicy
+    ) -> None:
+        result = plan(policy, event(name))
+        assert [r.topic for r in result.records] == [policy.catchall_topic]
+        assert not result.records[0].dead_letter
+        assert result.fallbacks == {"reserved_topic": 1}
+
+    def test_reserved_topics_collide_in_kafka_terms_too(self) -> None:
+        policy = RoutingPolicy(receiver="r", dead_letter_topic="alm.dead_letter")
+        result = plan(policy, event("DEAD_LETTER"))
+        assert [r.topic for r in result.records] == ["alm.other"]
+        policy = RoutingPolicy(
+            receiver="r", dead_letter_topic="alm.dead.letter", unlisted="template"
+        )
+        assert plan(policy, event("DEAD_LETTER")).fallbacks == {"reserved_topic": 1}
+
+    def test_template_topics_that_collide_in_kafka_fall_back(self) -> None:
+        policy = RoutingPolicy(receiver="r", event_name_pattern=r"[A-Z._]+")
+        result = plan(policy, event("A_B", "1"), event("A.B", "2"), event("A_B", "3"))
+        assert [r.topic for r in result.records] == ["alm.a_b", "alm.other", "alm.a_b"]
+        assert result.fallbacks == {"topic_collision": 1}
+
+    def test_the_topic_budget_is_shared_and_bounded(self) -> None:
+        budget = TopicBudget(2)
+        first = Router(RoutingPolicy(receiver="a"), budget)
+        second = Router(RoutingPolicy(receiver="b", unlisted="deadletter", allow=None), budget)
+        assert first.topic_for("ONE") == "alm.one"
+        assert second.topic_for("CI_STATS") == "alm.ci_stats"
+        assert first.topic_for("THREE") == "alm.other"
+        result = second.plan(batch(event("COURSE_COMPLETED")))
+        assert (result.records[0].topic, result.records[0].reason) == (
+            "alm.deadletter",
+            "topic_limit",
+        )
+        assert result.fallbacks == {"topic_limit": 1}
+        assert first.topic_for("ONE") == "alm.one"  # topics already used stay usable
+        assert len(budget) == 2
 
     def test_sanitize(self) -> None:
         assert sanitize_topic_part("A:b c.d-e_f/9") == "a_b_c.d-e_f_9"
@@ -178,7 +251,9 @@ class TestTopics:
 
     def test_long_event_name_gives_a_legal_topic(self) -> None:
         name = "X" * 500
-        topic = only_record(DEFAULT, event(name)).topic
+        assert only_record(DEFAULT, event(name)).topic == "alm.other"  # past 128 characters
+        listed = RoutingPolicy(receiver="r", allow=frozenset({name}))
+        topic = only_record(listed, event(name)).topic
         assert is_legal_topic(topic)
         assert len(topic) == MAX_TOPIC_CHARS
         assert topic.startswith("alm.xxx")
