@@ -29,6 +29,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from bridge import publisher as bridge_publisher
 from bridge.app import create_app
 from bridge.settings import DeadLetterSettings, Settings
 from tests.app.conftest import Bridge, receiver_settings
@@ -83,6 +84,8 @@ GRANTS = Grants(
         topic(scoped("write-created"), ENROLLED),
         dead_letter_topic(scoped("write-created")),
         topic(scoped("dlq"), ENROLLED),
+        topic(scoped("grant-later"), ENROLLED),
+        dead_letter_topic(scoped("grant-later")),
     ),
     no_write=(
         topic(scoped("write-existing"), COMPLETED),
@@ -158,8 +161,14 @@ async def make_bridge(
 
 
 async def create_topics(broker: LocalKafka, *topics: NewTopic) -> None:
-    """Topics made by someone else (another team, the platform), as a super user."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    """Topics made by someone else (another team, the platform): the super user ``admin``."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=broker.sasl_plaintext_bootstrap,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_plain_username="admin",
+        sasl_plain_password=broker.scram_users["admin"],
+    )
     await admin.start()
     try:
         await admin.create_topics(list(topics))
@@ -317,6 +326,49 @@ async def test_topic_the_bridge_may_not_create_dead_letters_only_that_event(
 
     assert len(await records_of(cluster, topic(prefix, ENROLLED))) == 1
     assert len(await records_of(cluster, dead_letter_topic(prefix))) == 1
+
+
+async def test_topic_refused_then_granted_is_created_for_a_later_batch(
+    aiohttp_client: AiohttpClient, cluster: LocalKafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused topic is not taken for created: once the operator grants Create and Write,
+    and the bridge's memory of the refusal has passed (30 s, shortened here), it is used."""
+    monkeypatch.setattr(bridge_publisher, "REFUSAL_MEMORY_SECONDS", 1.0)
+    prefix = scoped("grant-later")
+    bridge = await make_bridge(aiohttp_client, cluster, prefix)
+    body, _, refused_id = two_events()
+    first = await bridge.post(body)
+    assert (await first.json())["deadLetterReasons"] == {"topic_not_authorized": 1}
+    await asyncio.to_thread(
+        cluster.acls,
+        "--add",
+        "--allow-principal",
+        "User:bridge",
+        "--operation",
+        "Create",
+        "--operation",
+        "Write",
+        "--operation",
+        "Describe",
+        "--topic",
+        topic(prefix, COMPLETED),
+    )
+    # Until the grant reaches the broker and the memory has passed, completions still go to
+    # the dead-letter topic; a later batch then uses the topic.
+    refused = [refused_id]
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        later, _, completed_id = two_events()
+        response = await bridge.post(later)
+        assert response.status == 200
+        summary = await response.json()
+        if summary["deadLettered"] == 0:
+            break
+        refused.append(completed_id)
+
+    assert summary["published"] == 2
+    assert event_ids(await records_of(cluster, topic(prefix, COMPLETED))) == [completed_id]
+    assert event_ids(await records_of(cluster, dead_letter_topic(prefix))) == refused
 
 
 @pytest.mark.parametrize("case", ["write-existing", "write-created"])
@@ -503,13 +555,15 @@ async def test_record_too_large_for_its_topic_dead_letters_only_that_event(
 
 
 async def test_dead_letter_topic_not_writable_is_503_and_what_kafka_took_stays_seen(
-    aiohttp_client: AiohttpClient, cluster: LocalKafka
+    aiohttp_client: AiohttpClient, cluster: LocalKafka, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The enrollment is stored, the completion has nowhere to go: 503, ALM keeps re-sending.
 
     Re-sends never store the enrollment again; once the operator grants Write on the
-    dead-letter topic, the next re-send dead-letters the completion and is answered 200.
+    dead-letter topic, and the bridge's memory of the refusal has passed (30 s, shortened
+    here), the next re-send dead-letters the completion and is answered 200.
     """
+    monkeypatch.setattr(bridge_publisher, "REFUSAL_MEMORY_SECONDS", 1.0)
     prefix = scoped("dlq")  # Describe/Create only on its dead-letter topic, nothing else
     await create_topics(cluster, NewTopic(dead_letter_topic(prefix), 1, 1))
     bridge = await make_bridge(aiohttp_client, cluster, prefix)
@@ -525,7 +579,8 @@ async def test_dead_letter_topic_not_writable_is_503_and_what_kafka_took_stays_s
         assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
         assert await records_of(cluster, dead_letter_topic(prefix)) == []
 
-    cluster.acls(
+    await asyncio.to_thread(
+        cluster.acls,
         "--add",
         "--allow-principal",
         "User:bridge",
@@ -534,7 +589,7 @@ async def test_dead_letter_topic_not_writable_is_503_and_what_kafka_took_stays_s
         "--topic",
         dead_letter_topic(prefix),
     )
-    # ALM re-sends until it gets a 2xx; the grant reaches the broker's authorizer quickly.
+    # ALM re-sends until it gets a 2xx.
     for _ in range(10):
         response = await bridge.post(body)
         if response.status != 503:
