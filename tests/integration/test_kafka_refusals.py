@@ -1,8 +1,9 @@
 """Kafka's refusals, each met on a real broker that enforces ACLs, through the real app.
 
-The broker (``acl_kafka``) runs Kafka's StandardAuthorizer with topic auto-creation off.
-The bridge connects as the SCRAM user ``bridge``, which may only do what the ACLs below
-grant; the tests create "other teams'" topics and read records as the super user.
+The broker (``acl_kafka``) runs Kafka's StandardAuthorizer, with topic auto-creation off
+and a create-topic policy that caps partitions. The bridge connects as the SCRAM user
+``bridge``, which may only do what the ACLs below grant; the tests create "other teams'"
+topics and read records as super users.
 
 A refusal that can never pass for an event dead-letters that event alone, with the topic it
 was meant for in ``dlq_topic``; the others are published and the batch is answered 200.
@@ -31,7 +32,7 @@ from pydantic import SecretStr
 
 from bridge import publisher as bridge_publisher
 from bridge.app import create_app
-from bridge.settings import DeadLetterSettings, Settings
+from bridge.settings import DeadLetterSettings, RoutingSettings, Settings
 from tests.app.conftest import Bridge, receiver_settings
 from tests.kafka_fixtures import ACL_KAFKA_MAX_PARTITIONS, LocalKafka, consume_all
 
@@ -197,7 +198,12 @@ def event_ids(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
 
 
 def assert_dead_lettered(
-    record: ConsumerRecord[bytes, bytes], *, event_id: str, meant_for: str, reason: str
+    record: ConsumerRecord[bytes, bytes],
+    *,
+    event_id: str,
+    meant_for: str,
+    reason: str,
+    key: bytes | None = f"{ACCOUNT}:51002:course:771203_902114".encode(),
 ) -> dict[str, bytes]:
     """The event itself (value, key, CloudEvents headers) plus why and where it was going."""
     headers = dict(record.headers)
@@ -206,7 +212,7 @@ def assert_dead_lettered(
     assert value["accountId"] == ACCOUNT
     assert headers["ce_id"] == event_id.encode()
     assert headers["alm_event_name"] == COMPLETED.encode()
-    assert record.key == f"{ACCOUNT}:51002:course:771203_902114".encode()
+    assert record.key == key
     assert headers["dlq_reason"] == reason.encode()
     assert headers["dlq_topic"] == meant_for.encode()
     assert headers["dlq_error"]
@@ -545,6 +551,43 @@ async def test_record_too_large_for_its_topic_dead_letters_only_that_event(
     )
     assert orjson.loads(dead[0].value)["data"]["note"] == "x" * 8000
     assert dead_letter_count(bridge, "record_too_large") == 1
+
+    await assert_resend_is_all_duplicates(bridge, body)
+
+    assert len(await records_of(cluster, dead_letter_topic(prefix))) == 1
+
+
+async def test_record_the_topic_cannot_take_is_dead_lettered_as_refused_by_kafka(
+    aiohttp_client: AiohttpClient, cluster: LocalKafka
+) -> None:
+    """Another team compacts its topic; a compacted topic takes no record without a key."""
+    prefix = free("compacted")
+    await create_topics(
+        cluster,
+        NewTopic(topic(prefix, COMPLETED), 1, 1, topic_configs={"cleanup.policy": "compact"}),
+    )
+    routing = RoutingSettings(topic_template=f"{prefix}.{{event}}", key="none")
+    bridge = await make_bridge(aiohttp_client, cluster, prefix, receiver={"routing": routing})
+    body, enrolled_id, completed_id = two_events()
+
+    response = await bridge.post(body)
+
+    assert response.status == 200
+    summary = await response.json()
+    assert summary["published"] == 1
+    assert summary["deadLetterReasons"] == {"kafka_refused": 1}
+    await assert_ready(bridge)
+    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
+    assert await records_of(cluster, topic(prefix, COMPLETED)) == []
+    dead = await records_of(cluster, dead_letter_topic(prefix))
+    assert len(dead) == 1
+    assert_dead_lettered(
+        dead[0],
+        event_id=completed_id,
+        meant_for=topic(prefix, COMPLETED),
+        reason="kafka_refused",
+        key=None,
+    )
 
     await assert_resend_is_all_duplicates(bridge, body)
 
