@@ -30,7 +30,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge import publisher as bridge_publisher
+from bridge import topics as bridge_topics
 from bridge.app import create_app
 from bridge.settings import DeadLetterSettings, RoutingSettings, Settings
 from tests.app.conftest import Bridge, receiver_settings
@@ -339,7 +339,7 @@ async def test_topic_refused_then_granted_is_created_for_a_later_batch(
 ) -> None:
     """A refused topic is not taken for created: once the operator grants Create and Write,
     and the bridge's memory of the refusal has passed (30 s, shortened here), it is used."""
-    monkeypatch.setattr(bridge_publisher, "REFUSAL_MEMORY_SECONDS", 1.0)
+    monkeypatch.setattr(bridge_topics, "REFUSAL_MEMORY_SECONDS", 1.0)
     prefix = scoped("grant-later")
     bridge = await make_bridge(aiohttp_client, cluster, prefix)
     body, _, refused_id = two_events()
@@ -606,7 +606,7 @@ async def test_dead_letter_topic_not_writable_is_503_and_what_kafka_took_stays_s
     dead-letter topic, and the bridge's memory of the refusal has passed (30 s, shortened
     here), the next re-send dead-letters the completion and is answered 200.
     """
-    monkeypatch.setattr(bridge_publisher, "REFUSAL_MEMORY_SECONDS", 1.0)
+    monkeypatch.setattr(bridge_topics, "REFUSAL_MEMORY_SECONDS", 1.0)
     prefix = scoped("dlq")  # Describe/Create only on its dead-letter topic, nothing else
     await create_topics(cluster, NewTopic(dead_letter_topic(prefix), 1, 1))
     bridge = await make_bridge(aiohttp_client, cluster, prefix)
