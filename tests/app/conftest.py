@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -24,6 +25,8 @@ from bridge.settings import (
     RoutingSettings,
     Settings,
 )
+from tests.contract import contract_for
+from tests.kafka_fixtures import consume_all
 
 SECRET = b"test-secret-0123456789"
 SAMPLES = Path(__file__).resolve().parents[2] / "bridge" / "samples"
@@ -43,6 +46,7 @@ class Bridge:
     prefix: str
     bootstrap: str
     receiver: str = "alm"
+    settings: Settings | None = None
 
     @property
     def state(self) -> State:
@@ -57,6 +61,13 @@ class Bridge:
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.prefix}.deadletter"
+
+    async def consume(self, topic: str, **kw: Any) -> list[ConsumerRecord[bytes, bytes]]:
+        """``consume_all`` plus: every record must match the bridge's AsyncAPI document."""
+        records = await consume_all(self.bootstrap, topic, **kw)
+        assert self.settings is not None
+        contract_for(self.settings).check_records(records)
+        return records
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -104,6 +115,6 @@ def make_bridge(aiohttp_client: AiohttpClient, kafka_bootstrap: str) -> MakeBrid
         settings = Settings(receivers=receivers or [receiver_settings(prefix)], **kw)
         registry = CollectorRegistry()
         client = await aiohttp_client(create_app(settings, registry=registry))
-        return Bridge(client, registry, prefix, kw["kafka_bootstrap_servers"])
+        return Bridge(client, registry, prefix, kw["kafka_bootstrap_servers"], settings=settings)
 
     return make
