@@ -600,10 +600,11 @@ def _examples(
                 found.append(
                     {
                         "name": headers["alm_event_name"].lower().replace(":", "_"),
-                        "summary": f"What the bridge makes of a {headers['alm_event_name']} event",
+                        "summary": (
+                            f"A {headers['alm_event_name']} event; {_key_text(record.key)}"
+                        ),
                         "headers": headers,
                         "payload": orjson.loads(record.value),
-                        "x-key": _key_text(record.key),
                     }
                 )
     body = b'{"accountId": 1234, "events": [{"eventId": "", "eventName": "COURSE_ENROLLMENT"}]}'
@@ -613,17 +614,16 @@ def _examples(
     examples[DEAD_LETTERED_BATCH] = [
         {
             "name": "invalid_event",
-            "summary": "A batch whose event has an empty eventId",
+            "summary": f"A batch whose event has an empty eventId; {_key_text(dead.key)}",
             "headers": headers,
             "payload": body.decode(),
-            "x-key": _key_text(dead.key),
         }
     ]
     return examples
 
 
-def _key_text(key: bytes | None) -> str | None:
-    return None if key is None else key.decode()
+def _key_text(key: bytes | None) -> str:
+    return "no key" if key is None else f"key `{key.decode()}`"
 
 
 # ------------------------------------------------------------------------ document
@@ -965,7 +965,7 @@ def render_markdown(document: Mapping[str, Any]) -> str:
             shown = {"headers": example["headers"], "payload": example["payload"]}
             out += [
                 "",
-                f"Example: {example['summary']}; key `{example['x-key']}`.",
+                f"Example: {example['summary']}.",
                 "",
                 "```json",
                 orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode(),
