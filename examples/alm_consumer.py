@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import sys
 import time
 from collections import OrderedDict
@@ -334,21 +335,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = SeenWindow(
         max_entries=args.dedupe_max_entries, max_age_seconds=args.dedupe_max_age_seconds
     )
-    try:
-        asyncio.run(
-            run(
-                bootstrap=args.bootstrap,
-                group=args.group,
-                handle=print_event,
-                handle_dead_letter=log_dead_letter,
-                pattern=args.pattern,
-                dead_letter_topic=args.dead_letter_topic,
-                window=window,
-            )
+    stats = asyncio.run(
+        _until_signalled(
+            bootstrap=args.bootstrap,
+            group=args.group,
+            handle=print_event,
+            handle_dead_letter=log_dead_letter,
+            pattern=args.pattern,
+            dead_letter_topic=args.dead_letter_topic,
+            window=window,
         )
-    except KeyboardInterrupt:
-        return 130
+    )
+    log.info(
+        "stopped: %d events handled, %d duplicates skipped, %d dead letters, %d commits",
+        stats.handled,
+        stats.duplicates,
+        stats.dead_letters,
+        stats.commits,
+    )
     return 0
+
+
+async def _until_signalled(**options: Any) -> Stats:
+    """SIGTERM (Kubernetes) and SIGINT finish the batch in hand, commit it, and stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return await run(stop=stop, **options)
 
 
 if __name__ == "__main__":

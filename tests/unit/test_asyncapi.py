@@ -311,3 +311,19 @@ def test_command_prints_the_document_of_a_config_file(tmp_path: Path, clean_env:
     assert "| `lms.stats` | [ciStatsEvent](#cistatsevent) |" in markdown.stdout
     bad = CliRunner().invoke(app, ["asyncapi", "--format", "html"])
     assert bad.exit_code == 2
+
+
+def test_the_page_links_resolve_and_the_readme_links_the_contract_and_example() -> None:
+    page = (DOCS / "asyncapi.md").read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#{1,6} (.+)$", page, flags=re.MULTILINE)
+    }
+    links = set(re.findall(r"\]\(#([^)]+)\)", page))
+    assert len(links) >= 12
+    assert not links - anchors, f"broken links: {sorted(links - anchors)}"
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    assert "## For consumers" in readme
+    for target in ("docs/asyncapi.md", "docs/asyncapi.yaml", "examples/alm_consumer.py"):
+        assert f"]({target})" in readme, target
+        assert (DOCS.parent / target).is_file(), target
