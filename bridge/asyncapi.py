@@ -63,7 +63,8 @@ class _Family:
 
 
 def _with_batch(names: frozenset[str]) -> frozenset[str]:
-    return names | {f"{n}_BATCH" for n in names if f"{n}_BATCH" in KNOWN_EVENT_NAMES}
+    # ``family()`` gives ``X_BATCH`` the family of ``X``, documented by Adobe or not.
+    return names | {f"{n}_BATCH" for n in names}
 
 
 FAMILIES: Final[Mapping[str, _Family]] = {
@@ -91,7 +92,7 @@ FAMILIES: Final[Mapping[str, _Family]] = {
     "progress": _Family(
         "learnerProgressEvent",
         "Learner progress",
-        frozenset({"LEARNER_PROGRESS"}),
+        _with_batch(frozenset({"LEARNER_PROGRESS"})),
         "learnerProgressData",
         ("userId", "loInstanceId"),
     ),
@@ -105,7 +106,7 @@ FAMILIES: Final[Mapping[str, _Family]] = {
     "ci_stats": _Family(
         "ciStatsEvent",
         "Course instance statistics",
-        frozenset({"CI_STATS"}),
+        _with_batch(frozenset({"CI_STATS"})),
         "ciStatsData",
         ("loInstanceId",),
     ),
@@ -132,9 +133,9 @@ FAMILIES: Final[Mapping[str, _Family]] = {
     ),
     "other": _Family("otherEvent", "Any other event", frozenset(), None),
 }
-# Families an event name outside the documented ones can belong to (``family()`` sorts
-# unknown ``RESPONSE:ASYNCAPI_*`` names into async_response).
-_OPEN_SET_FAMILIES: Final = ("async_response", "other")
+# Names outside the documented ones may belong to any family: ``family()`` sorts an
+# undocumented ``X_BATCH`` with ``X`` and any ``RESPONSE:ASYNCAPI_*`` with the responses.
+_OPEN_SET_FAMILIES: Final = tuple(FAMILIES)
 
 
 def policy_for(spec: ReceiverSettings) -> RoutingPolicy:
@@ -203,11 +204,15 @@ def _collect(policies: Sequence[RoutingPolicy]) -> _Channels:
             else:
                 target = channels.get(legal_topic(template))
             target.messages |= open_messages
-            target.open_set[receiver] = "every other event name (unlisted policy `template`)"
+            target.open_set[receiver] = (
+                "every other event name (unlisted policy `template`), with its family's message"
+            )
         elif policy.unlisted == "catchall":
             target = channels.get(policy.catchall_topic)
             target.messages |= open_messages
-            target.open_set[receiver] = "every other event name (unlisted policy `catchall`)"
+            target.open_set[receiver] = (
+                "every other event name (unlisted policy `catchall`), with its family's message"
+            )
         else:
             dead.open_set[receiver] = (
                 "every other event name, as a dead-lettered event (unlisted policy `deadletter`)"
@@ -249,7 +254,7 @@ def _id_schema(description: str) -> dict[str, Any]:
 
 
 def _lo_id(description: str) -> dict[str, Any]:
-    return {"description": description, "type": "string", "pattern": "^[A-Za-z_]+:.+"}
+    return {"description": description, "type": "string", "pattern": "^[A-Za-z_]+:[\\s\\S]"}
 
 
 def _data_schemas() -> dict[str, Any]:
@@ -411,9 +416,15 @@ def _family_payload(fam: _Family) -> dict[str, Any]:
     return {"title": f"{fam.title} event", "allOf": parts}
 
 
+def _escape(text: str) -> str:
+    """``text`` as a literal in a JSON Schema (ECMA-262) pattern; Python's ``re.escape``
+    also escapes characters such as ``-`` that ECMA-262's unicode mode refuses escaped."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", text)
+
+
 def _source_pattern(templates: Iterable[str]) -> str:
     alternatives = sorted(
-        re.escape(t).replace(re.escape("{accountId}"), "[0-9]+") for t in set(templates)
+        _escape(t).replace(_escape("{accountId}"), "[0-9]+") for t in set(templates)
     )
     return "^(" + "|".join(alternatives) + ")$"
 
@@ -428,9 +439,9 @@ def _event_headers(
     if "enum" in names:
         ce_type["enum"] = [f"{CE_TYPE_PREFIX}{n}" for n in names["enum"]]
     elif "pattern" in names:
-        ce_type["pattern"] = "^" + re.escape(CE_TYPE_PREFIX) + names["pattern"].lstrip("^")
+        ce_type["pattern"] = "^" + _escape(CE_TYPE_PREFIX) + names["pattern"].lstrip("^")
     else:
-        ce_type["pattern"] = "^" + re.escape(CE_TYPE_PREFIX) + ".+"
+        ce_type["pattern"] = "^" + _escape(CE_TYPE_PREFIX) + "[\\s\\S]"
     return {
         "type": "object",
         "description": (
@@ -529,7 +540,7 @@ def _key_templates(strategy: str, fam: _Family) -> list[str]:
 
 
 _KEY_SCHEMAS: Final[Mapping[str, dict[str, Any]]] = {
-    "record": {"type": "string", "pattern": "^[0-9]+:.+$"},
+    "record": {"type": "string", "pattern": "^[0-9]+:[\\s\\S]"},
     "eventId": {"type": "string", "minLength": 1},
     "accountId": {"type": "string", "pattern": "^[0-9]+$"},
     "none": {"type": "null"},
@@ -833,7 +844,12 @@ def _family_summary(fam: _Family) -> str:
     if fam.name_pattern is not None:
         return f"Events whose name starts with `{fam.name_pattern.lstrip('^')}`."
     if fam.names:
-        return "Events " + ", ".join(f"`{n}`" for n in sorted(fam.names)) + "."
+        documented = sorted(fam.names & KNOWN_EVENT_NAMES)
+        return (
+            "Events "
+            + ", ".join(f"`{n}`" for n in documented)
+            + "; an undocumented `_BATCH` form of one of them belongs here too."
+        )
     return "Any other event name (the set is open): the envelope is checked, the rest is open."
 
 

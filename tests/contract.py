@@ -26,6 +26,7 @@ from bridge.asyncapi import CE_TYPE_PREFIX, build_document
 from bridge.settings import Settings
 
 _URI: Final = "urn:alm-bridge:asyncapi"
+_MAX_TOPIC_CHARS: Final = 249
 _TEMPLATE_FIELD: Final = re.compile(r"\{(\w+)\}")
 
 
@@ -77,6 +78,10 @@ class Contract:
             key_text = None if key is None else key.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ContractViolation(f"{topic}: a key or header is not UTF-8: {exc}") from None
+        if "{event}" in channel["address"] and "alm_event_name" in decoded:
+            wrong = _parameter_problem(channel["address"], topic, decoded["alm_event_name"])
+            if wrong is not None:
+                raise ContractViolation(wrong)
         problems: list[str] = []
         for name, ref in channel["messages"].items():
             pointer = ref["$ref"].removeprefix("#")
@@ -172,6 +177,18 @@ def _is_id(value: object) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, str) and value != "")
+
+
+def _parameter_problem(address: str, topic: str, event_name: str) -> str | None:
+    """The documented rule for ``{event}``: the name, lower-case, other characters '_'."""
+    expected = address.replace("{event}", re.sub(r"[^a-z0-9._-]", "_", event_name.lower()))
+    if len(expected) > _MAX_TOPIC_CHARS:  # cut, and ended with a hash of the full name
+        matches = topic.startswith(expected[: _MAX_TOPIC_CHARS - 17])
+    else:
+        matches = topic == expected
+    if matches:
+        return None
+    return f"{event_name!r} belongs on {expected!r} by the {address!r} rule, not on {topic!r}"
 
 
 def _address_regex(address: str) -> str:

@@ -74,7 +74,12 @@ def test_document_of_a_rich_configuration_is_valid_asyncapi(tmp_path: Path) -> N
         kafka_ssl_certfile=tmp_path / "client.pem",
         kafka_ssl_keyfile=tmp_path / "client.key",
         receivers=[
-            receiver("prod", overrides={"LEARNER_PROGRESS": "lms.progress"}, unlisted="catchall"),
+            receiver(
+                "prod",
+                overrides={"LEARNER_PROGRESS": "lms.progress"},
+                unlisted="catchall",
+                source_template="urn:alm-prod:{accountId}",
+            ),
             receiver("partner", topic_template="partner.{event}", key="none", deny=["CI_STATS"]),
             receiver("legacy", allow=["COURSE_COMPLETED"], unlisted="deadletter"),
         ],

@@ -3,6 +3,7 @@ and accepting exactly the records the router makes (tests/contract.py checks the
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -26,6 +29,7 @@ from bridge.asyncapi import (
     render_yaml,
     sample_bodies,
 )
+from bridge.asyncapi import FAMILIES as FAMILY_MESSAGES
 from bridge.routing import KNOWN_EVENT_NAMES, Record, Router
 from bridge.sender import FAMILIES, generate_batch
 from bridge.settings import (
@@ -38,6 +42,7 @@ from bridge.settings import (
 )
 from tests.contract import Contract, ContractViolation
 
+ALL_EVENT_MESSAGES = {f.message for f in FAMILY_MESSAGES.values()}
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -86,7 +91,8 @@ def test_defaults_have_one_channel_per_documented_event_a_template_and_the_dead_
     assert channels["alm.course_enrollment"] == {"enrollmentEvent"}
     assert channels["alm.learner_progress"] == {"learnerProgressEvent"}
     assert channels["alm.response_asyncapi_usergroup_user_added"] == {"asyncResponseEvent"}
-    assert channels["alm.{event}"] == {"otherEvent", "asyncResponseEvent"}
+    # other names: mostly otherEvent, but e.g. an undocumented CI_STATS_BATCH is a ciStatsEvent
+    assert channels["alm.{event}"] == ALL_EVENT_MESSAGES
     assert channels["alm.deadletter"] == {DEAD_LETTERED_BATCH, DEAD_LETTERED_EVENT}
     # every documented name has a topic of its own, plus the template and the dead letters
     assert len(channels) == len(KNOWN_EVENT_NAMES) + 2
@@ -119,7 +125,7 @@ def test_overrides_deny_catchall_and_several_receivers_shape_the_channels() -> N
     assert channels["alm.progress"] == {"learnerProgressEvent", "ciStatsEvent"}
     assert "alm.course_enrollment" not in channels  # denied
     assert "alm.learner_progress" not in channels  # overridden
-    assert channels["alm.other"] == {"otherEvent", "asyncResponseEvent"}
+    assert channels["alm.other"] == ALL_EVENT_MESSAGES
     assert "alm.{event}" not in channels  # unlisted names go to the catch-all
     # partner: only the allowed names get topics; the rest are dead letters
     assert channels["partner.course_completed"] == {"completionEvent"}
@@ -227,7 +233,8 @@ def _with_value(record: Record, **fields: Any) -> Record:
 @pytest.mark.parametrize(
     ("tamper", "complaint"),
     [
-        (lambda r: r._replace(topic="alm.course_complete"), "matches no message"),
+        (lambda r: r._replace(topic="alm.course_complete"), "belongs on 'alm.course_completed'"),
+        (lambda r: r._replace(topic="alm.deadletter"), "matches no message"),
         (lambda r: r._replace(topic="elsewhere"), "not a channel"),
         (lambda r: r._replace(key=b"1234:e-1"), "builds '1234:51:course:7_9'"),
         (lambda r: r._replace(key=None), "key"),
@@ -304,7 +311,7 @@ def test_command_prints_the_document_of_a_config_file(tmp_path: Path, clean_env:
     document = yaml.safe_load(result.stdout)
     channels = _channels(document)
     assert channels["lms.stats"] == {"ciStatsEvent"}
-    assert channels["lms.{event}"] == {"otherEvent", "asyncResponseEvent"}
+    assert channels["lms.{event}"] == ALL_EVENT_MESSAGES
     assert channels["lms.dead"] == {DEAD_LETTERED_BATCH, DEAD_LETTERED_EVENT}
     markdown = CliRunner().invoke(app, ["asyncapi", "-c", str(config), "--format", "markdown"])
     assert markdown.exit_code == 0
@@ -327,3 +334,41 @@ def test_the_page_links_resolve_and_the_readme_links_the_contract_and_example() 
     for target in ("docs/asyncapi.md", "docs/asyncapi.yaml", "examples/alm_consumer.py"):
         assert f"]({target})" in readme, target
         assert (DOCS.parent / target).is_file(), target
+
+
+BASES = sorted({n.removesuffix("_BATCH") for n in KNOWN_EVENT_NAMES})
+event_names = st.one_of(
+    st.sampled_from(BASES).map(lambda n: f"{n}_BATCH"),
+    st.sampled_from(BASES).map(lambda n: f"{n}:X"),
+    st.sampled_from(["RESPONSE:ASYNCAPI_GROUP_SYNCED", "RESPONSE:ASYNCAPI_X_BATCH"]),
+    st.text(st.characters(codec="utf-8"), min_size=1, max_size=40).filter(lambda n: n.strip()),
+)
+
+
+@pytest.mark.parametrize("unlisted", ["template", "catchall", "deadletter"])
+@settings(max_examples=60, deadline=None)
+@given(name=event_names, user=st.one_of(st.integers(0, 2**40), st.text(min_size=1, max_size=5)))
+def test_records_for_names_outside_the_documented_set_match_the_document(
+    unlisted: str, name: str, user: int | str
+) -> None:
+    spec = _receiver("alm", unlisted=unlisted)
+    contract = _cached_contract(unlisted)
+    body = {
+        "accountId": 9,
+        "events": [
+            {
+                "eventId": "x-1",
+                "eventName": name,
+                "data": {"userId": user, "loId": "course:1", "loInstanceId": "course:1_2"},
+            }
+        ],
+    }
+    batch = parse_body(orjson.dumps(body))
+    assert isinstance(batch, Batch)
+    for record in Router(policy_for(spec)).plan(batch).records:
+        _check(contract, record)
+
+
+@functools.cache
+def _cached_contract(unlisted: str) -> Contract:
+    return Contract(build_document(Settings(receivers=[_receiver("alm", unlisted=unlisted)])))
