@@ -13,7 +13,7 @@ DEV_SECRET ?= local-dev-secret
 
 export KAFKA_PORT
 
-.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down bench bench-quick clean
+.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down bench bench-quick clean asyncapi-docs
 
 help:
 	@echo "make run         start a local Kafka and the bridge on 127.0.0.1:$(BRIDGE_PORT)"
@@ -70,6 +70,12 @@ run: $(RUN_STAMP) kafka-up
 	BRIDGE_PORT=$(BRIDGE_PORT) BRIDGE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	BRIDGE_AUTH_METHOD=$${BRIDGE_AUTH_METHOD:-hmac} BRIDGE_HMAC_SECRET=$${BRIDGE_HMAC_SECRET:-$(DEV_SECRET)} \
 	$(BIN)/alm-bridge serve
+
+# The consumers' contract for the default configuration (tests/unit/test_asyncapi.py checks
+# that these copies match the code). BRIDGE_* variables of this shell are left out.
+asyncapi-docs: $(STAMP)
+	env $$(env | sed -n 's/^\(BRIDGE_[^=]*\)=.*/-u \1/p') $(BIN)/alm-bridge asyncapi -o docs/asyncapi.yaml
+	env $$(env | sed -n 's/^\(BRIDGE_[^=]*\)=.*/-u \1/p') $(BIN)/alm-bridge asyncapi --format markdown -o docs/asyncapi.md
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --both

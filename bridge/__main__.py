@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``send``, ``check-config``; nothing else lives here."""
+"""Command line: ``serve``, ``send``, ``check-config``, ``asyncapi``; nothing else lives here."""
 
 from __future__ import annotations
 
@@ -154,6 +154,34 @@ def check_config(config: ConfigOption = None) -> None:
         resolved = next(r for r in receivers if r.name == spec["name"])
         spec["url_path"] = f"/webhooks/{resolved.name}"
     sys.stdout.write(orjson.dumps(effective, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command("asyncapi")
+def asyncapi(
+    config: ConfigOption = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="yaml, json or markdown (a page for people).")
+    ] = "yaml",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the AsyncAPI 3.0 document of the records published with this configuration."""
+    from bridge.asyncapi import build_document, render, sample_bodies
+
+    _warn_unknown_environment()
+    try:
+        document = build_document(load_settings(config), samples=sample_bodies())
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    try:
+        text = render(document, output_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--format") from None
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

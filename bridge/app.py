@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
@@ -30,7 +32,7 @@ from bridge.handlers import (
     webhook_post,
 )
 from bridge.ingest import Ingestor
-from bridge.logs import get_logger
+from bridge.logs import drain_repeats, get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
 from bridge.receivers import Receiver, resolve
@@ -41,6 +43,7 @@ log = get_logger("bridge.app")
 
 STARTUP_TIMEOUT_SECONDS: Final = 10.0
 CHECK_INTERVAL_SECONDS: Final = 2.0
+SUMMARY_INTERVAL_SECONDS: Final = 5.0
 
 
 def create_app(
@@ -84,17 +87,72 @@ def create_app(
 
 
 async def _watch_loop(app: web.Application) -> AsyncIterator[None]:
-    """Measure the event loop's lag, for admission and for the lag histogram."""
+    """Measure the event loop's lag (for admission and the lag histogram); tell the log
+    lines held back."""
     state = app[STATE]
-    task = asyncio.create_task(
-        state.slots.lag.run(state.metrics.event_loop_lag.observe), name="loop-lag"
-    )
+    tasks = [
+        asyncio.create_task(
+            state.slots.lag.run(state.metrics.event_loop_lag.observe), name="loop-lag"
+        ),
+        asyncio.create_task(_tell_held_back(state), name="log-summaries"),
+    ]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _tell_held_back(state: State) -> None:
+    """Every few seconds, one line per kind of log line held back, with its count."""
+    while True:
+        await asyncio.sleep(SUMMARY_INTERVAL_SECONDS)
+        for (receiver, status, reason), count in state.refused_lines.drain():
+            log.warning(
+                "requests_not_logged",
+                receiver=receiver,
+                status=int(status),
+                error=reason or None,
+                count=count,
+                window_seconds=state.refused_lines.window_seconds,
+            )
+        for logger, message, count in drain_repeats():
+            log.warning("log_lines_repeated", source=logger, message=message[:200], count=count)
+
+
+class _ErrorHeaders(RequestHandler):
+    """aiohttp's own answers (400 for a request it cannot parse) carry nosniff too.
+
+    aiohttp writes them before any route, middleware or signal of the application runs.
+    """
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = super().handle_error(request, status, exc, message)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _ErrorHeaders(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """An :class:`~aiohttp.web.AppRunner` whose connections use :class:`_ErrorHeaders`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server
+        return server
 
 
 def _handler_args(settings: Settings) -> dict[str, object]:
@@ -208,7 +266,7 @@ async def _serve_until_stopped(
         for sockets in listeners:
             _close(sockets)
         raise
-    runner = web.AppRunner(
+    runner = _Runner(
         app,
         handle_signals=False,
         access_log=None,
@@ -220,7 +278,7 @@ async def _serve_until_stopped(
         metrics_app.on_response_prepare.append(security_headers)
         metrics_app[STATE] = state
         metrics_app.router.add_get("/metrics", metrics)
-        metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
+        metrics_runner = _Runner(metrics_app, handle_signals=False, access_log=None)
     runners = [r for r in (runner, metrics_runner) if r is not None]
 
     async def start() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
 
@@ -22,7 +22,7 @@ from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots
 from bridge.alm import Challenge, check_challenge
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.ingest import Ingestor
-from bridge.logs import get_logger
+from bridge.logs import Sampler, get_logger
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
 
@@ -42,6 +42,8 @@ class State:
     slots: Slots
     reads: BodyReads
     shutting_down: bool = False
+    # Request lines of refused requests (4xx): sampled per receiver, status and error.
+    refused_lines: Sampler = field(default_factory=Sampler)
 
     @property
     def inflight(self) -> int:
@@ -90,7 +92,12 @@ def _bind(**values: object) -> None:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One canonical log line per webhook request, with a request id and its duration."""
+    """One canonical log line per webhook request, with a request id and its duration.
+
+    Refused requests (4xx) are sampled: at most a burst per receiver, status and error in
+    each window; the rest are counted and told in one ``requests_not_logged`` line.
+    Metrics count every request.
+    """
     structlog.contextvars.clear_contextvars()
     request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
     is_webhook = request.path.startswith("/webhooks/")
@@ -117,8 +124,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         label = receiver if receiver in state.ingestor.receivers else UNKNOWN_RECEIVER
         state.metrics.http_requests.labels(label, _status_class(response.status)).inc()
         state.metrics.request_duration.labels(label).observe(duration)
-        emit = log.warning if response.status >= 500 else log.info
-        emit("request", status=response.status, duration_ms=round(duration * 1000, 2))
+        status = response.status
+        if 400 <= status < 500:
+            bound = structlog.contextvars.get_contextvars()
+            reason = str(bound.get("error") or bound.get("auth_reason") or "")
+            if not state.refused_lines.allow((label, str(status), reason)):
+                return response  # counted; told in a summary line (requests_not_logged)
+        emit = log.warning if status >= 500 else log.info
+        emit("request", status=status, duration_ms=round(duration * 1000, 2))
     return response
 
 

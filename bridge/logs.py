@@ -89,6 +89,76 @@ class RepeatFilter(logging.Filter):
             record.msg = f"{record.msg} (repeated {suppressed} times in {self.window_seconds:.0f}s)"
         return True
 
+    def drain(self) -> list[tuple[str, str, int]]:
+        """``(logger, message, count)`` of repeats not yet told, in windows that have ended.
+
+        Called periodically, so that the count of a burst that stopped is told too, rather
+        than waiting for the next repeat.
+        """
+        now = self._clock()
+        told: list[tuple[str, str, int]] = []
+        for key, (first, suppressed) in list(self._seen.items()):
+            if suppressed and now - first >= self.window_seconds:
+                told.append((key[0], key[2], suppressed))
+                self._seen[key] = (first, 0)
+        return told
+
+
+class Sampler:
+    """At most ``burst`` lines per key and window; the rest are counted, to be told later.
+
+    The canonical request line of a request that was refused (4xx) is sampled: anyone can
+    send thousands of them, and a log line each would let strangers fill the log.
+    """
+
+    def __init__(
+        self,
+        burst: int = 20,
+        window_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.window_seconds = window_seconds
+        self._clock = clock
+        # key -> [window start, lines let through, lines held back]
+        self._windows: dict[tuple[str, ...], list[float]] = {}
+        self._ended: list[tuple[tuple[str, ...], int]] = []
+
+    def allow(self, key: tuple[str, ...]) -> bool:
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.window_seconds:
+            if window is not None and window[2]:
+                self._ended.append((key, int(window[2])))
+            if len(self._windows) >= 1000:
+                self._ended.extend((k, int(w[2])) for k, w in self._windows.items() if w[2])
+                self._windows.clear()
+            window = self._windows[key] = [now, 0, 0]
+        if window[1] < self.burst:
+            window[1] += 1
+            return True
+        window[2] += 1
+        return False
+
+    def drain(self) -> list[tuple[tuple[str, ...], int]]:
+        """``(key, count)`` of lines held back in windows that have ended."""
+        now = self._clock()
+        told, self._ended = self._ended, []
+        for key, window in list(self._windows.items()):
+            if now - window[0] >= self.window_seconds:
+                if window[2]:
+                    told.append((key, int(window[2])))
+                del self._windows[key]
+        return told
+
+
+_REPEATS: list[RepeatFilter] = []
+
+
+def drain_repeats() -> list[tuple[str, str, int]]:
+    """What the installed :class:`RepeatFilter` held back, in windows that have ended."""
+    return [told for repeat in _REPEATS for told in repeat.drain()]
+
 
 class StdlibForwarder(logging.Handler):
     """Hands stdlib records (aiohttp, aiokafka) to structlog, whose processors render them."""
@@ -164,8 +234,10 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None
         cache_logger_on_first_use=True,
     )
     handler = StdlibForwarder()
+    repeat = RepeatFilter()
+    _REPEATS[:] = [repeat]
     handler.addFilter(ClientErrorFilter())
-    handler.addFilter(RepeatFilter())
+    handler.addFilter(repeat)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

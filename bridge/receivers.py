@@ -18,7 +18,7 @@ from typing import Literal
 from bridge.auth import BasicAuth, HmacAuth, NoAuth, Verifier, secret_from_text
 from bridge.errors import ConfigError
 from bridge.routing import RoutingPolicy, validate_topics
-from bridge.settings import AuthSettings, Settings, kafka_problems
+from bridge.settings import AuthSettings, ReceiverSettings, Settings, kafka_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +79,7 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
         problems.extend(f"{where}: {p}" for p in validate_topics(topics))
         if "{event}" not in routing.topic_template and not routing.overrides:
             problems.append(f"{where}: topic_template must contain {{event}}")
-        policy = RoutingPolicy(
-            receiver=spec.name,
-            topic_template=routing.topic_template,
-            overrides=dict(routing.overrides),
-            allow=frozenset(routing.allow) if routing.allow is not None else None,
-            deny=frozenset(routing.deny),
-            unlisted=routing.unlisted,
-            catchall_topic=routing.catchall_topic,
-            key=routing.key,
-            source_template=routing.source_template,
-            dead_letter_topic=spec.dead_letter.topic,
-            event_name_pattern=routing.event_name_pattern,
-        )
+        policy = policy_for(spec)
         if verifier is not None:
             receivers.append(
                 Receiver(
@@ -175,3 +163,21 @@ def _verifier(
         problems.append(f"{where}: basic authentication needs at least one user:password")
         return None
     return BasicAuth(pairs)
+
+
+def policy_for(spec: ReceiverSettings) -> RoutingPolicy:
+    """The routing policy of one receiver (no secrets needed: the AsyncAPI document uses it)."""
+    routing = spec.routing
+    return RoutingPolicy(
+        receiver=spec.name,
+        topic_template=routing.topic_template,
+        overrides=dict(routing.overrides),
+        allow=frozenset(routing.allow) if routing.allow is not None else None,
+        deny=frozenset(routing.deny),
+        unlisted=routing.unlisted,
+        catchall_topic=routing.catchall_topic,
+        key=routing.key,
+        source_template=routing.source_template,
+        dead_letter_topic=spec.dead_letter.topic,
+        event_name_pattern=routing.event_name_pattern,
+    )

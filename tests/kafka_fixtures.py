@@ -25,8 +25,10 @@ from aiokafka.structs import ConsumerRecord
 from deploy.kafka.localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports
 
 __all__ = [
+    "ACL_KAFKA_MAX_PARTITIONS",
     "KafkaSource",
     "LocalKafka",
+    "acl_kafka",
     "client_security",
     "consume_all",
     "free_ports",
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 REQUIRE_ENV = "ALM_BRIDGE_REQUIRE_KAFKA"
+ACL_KAFKA_MAX_PARTITIONS = 4
 START_TIMEOUT_S = 90.0
 
 _prefetch_error: str | None = None
@@ -56,7 +59,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _prefetch_error
     if session.config.option.collectonly:
         return
-    needs_local = {"secure_kafka", "kafka_broker"}
+    needs_local = {"secure_kafka", "kafka_broker", "acl_kafka"}
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         needs_local |= {"kafka_source", "kafka_bootstrap"}
     if not any(needs_local & set(getattr(item, "fixturenames", ())) for item in session.items):
@@ -179,6 +182,36 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
         ssl_port=ssl_port,
         scram_users={"alice": secrets.token_urlsafe(12)},
         plain_users={"bob": secrets.token_urlsafe(12)},
+    )
+    _start_local(broker)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def acl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A LocalKafka that enforces ACLs, for one test module; topics are never auto-created.
+
+    Kafka's StandardAuthorizer is on. Over SASL_PLAINTEXT, the SCRAM user ``bridge`` may do
+    only what ``acl_kafka.acls(...)`` grants it; ``admin`` is a super user. The PLAINTEXT
+    listener (``bootstrap``) is the admin side too: create topics and read records there.
+    ``auto.create.topics.enable`` is false, as on clusters whose topics are managed, and a
+    create-topic policy refuses topics of more than ``ACL_KAFKA_MAX_PARTITIONS`` partitions.
+    """
+    port, controller_port, sasl_plaintext = free_ports(3)
+    broker = LocalKafka(
+        port=port,
+        controller_port=controller_port,
+        state_dir=tmp_path_factory.mktemp("kafka-acl"),
+        jars_dir=_env_jars_dir(),
+        sasl_plaintext_port=sasl_plaintext,
+        scram_users={"bridge": secrets.token_urlsafe(12), "admin": secrets.token_urlsafe(12)},
+        authorizer=True,
+        super_users=["admin"],
+        broker_properties={"auto.create.topics.enable": "false"},
+        topic_policy_max_partitions=ACL_KAFKA_MAX_PARTITIONS,
     )
     _start_local(broker)
     try:

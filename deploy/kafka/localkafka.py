@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -39,11 +39,16 @@ from typing import Final, Self
 HERE: Final = Path(__file__).resolve().parent
 POM: Final = HERE / "pom.xml"
 LOG4J_CONFIG: Final = HERE / "log4j2.yaml"
+TOPIC_POLICY_SOURCE: Final = HERE / "policy" / "MaxPartitionsPolicy.java"
+TOPIC_POLICY_CLASS: Final = "localkafka.MaxPartitionsPolicy"
 REPO_ROOT: Final = HERE.parent.parent
 HOST: Final = "127.0.0.1"
 
 MARKER_NAME: Final = ".complete"
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+STANDARD_AUTHORIZER: Final = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+# The principal of every PLAINTEXT connection, the broker's own to its controller included.
+ANONYMOUS: Final = "User:ANONYMOUS"
 # Credentials end up inside JAAS strings, properties files and StorageTool's
 # bracketed --add-scram syntax; a plain charset avoids three layers of escaping.
 _CREDENTIAL_RE: Final = re.compile(r"[A-Za-z0-9._~-]+")
@@ -349,6 +354,17 @@ class LocalKafka:
     ``stop()`` then ``start()`` on the same state dir keeps all records. SCRAM users are
     written when the storage is formatted, i.e. on the first start of a state dir only;
     PLAIN users live in server.properties and follow every start.
+
+    With ``authorizer=True`` the broker runs Kafka's ``StandardAuthorizer``: a SASL user may
+    only do what an ACL allows (add them with :meth:`acls`), except the ``super_users``. The
+    PLAINTEXT listener stays the admin side: its principal, ``User:ANONYMOUS``, is the
+    broker's own towards its controller and therefore always a super user.
+    ``broker_properties`` are written last into server.properties, over the defaults (e.g.
+    ``{"auto.create.topics.enable": "false"}``).
+
+    ``topic_policy_max_partitions=N`` installs a create-topic policy
+    (``policy/MaxPartitionsPolicy.java``, compiled with ``javac`` on first start) that
+    refuses any topic of more than N partitions with ``PolicyViolationException``.
     """
 
     def __init__(
@@ -364,6 +380,10 @@ class LocalKafka:
         ssl_port: int | None = None,
         scram_users: Mapping[str, str] | None = None,
         plain_users: Mapping[str, str] | None = None,
+        authorizer: bool = False,
+        super_users: Sequence[str] = (),
+        broker_properties: Mapping[str, str] | None = None,
+        topic_policy_max_partitions: int | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
@@ -380,6 +400,20 @@ class LocalKafka:
                 raise ValueError(
                     f"user {name!r}: names and passwords must match {_CREDENTIAL_RE.pattern}"
                 )
+        self.authorizer = authorizer
+        self.super_users: tuple[str, ...] = tuple(super_users)
+        for name in self.super_users:
+            if not _CREDENTIAL_RE.fullmatch(name):
+                raise ValueError(f"super user {name!r}: names must match {_CREDENTIAL_RE.pattern}")
+        if self.super_users and not authorizer:
+            raise ValueError("super_users need authorizer=True")
+        self.broker_properties: dict[str, str] = dict(broker_properties or {})
+        for key, value in self.broker_properties.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key) or "\n" in value:
+                raise ValueError(f"broker property {key!r}={value!r} cannot be written as is")
+        if topic_policy_max_partitions is not None and topic_policy_max_partitions < 1:
+            raise ValueError("topic_policy_max_partitions must be at least 1")
+        self.topic_policy_max_partitions = topic_policy_max_partitions
         if not re.fullmatch(r"\d+[kKmMgG]?", heap):
             raise ValueError(f"heap {heap!r} is not a JVM size such as 512m")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -397,6 +431,10 @@ class LocalKafka:
     @property
     def tls_dir(self) -> Path:
         return self.state_dir / "tls"
+
+    @property
+    def policy_classes_dir(self) -> Path:
+        return self.state_dir / "policy-classes"
 
     @property
     def pid_file(self) -> Path:
@@ -520,6 +558,59 @@ class LocalKafka:
                 parts.append(f"--- {path} ---\n{text}")
         return "\n".join(parts) or "(no log output)"
 
+    # Kafka's own tools ---------------------------------------------------------------
+
+    def run_tool(self, main_class: str, *args: str, timeout_s: float = 120.0) -> str:
+        """Run one of Kafka's command-line tools from the jars and return its stdout.
+
+        Its log goes to ``logs/tools/server.log``, apart from the broker's.
+        """
+        tools_logs = self.logs_dir / "tools"
+        tools_logs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            _java(),
+            "-Xmx256m",
+            # A short-lived JVM: the C1 compiler alone starts it faster.
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={tools_logs}",
+            "-cp",
+            classpath(self.ensure_jars()),
+            main_class,
+            *args,
+        ]
+        try:
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LocalKafkaError(f"{main_class} did not finish within {timeout_s:g}s") from exc
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip()[-4000:]
+            raise LocalKafkaError(f"{main_class} failed ({done.returncode}):\n{output}")
+        return done.stdout
+
+    def acls(self, *args: str, timeout_s: float = 120.0) -> str:
+        """``kafka-acls`` through the PLAINTEXT listener, whose principal is a super user.
+
+        For example ``acls("--add", "--allow-principal", "User:bob", "--operation", "Write",
+        "--topic", "orders")``; needs ``authorizer=True``.
+        """
+        if not self.authorizer:
+            raise LocalKafkaError("this broker runs without an authorizer; ACLs mean nothing")
+        return self.run_tool(
+            "org.apache.kafka.tools.AclCommand",
+            "--bootstrap-server",
+            self.bootstrap,
+            *args,
+            timeout_s=timeout_s,
+        )
+
     # Lifecycle -----------------------------------------------------------------------
 
     def ensure_jars(self) -> Path:
@@ -541,6 +632,9 @@ class LocalKafka:
         self.properties_file.write_text(self._server_properties())
         self.properties_file.chmod(0o600)
         cp = classpath(jars)
+        if self.topic_policy_max_partitions is not None:
+            # Before formatting too: the broker's config loads the policy class when parsed.
+            cp = os.pathsep.join([str(self._compile_topic_policy(jars)), cp])
         if not (self.data_dir / "meta.properties").is_file():
             self._format(java, cp)
 
@@ -630,6 +724,23 @@ class LocalKafka:
     ) -> None:
         self.stop()
 
+    def _compile_topic_policy(self, jars: Path) -> Path:
+        """The policy's class directory, compiled against the broker's own jars once."""
+        out = self.policy_classes_dir
+        digest_file = out / ".source-sha256"
+        digest = hashlib.sha256(TOPIC_POLICY_SOURCE.read_bytes()).hexdigest()
+        if digest_file.is_file() and digest_file.read_text().strip() == digest:
+            return out
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        cmd = [_javac(), "-d", str(out), "-cp", classpath(jars), str(TOPIC_POLICY_SOURCE)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip()[-4000:]
+            raise LocalKafkaError(f"javac failed ({done.returncode}):\n{output}")
+        digest_file.write_text(digest + "\n")
+        return out
+
     # Configuration -------------------------------------------------------------------
 
     def _format(self, java: str, cp: str) -> None:
@@ -714,6 +825,17 @@ class LocalKafka:
         if "SSL" in listeners:
             # Client certificates are checked when offered, but TLS-only clients still connect.
             props["listener.name.ssl.ssl.client.auth"] = "requested"
+        if self.authorizer:
+            props |= {
+                "authorizer.class.name": STANDARD_AUTHORIZER,
+                "super.users": ";".join([ANONYMOUS, *(f"User:{u}" for u in self.super_users)]),
+                # Kafka's default, spelled out: no ACL on a resource means no access.
+                "allow.everyone.if.no.acl.found": "false",
+            }
+        if self.topic_policy_max_partitions is not None:
+            props["create.topic.policy.class.name"] = TOPIC_POLICY_CLASS
+            props["localkafka.policy.max.partitions"] = str(self.topic_policy_max_partitions)
+        props |= self.broker_properties
         lines = ["# Written by deploy/kafka/localkafka.py on every start."]
         lines += [f"{key}={value}" for key, value in props.items()]
         return "\n".join(lines) + "\n"
@@ -727,6 +849,16 @@ def _java() -> str:
     if java is None:
         raise LocalKafkaError("java (17 or newer) is needed to run Kafka; not on PATH")
     return java
+
+
+def _javac() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "javac").is_file():
+        return str(Path(java_home) / "bin" / "javac")
+    javac = shutil.which("javac")
+    if javac is None:
+        raise LocalKafkaError("javac (a JDK 17 or newer) is needed for the topic policy")
+    return javac
 
 
 # Command line --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -25,6 +26,8 @@ from bridge.settings import (
     RoutingSettings,
     Settings,
 )
+from tests.contract import contract_for
+from tests.kafka_fixtures import consume_all
 from tests.memory_sink import MemorySink
 
 SECRET = b"test-secret-0123456789"
@@ -46,6 +49,7 @@ class Bridge:
     bootstrap: str
     receiver: str = "alm"
     sink: MemorySink | None = None
+    settings: Settings | None = None
 
     @property
     def state(self) -> State:
@@ -65,6 +69,13 @@ class Bridge:
         """What the in-memory Kafka holds (only for an offline bridge)."""
         assert self.sink is not None, "a bridge on a real broker: read Kafka instead"
         return self.sink.stored()
+
+    async def consume(self, topic: str, **kw: Any) -> list[ConsumerRecord[bytes, bytes]]:
+        """``consume_all`` plus: every record must match the bridge's AsyncAPI document."""
+        records = await consume_all(self.bootstrap, topic, **kw)
+        assert self.settings is not None
+        contract_for(self.settings).check_records(records)
+        return records
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -112,7 +123,7 @@ def make_bridge(aiohttp_client: AiohttpClient, kafka_bootstrap: str) -> MakeBrid
         settings = Settings(receivers=receivers or [receiver_settings(prefix)], **kw)
         registry = CollectorRegistry()
         client = await aiohttp_client(create_app(settings, registry=registry))
-        return Bridge(client, registry, prefix, kw["kafka_bootstrap_servers"])
+        return Bridge(client, registry, prefix, kw["kafka_bootstrap_servers"], settings=settings)
 
     return make
 
@@ -129,6 +140,6 @@ def make_offline_bridge(aiohttp_client: AiohttpClient) -> MakeBridge:
         registry = CollectorRegistry()
         sink = MemorySink()
         client = await aiohttp_client(create_app(settings, registry=registry, sink=sink))
-        return Bridge(client, registry, prefix, "", sink=sink)
+        return Bridge(client, registry, prefix, "", sink=sink, settings=settings)
 
     return make

@@ -9,7 +9,6 @@ import pytest
 
 from bridge.settings import DeadLetterSettings
 from tests.app.conftest import MakeBridge, receiver_settings, sample
-from tests.kafka_fixtures import consume_all
 
 pytestmark = pytest.mark.kafka
 
@@ -64,7 +63,7 @@ async def test_mutated_bodies_never_get_a_500(make_bridge: MakeBridge, policy: s
         assert statuses.get(400, 0) > 0
     else:
         assert set(statuses) == {200}, statuses
-        dead = await consume_all(bridge.bootstrap, bridge.dead_letter_topic, timeout_s=5)
+        dead = await bridge.consume(bridge.dead_letter_topic, timeout_s=5)
         dead_lettered = sum(1 for r in dead if dict(r.headers).get("dlq_reason"))
         assert dead_lettered > 0
 
@@ -83,7 +82,7 @@ async def test_event_larger_than_a_record_is_dead_lettered(make_bridge: MakeBrid
     assert response.status == 200
     summary = await response.json()
     assert summary["deadLetterReason"] == "record_too_large"
-    records = await consume_all(bridge.bootstrap, bridge.dead_letter_topic, expected=1)
+    records = await bridge.consume(bridge.dead_letter_topic, expected=1)
     headers = dict(records[0].headers)
     assert headers["dlq_reason"] == b"record_too_large"
     assert headers["dlq_truncated_from_bytes"] == str(len(body)).encode()

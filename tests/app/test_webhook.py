@@ -10,7 +10,6 @@ import pytest
 
 from bridge.settings import RoutingSettings
 from tests.app.conftest import MakeBridge, receiver_settings, sample
-from tests.kafka_fixtures import consume_all
 
 pytestmark = pytest.mark.kafka
 
@@ -34,7 +33,7 @@ async def test_sample_batch_lands_on_topics_with_keys_and_cloudevents_headers(
         "duplicates": 0,
         "deadLettered": 0,
     }
-    completed = await consume_all(bridge.bootstrap, bridge.topic("course_completed"), expected=1)
+    completed = await bridge.consume(bridge.topic("course_completed"), expected=1)
     assert len(completed) == 1
     record = completed[0]
     assert record.key == b"1234:51001:course:771203_902114"
@@ -51,15 +50,13 @@ async def test_sample_batch_lands_on_topics_with_keys_and_cloudevents_headers(
     assert headers["alm_account_id"] == b"1234"
     assert headers["alm_event_name"] == b"COURSE_COMPLETED"
     assert headers["alm_receiver"] == b"alm"
-    responses = await consume_all(
-        bridge.bootstrap, bridge.topic("response_asyncapi_usergroup_user_added"), expected=1
+    responses = await bridge.consume(
+        bridge.topic("response_asyncapi_usergroup_user_added"), expected=1
     )
     assert responses[0].key == b"1234:user-group-sync-2026-11-02-0001"
-    stats = await consume_all(bridge.bootstrap, bridge.topic("ci_stats"), expected=1)
+    stats = await bridge.consume(bridge.topic("ci_stats"), expected=1)
     assert stats[0].key == b"1234:course:771203_902114"
-    lo = await consume_all(
-        bridge.bootstrap, bridge.topic("learning_object_modification"), expected=1
-    )
+    lo = await bridge.consume(bridge.topic("learning_object_modification"), expected=1)
     assert lo[0].key == b"1234:course:771203"
     assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="published") == 1
     assert (
@@ -75,9 +72,7 @@ async def test_setup_guide_dialect_is_accepted_and_kept_as_received(
     response = await bridge.post(sample("setup-guide-dialect"))
 
     assert response.status == 200
-    records = await consume_all(
-        bridge.bootstrap, bridge.topic("course_enrollment_batch"), expected=1
-    )
+    records = await bridge.consume(bridge.topic("course_enrollment_batch"), expected=1)
     value = orjson.loads(records[0].value)
     assert value["eventData"]["loInstanceId"] == "course:1250_3301"
     assert value["eventInitiator"] == "1173"
@@ -100,7 +95,7 @@ async def test_batch_order_is_kept_for_records_sharing_a_key(make_bridge: MakeBr
 
     assert (await bridge.post(body)).status == 200
 
-    records = await consume_all(bridge.bootstrap, bridge.topic("learner_progress"), expected=10)
+    records = await bridge.consume(bridge.topic("learner_progress"), expected=10)
     assert [orjson.loads(r.value)["eventId"] for r in records] == [f"order-{i}" for i in range(10)]
 
 
@@ -118,9 +113,7 @@ async def test_resent_batch_publishes_nothing_new(make_bridge: MakeBridge) -> No
         "duplicates": 2,
         "deadLettered": 0,
     }
-    records = await consume_all(
-        bridge.bootstrap, bridge.topic("course_enrollment_batch"), timeout_s=5
-    )
+    records = await bridge.consume(bridge.topic("course_enrollment_batch"), timeout_s=5)
     assert len(records) == 2
     assert bridge.metric("almbridge_duplicates_suppressed_total", receiver="alm") == 2
 
@@ -144,7 +137,7 @@ async def test_malformed_batch_is_dead_lettered_and_acknowledged(make_bridge: Ma
     summary = await response.json()
     assert summary["deadLettered"] == 1
     assert summary["deadLetterReason"] == "invalid_envelope"
-    records = await consume_all(bridge.bootstrap, bridge.dead_letter_topic, expected=1)
+    records = await bridge.consume(bridge.dead_letter_topic, expected=1)
     assert len(records) == 1
     assert records[0].value == body
     headers = headers_of(records[0])
@@ -187,7 +180,7 @@ async def test_unknown_event_name_follows_the_policy(
     summary = await response.json()
     assert summary["received"] == 1
     assert summary["published"] + summary["deadLettered"] == 1
-    records = await consume_all(bridge.bootstrap, f"{prefix}.{expected_topic}", expected=1)
+    records = await bridge.consume(f"{prefix}.{expected_topic}", expected=1)
     assert [orjson.loads(r.value)["eventId"] for r in records] == ["u1"]
     if policy == "deadletter":
         assert headers_of(records[0])["dlq_reason"] == b"unlisted_event"

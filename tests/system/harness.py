@@ -31,7 +31,7 @@ from typing import Any, Final
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from bench import processes
 from bridge.auth import sign_hmac
@@ -44,6 +44,8 @@ from bridge.sender import (
     generate_batch,
     run_send,
 )
+from bridge.settings import Settings
+from tests.contract import Contract, contract_for
 from tests.kafka_fixtures import free_ports
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -523,8 +525,25 @@ class KafkaContents:
     without_id: int
 
 
+def run_contract(prefix: str) -> Contract:
+    """The AsyncAPI contract of a :class:`BridgeProcess`'s routing settings for ``prefix``."""
+    return contract_for(
+        Settings(
+            receiver_name=RECEIVER,
+            topic_template=f"{prefix}.{{event}}",
+            dead_letter_topic=f"{prefix}.deadletter",
+            kafka_topic_partitions=1,
+        )
+    )
+
+
 async def read_prefix(bootstrap: str, prefix: str, *, timeout_s: float = 60.0) -> KafkaContents:
-    """Every record of every topic named ``<prefix>.*``, from the beginning to the end."""
+    """Every record of every topic named ``<prefix>.*``, from the beginning to the end.
+
+    Each record must match the bridge's AsyncAPI document (:mod:`tests.contract`).
+    """
+    contract = run_contract(prefix)
+    read: list[ConsumerRecord[bytes, bytes]] = []
     partitions = await _partitions_of(bootstrap, prefix)
     topics = tuple(sorted({tp.topic for tp in partitions}))
     ids: Counter[str] = Counter()
@@ -557,6 +576,7 @@ async def read_prefix(bootstrap: str, prefix: str, *, timeout_s: float = 60.0) -
                 )
             batches = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
             for batch in batches.values():
+                read.extend(batch)
                 for record in batch:
                     records += 1
                     headers = dict(record.headers)
@@ -567,6 +587,8 @@ async def read_prefix(bootstrap: str, prefix: str, *, timeout_s: float = 60.0) -
                         ids[ce_id.decode()] += 1
     finally:
         await consumer.stop()
+    # After reading, so that the check does not eat into the time allowed for reading.
+    contract.check_records(read)
     return KafkaContents(topics, records, ids, without_id)
 
 

@@ -13,7 +13,7 @@ import structlog
 from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import SecretStr
 
-from bridge.logs import ClientErrorFilter, RepeatFilter, configure, get_logger
+from bridge.logs import ClientErrorFilter, RepeatFilter, Sampler, configure, get_logger
 from bridge.settings import AuthSettings, ReceiverSettings, Settings
 
 
@@ -174,3 +174,34 @@ def test_json_lines_keep_the_whole_masked_configuration() -> None:
     assert doc["config"]["max_body_bytes"] == 5 * 1024 * 1024
     assert [r["name"] for r in doc["config"]["receivers"]] == ["prod", "sandbox"]
     assert doc["config"]["receivers"][0]["auth"]["secrets"] == ["**********"]
+
+
+def test_a_burst_that_stopped_is_told_by_drain_once() -> None:
+    now = [0.0]
+    repeat = RepeatFilter(window_seconds=10, clock=lambda: now[0])
+    for _ in range(50):
+        repeat.filter(_record("aiokafka.conn", "Unable connect"))
+    assert repeat.drain() == []  # the window is still open
+    now[0] = 10.5
+
+    assert repeat.drain() == [("aiokafka.conn", "Unable connect", 49)]
+    assert repeat.drain() == []
+    later = _record("aiokafka.conn", "Unable connect")
+    assert repeat.filter(later)
+    assert "repeated" not in str(later.msg)  # told already
+
+
+def test_refused_request_lines_are_sampled_and_counted() -> None:
+    now = [0.0]
+    sampler = Sampler(burst=3, window_seconds=10, clock=lambda: now[0])
+    key = ("alm", "401", "missing")
+
+    allowed = [sampler.allow(key) for _ in range(100)]
+    other = sampler.allow(("alm", "401", "mismatch"))
+    now[0] = 12.0
+
+    assert allowed.count(True) == 3
+    assert other
+    assert sampler.drain() == [(key, 97)]
+    assert sampler.drain() == []
+    assert sampler.allow(key)  # a new window
