@@ -371,8 +371,10 @@ class Publisher:
             ) from None
         except KafkaError as exc:
             _report_acks(handles, on_ack)
-            if isinstance(exc, UnknownTopicOrPartitionError):
-                self._topics.ready.clear()
+            if isinstance(exc, UnknownTopicOrPartitionError) and records:
+                # Created (or described) but not yet in the producer's metadata, or deleted
+                # meanwhile: ask about it again next time.
+                self._topics.ready.discard(records[len(handles) + len(refused)].topic)
             raise PublishUnavailable(f"Kafka refused a record: {describe(exc)}") from exc
         except BaseException:
             _report_acks(handles, on_ack)

@@ -253,12 +253,16 @@ class Topics:
         except (KafkaError, OSError) as exc:
             raise PublishUnavailable(f"Kafka did not create topics: {describe(exc)}") from exc
         created: list[str] = []
+        existing: list[str] = []
         refused: dict[str, Refusal] = {}
         for entry in response.topic_errors:
             topic, code = entry[0], entry[1]
             message = entry[2] if len(entry) > 2 else None
-            if code in (0, TopicAlreadyExistsError.errno):
+            if code == 0:
                 created.append(topic)
+                continue
+            if code == TopicAlreadyExistsError.errno:
+                existing.append(topic)
                 continue
             refusal = refusal_for_code(code, message)
             if refusal is None:
@@ -269,4 +273,4 @@ class Topics:
             refused[topic] = refusal
         if created:
             log.info("kafka_topics_created", topics=sorted(created))
-        return created, refused
+        return created + existing, refused
