@@ -47,7 +47,6 @@ from bridge.sender.results import (
     LatencyStats,
     RequestResult,
     SendSummary,
-    percentile,
     summarize,
 )
 from bridge.sender.sources import (
@@ -59,6 +58,7 @@ from bridge.sender.sources import (
     read_sample,
     sample_names,
 )
+from bridge.stats import percentile
 
 __all__ = [
     "DEFAULT_ACCOUNT_ID",

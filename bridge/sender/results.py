@@ -6,13 +6,14 @@ Pure data and pure functions; :func:`summarize` works on a partial run too (Ctrl
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
+
+from bridge.stats import percentile
 
 Phase = Literal["send", "resend"]
 RequestError = Literal["timeout", "connection_error", "client_error"]
@@ -65,17 +66,6 @@ class RequestResult:
             "response": dict(self.response_counts) if self.response_counts is not None else None,
             "response_error": self.response_error,
         }
-
-
-def percentile(values: Sequence[float], pct: float) -> float | None:
-    """Nearest-rank percentile: the smallest value with at least ``pct`` % at or below it."""
-    if not values:
-        return None
-    if not 0 < pct <= 100:
-        raise ValueError("pct must be in (0, 100]")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 @dataclass(frozen=True, slots=True)
