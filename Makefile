@@ -13,7 +13,7 @@ DEV_SECRET ?= local-dev-secret
 
 export KAFKA_PORT
 
-.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down bench bench-quick clean asyncapi-docs
+.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down bench bench-quick clean asyncapi-docs lock
 
 help:
 	@echo "make run         start a local Kafka and the bridge on 127.0.0.1:$(BRIDGE_PORT)"
@@ -22,17 +22,28 @@ help:
 	@echo "make kafka-down  stop it"
 	@echo "make bench       the benchmark on a fresh and a crowded broker, with the ceilings and a hand-written peer (make bench-quick: a few minutes, fresh broker)"
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package to the version the suite ran with (a constraints
+# file: it pins what is installed and adds nothing); `make lock` writes it again.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,fast,bench]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,fast,bench]'
 	touch $(STAMP)
 
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[fast]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[fast]'
 	touch $(RUN_STAMP)
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet '.[dev,fast,bench]'
+	{ echo "# Every package of .[dev,fast,bench] at the version the suite ran with: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^alm-kafka-bridge'; } \
+	  > requirements.lock
+	rm -rf .lock-venv
 
 venv: $(STAMP)
 
