@@ -88,7 +88,7 @@ ensure_base() {
         "${rootfs}"/usr/share/doc/* "${rootfs}"/usr/share/man/* "${rootfs}"/usr/share/info/* \
         "${rootfs}"/usr/share/locale/*
     tar -C "${rootfs}" --numeric-owner --one-file-system -c . \
-        | podman import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "${base_image}" >/dev/null
+        | podman import --quiet --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "${base_image}" >/dev/null
     rm -rf --one-file-system "${rootfs}"
     log "base ${base_image} built in $(( $(date +%s) - started ))s"
 }
@@ -98,10 +98,19 @@ build() {
     local started
     started=$(date +%s)
     log "podman build -f deploy/Dockerfile --build-arg BASE=${base_image} -t ${image}"
-    podman build --quiet --file "${repo_root}/deploy/Dockerfile" --build-arg "BASE=${base_image}" \
-        --build-arg "APP_VERSION=${version}" --tag "${image}" "${repo_root}" >/dev/null
-    # The builder stage's layers are dangling after the build; keep the store from growing.
-    podman image prune --force >/dev/null
+    # pip in the builder trusts what this host trusts (a TLS-inspecting proxy's CA, say):
+    # the host's CA bundle and a pip.conf naming it are mounted for the RUN steps only and
+    # never reach a layer.
+    local ca="${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" trust=()
+    if [[ -f "${ca}" ]]; then
+        printf '[global]\ncert = /run/build-ca/ca.crt\n' >"${store}/build-pip.conf"
+        trust=(--volume "${ca}:/run/build-ca/ca.crt:ro" --volume "${store}/build-pip.conf:/etc/pip.conf:ro")
+    fi
+    podman build --quiet --format docker "${trust[@]}" --file "${repo_root}/deploy/Dockerfile" \
+        --build-arg "BASE=${base_image}" --build-arg "APP_VERSION=${version}" --tag "${image}" \
+        "${repo_root}" >/dev/null
+    # The builder stage's layers stay in the store (untagged): they are the cache that makes
+    # the next build take seconds.
     log "image ${image} built in $(( $(date +%s) - started ))s, size $(podman image inspect --format '{{.Size}}' "${image}") bytes"
 }
 
