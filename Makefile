@@ -7,17 +7,22 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 BRIDGE_PORT ?= 8080
 LOCALKAFKA := $(BIN)/python deploy/kafka/localkafka.py
+# Stdlib only: runs before the venv exists.
+LOCALK8S := $(PYTHON) deploy/k8s/localk8s.py
 DEV_SECRET ?= local-dev-secret
 
 export KAFKA_PORT
 
-.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down bench bench-quick clean
+.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down k8s-up k8s-down image bench bench-quick clean
 
 help:
 	@echo "make run         start a local Kafka and the bridge on 127.0.0.1:$(BRIDGE_PORT)"
 	@echo "make test        lint, type-check and run the whole suite (real Kafka, Prometheus, Helm)"
 	@echo "make kafka-up    start only the local Kafka broker (127.0.0.1:$(KAFKA_PORT))"
 	@echo "make kafka-down  stop it"
+	@echo "make k8s-up      start a local Kubernetes API server with simulated nodes (127.0.0.1)"
+	@echo "make k8s-down    stop it"
+	@echo "make image       build the container image with podman (local Debian base)"
 	@echo "make bench       the benchmark against the ceilings (make bench-quick: under 2 minutes)"
 
 $(STAMP): pyproject.toml
@@ -50,6 +55,16 @@ kafka-up: $(STAMP)
 
 kafka-down: $(STAMP)
 	$(LOCALKAFKA) down
+
+# The control plane's binaries are built by scripts/ensure-tools.sh (cached outside the repo).
+k8s-up: tools
+	$(LOCALK8S) up
+
+k8s-down:
+	$(LOCALK8S) down
+
+image: tools
+	bash scripts/image.sh build
 
 run: $(STAMP) kafka-up
 	@echo
