@@ -126,8 +126,8 @@ ensure_k8s() {
     # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl built from the
     # published Go modules (k8s.io/kubernetes plus its staging modules, each replaced by its
     # published v0.X.Y), kwok to simulate nodes. Built once into ${tools_bin}; a rebuild happens
-    # only when K8S_VERSION changes. Cold: from about 10 minutes on 2 quiet cores to 50 on a
-    # busy machine.
+    # only when K8S_VERSION changes. Cold, with kwok: about 50 minutes measured on 2 cores
+    # shared with other builds; less on a quiet machine.
     local want="${k8s_version}" cmd missing=()
     for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
         if [[ ! -x "${tools_bin}/${cmd}" ]] \
