@@ -123,20 +123,20 @@ ensure_venv_tools() {
 
 ensure_k8s() {
     # A real control plane for tests/deploy/test_k8s_install.py and `make k8s-up`:
-    # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl built from the
+    # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kubelet built from the
     # published Go modules (k8s.io/kubernetes plus its staging modules, each replaced by its
     # published v0.X.Y), kwok to simulate nodes. Built once into ${tools_bin}; a rebuild happens
     # only when K8S_VERSION changes. Cold, with kwok: about 50 minutes measured on 2 cores
     # shared with other builds; less on a quiet machine.
     local want="${k8s_version}" cmd missing=()
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
         if [[ ! -x "${tools_bin}/${cmd}" ]] \
             || [[ "$(cat "${tools_bin}/.${cmd}.version" 2>/dev/null)" != "${want}" ]]; then
             missing+=("${cmd}")
         fi
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
-        log "kubernetes ${want} present: ${tools_bin}/kube-apiserver (+ controller-manager, scheduler, kubectl)"
+        log "kubernetes ${want} present: ${tools_bin}/kube-apiserver (+ controller-manager, scheduler, kubectl, kubelet)"
     else
         if ! command -v go >/dev/null 2>&1; then
             log "ERROR: go is needed to build kubernetes ${want}" >&2
@@ -228,15 +228,16 @@ ensure_prometheus_crds() {
 
 ensure_apt_packages() {
     # etcd for the local control plane; podman, buildah, runc and debootstrap to build and run
-    # the image without Docker (scripts/image.sh); openssl for certificates.
+    # the image without Docker (scripts/image.sh); containerd for the kubelet test; openssl for
+    # certificates.
     local missing=() pkg bin
     for pkg in etcd-server:etcd podman:podman buildah:buildah runc:runc debootstrap:debootstrap \
-        openssl:openssl; do
+        containerd:containerd openssl:openssl; do
         bin="${pkg#*:}"
         command -v "${bin}" >/dev/null 2>&1 || [[ -x "/usr/sbin/${bin}" ]] || missing+=("${pkg%%:*}")
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
-        log "etcd, podman, buildah, runc, debootstrap, openssl present"
+        log "etcd, podman, buildah, runc, debootstrap, containerd, openssl present"
         return
     fi
     if ! command -v apt-get >/dev/null 2>&1; then

@@ -122,6 +122,7 @@ case "${1:-build}" in
         printf 'export CONTAINERS_CONF=%q\n' "${CONTAINERS_CONF}"
         printf 'export CONTAINERS_STORAGE_CONF=%q\n' "${CONTAINERS_STORAGE_CONF}"
         printf 'IMAGE=%q\n' "${image}"
+        printf 'BASE_IMAGE=%q\n' "${base_image}"
         ;;
     *)
         echo "usage: $0 base|build|env" >&2

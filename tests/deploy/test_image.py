@@ -9,9 +9,6 @@ escalation. It talks to the session's local Kafka over the host network on 127.0
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.deploy.toolbox import REPO, find_tool
+from tests.deploy.conftest import BUILD_TIMEOUT_S, Image
 from tests.kafka_fixtures import free_ports
 from tests.system.harness import (
     SECRET,
@@ -37,8 +34,6 @@ APP_UID = 10001
 # The runtime stage holds Debian's minimal base, Python and the venv; more means something
 # that should not be there (a compiler, pip's cache, the sources) got in.
 MAX_IMAGE_BYTES = 200 * 1024 * 1024
-# A cold build (debootstrap of the base, then the two stages) on a busy 2-core machine.
-BUILD_TIMEOUT_S = 1200.0
 SHUTDOWN_TIMEOUT_SECONDS = 6
 # podman stop's (and Docker's) default grace period before SIGKILL.
 GRACE_PERIOD_SECONDS = 10
@@ -46,68 +41,6 @@ GRACE_PERIOD_SECONDS = 10
 
 # The first test waits for the build (seconds when podman's layer cache holds it).
 pytestmark = [pytest.mark.deploy, pytest.mark.kafka, pytest.mark.timeout(BUILD_TIMEOUT_S + 180)]
-
-
-@dataclass(frozen=True)
-class Image:
-    tag: str
-    env: dict[str, str]
-    build_seconds: float
-
-    def podman(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [find_tool("podman"), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-
-    def inspect(self) -> dict[str, object]:
-        done = self.podman("image", "inspect", self.tag)
-        assert done.returncode == 0, done.stderr
-        [doc] = json.loads(done.stdout)
-        assert isinstance(doc, dict)
-        return doc
-
-
-def _script_env() -> dict[str, str]:
-    """CONTAINERS_CONF and friends, as scripts/image.sh sets them for podman."""
-    done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "image.sh"), "env"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    env = dict(os.environ)
-    for line in done.stdout.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = shlex.split(value)[0]
-    return env
-
-
-@pytest.fixture(scope="module")
-def image() -> Image:
-    for tool in ("podman", "debootstrap", "runc"):
-        find_tool(tool)
-    env = _script_env()
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            ["bash", str(REPO / "scripts" / "image.sh"), "build"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"scripts/image.sh build took over {BUILD_TIMEOUT_S:g}s")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return Image(env["IMAGE"], env, time.monotonic() - started)
 
 
 def test_image_is_lean_and_runs_as_the_fixed_user(image: Image) -> None:
