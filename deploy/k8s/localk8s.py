@@ -256,7 +256,8 @@ class LocalK8s:
         except OSError:
             return None
         # Our processes name the state dir on their command line; a recycled pid does not.
-        if not cmdline or Path(cmdline[0].decode(errors="replace")).name != _exe_name(name):
+        # Each component's executable is named like the component.
+        if not cmdline or Path(cmdline[0].decode(errors="replace")).name != name:
             return None
         if not any(str(self.state_dir).encode() in arg for arg in cmdline):
             return None
@@ -304,7 +305,7 @@ class LocalK8s:
             return
         if self.running():
             self.stop()
-        binaries = {name: find_binary(_exe_name(name)) for name in COMPONENTS}
+        binaries = {name: find_binary(name) for name in COMPONENTS}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not (self.pki / "complete").is_file():
             shutil.rmtree(self.pki, ignore_errors=True)
@@ -573,10 +574,6 @@ class LocalK8s:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _exe_name(component: str) -> str:
-    return component
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
