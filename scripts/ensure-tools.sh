@@ -126,8 +126,8 @@ ensure_k8s() {
     # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kubelet built from the
     # published Go modules (k8s.io/kubernetes plus its staging modules, each replaced by its
     # published v0.X.Y), kwok to simulate nodes. Built once into ${tools_bin}; a rebuild happens
-    # only when K8S_VERSION changes. Cold, with kwok: about 50 minutes measured on 2 cores
-    # shared with other builds; less on a quiet machine.
+    # only when K8S_VERSION changes. Cold (empty Go build cache): the five commands took about
+    # 8 minutes on a quiet 2-core machine, 50 when it was shared with other builds.
     local want="${k8s_version}" cmd missing=()
     for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
         if [[ ! -x "${tools_bin}/${cmd}" ]] \
