@@ -9,17 +9,22 @@ RUN_STAMP := $(VENV)/.installed-runtime
 KAFKA_PORT ?= 9092
 BRIDGE_PORT ?= 8080
 LOCALKAFKA := $(BIN)/python -m deploy.kafka.localkafka
+# Stdlib only: runs before the venv exists.
+LOCALK8S := $(PYTHON) -m deploy.k8s.localk8s
 DEV_SECRET ?= local-dev-secret
 
 export KAFKA_PORT
 
-.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down bench bench-quick clean asyncapi-docs lock
+.PHONY: help venv tools lint typecheck test test-fast run kafka-up kafka-down k8s-up k8s-down image bench bench-quick clean asyncapi-docs lock
 
 help:
 	@echo "make run         start a local Kafka and the bridge on 127.0.0.1:$(BRIDGE_PORT)"
 	@echo "make test        lint, type-check and run the whole suite (real Kafka, Prometheus, Helm)"
 	@echo "make kafka-up    start only the local Kafka broker (127.0.0.1:$(KAFKA_PORT))"
 	@echo "make kafka-down  stop it"
+	@echo "make k8s-up      start a local Kubernetes API server with simulated nodes (127.0.0.1)"
+	@echo "make k8s-down    stop it"
+	@echo "make image       build the container image with podman (local Debian base)"
 	@echo "make bench       the benchmark on a fresh and a crowded broker, with the ceilings and a hand-written peer (make bench-quick: a few minutes, fresh broker)"
 
 # requirements.lock pins every package to the version the suite ran with (a constraints
@@ -69,6 +74,16 @@ kafka-up: $(RUN_STAMP)
 
 kafka-down: $(RUN_STAMP)
 	$(LOCALKAFKA) down
+
+# The control plane's binaries are built by scripts/ensure-tools.sh (cached outside the repo).
+k8s-up: tools
+	$(LOCALK8S) up
+
+k8s-down:
+	$(LOCALK8S) down
+
+image: tools
+	bash scripts/image.sh build
 
 run: $(RUN_STAMP) kafka-up
 	@echo

@@ -53,12 +53,11 @@ def test_hadolint_passes() -> None:
 
 
 def test_multistage_on_the_same_python_slim_base() -> None:
+    # Users get the official slim image; BASE swaps it (tests/deploy/test_image.py).
     assert "PYTHON_VERSION=3.11" in _args("ARG")
+    assert "BASE=python:${PYTHON_VERSION}-slim" in _args("ARG")
     froms = _args("FROM")
-    assert froms == [
-        "python:${PYTHON_VERSION}-slim AS builder",
-        "python:${PYTHON_VERSION}-slim AS runtime",
-    ]
+    assert froms == ["${BASE} AS builder", "${BASE} AS runtime"]
     copies = _args("COPY")
     assert "--from=builder /opt/venv /opt/venv" in copies
 
