@@ -109,7 +109,7 @@ def test_build_context_holds_exactly_what_the_dockerfile_copies() -> None:
         if arguments.startswith("--from"):
             continue
         sources += arguments.split()[:-1]
-    assert sources == ["pyproject.toml", "README.md", "bridge"]
+    assert sources == ["pyproject.toml", "requirements.lock", "README.md", "bridge"]
     for source in sources:
         assert (REPO / source).exists(), f"{source} is copied but missing"
         assert _dockerignore_allows(source), f".dockerignore excludes {source}"
