@@ -94,7 +94,8 @@ def _bind(**values: object) -> None:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One canonical log line per webhook request, with a request id and its duration.
 
-    Refused requests (4xx) are sampled: at most a burst per receiver, status and error in
+    Refused requests (4xx, and 503s for want of a body-read place: strangers can send
+    those by the thousand) are sampled: at most a burst per receiver, status and error in
     each window; the rest are counted and told in one ``requests_not_logged`` line.
     Metrics count every request.
     """
@@ -125,9 +126,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         state.metrics.http_requests.labels(label, _status_class(response.status)).inc()
         state.metrics.request_duration.labels(label).observe(duration)
         status = response.status
-        if 400 <= status < 500:
-            bound = structlog.contextvars.get_contextvars()
-            reason = str(bound.get("error") or bound.get("auth_reason") or "")
+        bound = structlog.contextvars.get_contextvars()
+        reason = str(bound.get("error") or bound.get("auth_reason") or "")
+        if 400 <= status < 500 or reason == "too_many_body_reads":
             if not state.refused_lines.allow((label, str(status), reason)):
                 return response  # counted; told in a summary line (requests_not_logged)
         emit = log.warning if status >= 500 else log.info
