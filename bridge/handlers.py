@@ -128,9 +128,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = response.status
         bound = structlog.contextvars.get_contextvars()
         reason = str(bound.get("error") or bound.get("auth_reason") or "")
-        if 400 <= status < 500 or reason == "too_many_body_reads":
-            if not state.refused_lines.allow((label, str(status), reason)):
-                return response  # counted; told in a summary line (requests_not_logged)
+        sampled = 400 <= status < 500 or reason == "too_many_body_reads"
+        if sampled and not state.refused_lines.allow((label, str(status), reason)):
+            return response  # counted; told in a summary line (requests_not_logged)
         emit = log.warning if status >= 500 else log.info
         emit("request", status=status, duration_ms=round(duration * 1000, 2))
     return response
