@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
-from bridge.batching import LaneClosed, Lanes
+from bridge.batching import Lane, LaneClosed, Lanes
 from bridge.routing import Record
 from tests.kafka_fixtures import consume_all
 
@@ -45,6 +45,20 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         await made.stop()
 
 
+async def _lane(
+    producer: AIOKafkaProducer,
+    bootstrap: str,
+    *,
+    linger_seconds: float = 0.0,
+    configs: dict[str, str] | None = None,
+) -> tuple[str, Lanes, Lane]:
+    """A new one-partition topic, known to the producer, and the lanes with its lane."""
+    topic = await _topic(bootstrap, **(configs or {}))
+    await producer.partitions_for(topic)
+    lanes = Lanes(producer, linger_seconds=linger_seconds)
+    return topic, lanes, lanes.lane(topic, 0)
+
+
 def _record(topic: str, value: str) -> Record:
     return Record(topic, b"k", value.encode(), [("ce_id", value.encode())])
 
@@ -52,10 +66,7 @@ def _record(topic: str, value: str) -> Record:
 async def test_records_reach_kafka_in_the_order_added(
     producer: AIOKafkaProducer, kafka_bootstrap: str
 ) -> None:
-    topic = await _topic(kafka_bootstrap)
-    await producer.partitions_for(topic)
-    lanes = Lanes(producer)
-    lane = lanes.lane(topic, 0)
+    topic, lanes, lane = await _lane(producer, kafka_bootstrap)
     handles = []
     for request in range(5):  # five requests, one after the other without waiting
         handles += [lane.append(_record(topic, f"{request}-{i}")) for i in range(20)]
@@ -70,10 +81,7 @@ async def test_records_reach_kafka_in_the_order_added(
 async def test_requests_arriving_while_a_batch_is_in_flight_share_the_next_batch(
     producer: AIOKafkaProducer, kafka_bootstrap: str
 ) -> None:
-    topic = await _topic(kafka_bootstrap)
-    await producer.partitions_for(topic)
-    lanes = Lanes(producer)
-    lane = lanes.lane(topic, 0)
+    topic, lanes, lane = await _lane(producer, kafka_bootstrap)
     first = lane.append(_record(topic, "a"))
     lanes.flush()  # handed to the accumulator
     second = lane.append(_record(topic, "b"))
@@ -91,10 +99,9 @@ async def test_requests_arriving_while_a_batch_is_in_flight_share_the_next_batch
 async def test_a_refused_batch_fails_each_of_its_records(
     producer: AIOKafkaProducer, kafka_bootstrap: str
 ) -> None:
-    topic = await _topic(kafka_bootstrap, **{"max.message.bytes": "1024"})
-    await producer.partitions_for(topic)
-    lanes = Lanes(producer)
-    lane = lanes.lane(topic, 0)
+    topic, lanes, lane = await _lane(
+        producer, kafka_bootstrap, configs={"max.message.bytes": "1024"}
+    )
     handles = [lane.append(Record(topic, b"k", b"x" * 600, [])) for _ in range(3)]
     lanes.flush()
 
@@ -106,10 +113,7 @@ async def test_a_refused_batch_fails_each_of_its_records(
 async def test_closing_fails_what_was_not_handed_over(
     producer: AIOKafkaProducer, kafka_bootstrap: str
 ) -> None:
-    topic = await _topic(kafka_bootstrap)
-    await producer.partitions_for(topic)
-    lanes = Lanes(producer)
-    lane = lanes.lane(topic, 0)
+    topic, lanes, lane = await _lane(producer, kafka_bootstrap)
     handed = lane.append(_record(topic, "a"))
     lanes.flush()
     waiting = lane.append(_record(topic, "b"))
@@ -127,10 +131,7 @@ async def test_closing_fails_what_was_not_handed_over(
 async def test_linger_holds_a_batch_on_the_real_producer(
     producer: AIOKafkaProducer, kafka_bootstrap: str
 ) -> None:
-    topic = await _topic(kafka_bootstrap)
-    await producer.partitions_for(topic)
-    lanes = Lanes(producer, linger_seconds=0.3)
-    lane = lanes.lane(topic, 0)
+    topic, lanes, lane = await _lane(producer, kafka_bootstrap, linger_seconds=0.3)
     loop = asyncio.get_running_loop()
     started = loop.time()
     first = lane.append(_record(topic, "a"))

@@ -48,6 +48,7 @@ from aiokafka.structs import TopicPartition
 
 from bridge.auth import sign_hmac
 from bridge.sender import expand_mix, generate_events
+from tests.system.harness import fixed_width_lines
 
 ATTACK_MARKER: Final = "attacker-"
 NOSNIFF: Final = "nosniff"
@@ -832,14 +833,7 @@ def format_attack_table(rows: Sequence[AttackRow], *, markdown: bool = False) ->
         rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"
         return [header, rule, *("| " + " | ".join(row.cells()) + " |" for row in rows)]
 
-    def line(cells: Sequence[str]) -> str:
-        return " ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, (_, width)) in enumerate(zip(cells, COLUMNS, strict=True))
-        )
-
-    header = line([name for name, _ in COLUMNS])
-    return [header, "-" * len(header), *(line(row.cells()) for row in rows)]
+    return fixed_width_lines(COLUMNS, [row.cells() for row in rows])
 
 
 ATTACK_REPORT: list[AttackRow] = []

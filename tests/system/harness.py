@@ -685,17 +685,24 @@ def tally(scenario: str, results: Sequence[RequestResult], contents: KafkaConten
     )
 
 
-def format_table(rows: Sequence[Row]) -> list[str]:
-    """The rows as fixed-width text lines, with a header."""
+def fixed_width_lines(
+    columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[str]]
+) -> list[str]:
+    """A header, a rule and one line per row: the first column left, the others right."""
 
     def line(cells: Sequence[str]) -> str:
         return " ".join(
             cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, (_, width)) in enumerate(zip(cells, COLUMNS, strict=True))
+            for i, (cell, (_, width)) in enumerate(zip(cells, columns, strict=True))
         )
 
-    header = line([name for name, _ in COLUMNS])
-    return [header, "-" * len(header), *(line(row.cells()) for row in rows)]
+    header = line([name for name, _ in columns])
+    return [header, "-" * len(header), *(line(cells) for cells in rows)]
+
+
+def format_table(rows: Sequence[Row]) -> list[str]:
+    """The rows as fixed-width text lines, with a header."""
+    return fixed_width_lines(COLUMNS, [row.cells() for row in rows])
 
 
 REPORT: list[Row] = []
