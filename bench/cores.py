@@ -1,13 +1,19 @@
-"""One bridge process or two: the same load on one, then spread over two, in turns, one run.
+"""Bridge layouts measured in turns on one broker, in one run: which does more with a core.
 
     python -m bench.cores [--seconds 8] [--rounds 3] [--kafka-bootstrap HOST:PORT]
+    python -m bench.cores --handover [--seconds 8] [--rounds 5]
 
-Two processes on their own ports stand for two one-core pods behind a Service: the generator
-hands requests (open loop) or senders (closed loop) to them in turn. Each round measures one
-process, then both, with the same workloads: 16 ALM-like senders of 100-event batches (what a
-burst gets through, and the CPU per event), then an open loop at a fixed rate (the tail a
-steady flow sees). Taking turns cancels most of the drift of a shared host; the medians over
-the rounds are reported next to each other. Results go to bench/results/<UTC>-cores/.
+Default: one bridge process or two. Two processes on their own ports stand for two one-core
+pods behind a Service: the generator hands requests (open loop) or senders (closed loop) to
+them in turn. ``--handover``: three one-process bridges that differ only in how records
+reach aiokafka (the bridge's adapter, and bench/handover.py's ``send_batch`` and ``send``
+designs on the public API).
+
+Each round measures every layout with the same workloads: 16 ALM-like senders of 100-event
+batches (what a burst gets through, and the CPU per event), an open loop at a fixed rate
+(the tail a steady flow sees), and one sender of 10-event batches (the single-request
+latency). Taking turns cancels most of the drift of a shared host; the medians over the
+rounds are reported next to each other. Results go to bench/results/<UTC>-cores/.
 """
 
 from __future__ import annotations
@@ -26,19 +32,31 @@ from typing import Any, Final
 
 import orjson
 
+from bench.handover import DESIGNS
 from bench.loadgen import PhaseSpec
 from bench.run import RESULTS_ROOT, Run, loadavg, make_config, say
 from bench.services import BenchError, Interrupted, ProcessSet
 from bench.stats import PhaseStats
 
-LAYOUTS: Final = ("one process", "two processes")
+# Layout -> the bridge processes that share its load; process -> its handover design.
+PROCESS_LAYOUTS: Final = {"one process": ("bridge-1",), "two processes": ("bridge-1", "bridge-2")}
+PROCESSES: Final = {"bridge-1": "adapter", "bridge-2": "adapter"}
+HANDOVERS: Final = ("adapter", *DESIGNS)
 OPEN_SHARE: Final = 0.6  # of what one process got through closed-loop, in the first round
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.cores", description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="per workload (default 8)")
-    parser.add_argument("--rounds", type=int, default=3, help="one-then-two rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
+    parser.add_argument(
+        "--handover",
+        nargs="*",
+        choices=HANDOVERS,
+        metavar="DESIGN",
+        help="compare how records reach aiokafka instead: the designs named "
+        f"(default all: {', '.join(HANDOVERS)})",
+    )
     parser.add_argument("--kafka-bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT))
     return parser
@@ -59,9 +77,10 @@ def _cpu_per_1k(stats: PhaseStats) -> float | None:
 def summarize(rounds: list[dict[str, dict[str, PhaseStats]]]) -> list[dict[str, Any]]:
     """Per layout: medians over the rounds of the closed- and open-loop figures."""
     rows = []
-    for layout in LAYOUTS:
+    for layout in rounds[0] if rounds else ():
         closed = [r[layout]["closed"] for r in rounds]
         opened = [r[layout]["open"] for r in rounds]
+        single = [r[layout]["single"] for r in rounds]
         rows.append(
             {
                 "layout": layout,
@@ -74,6 +93,11 @@ def summarize(rounds: list[dict[str, dict[str, PhaseStats]]]) -> list[dict[str, 
                 "open_p50_ms": _median([s.latency.p50 for s in opened]),
                 "open_p99_ms": _median([s.latency.p99 for s in opened]),
                 "open_non_2xx": sum(s.failed for s in opened),
+                "single_p50_ms": _median([s.latency.p50 for s in single]),
+                "single_p99_ms": _median([s.latency.p99 for s in single]),
+                "single_cpu_ms_per_request": _median(
+                    [c * 10.0 if (c := _cpu_per_1k(s)) is not None else None for s in single]
+                ),
                 "background_cpu_pct": _median([s.background_cpu_pct for s in closed + opened]),
             }
         )
@@ -85,22 +109,24 @@ def render(rows: list[dict[str, Any]], rounds: int, meta: dict[str, Any]) -> str
         return "-" if value is None else f"{value:,.{digits}f}"
 
     lines = [
-        f"# One bridge process or two ({rounds} rounds, medians; started {meta['started']})",
+        f"# {meta['title']} ({rounds} rounds, medians; started {meta['started']})",
         "",
         f"Host: {meta['cpus']} CPUs, load average {meta['loadavg_start']} at the start. "
         "CPU per event counts every bridge process; 'other' is the CPU of processes outside "
         "the run, in % of one core.",
         "",
         "| layout | 16 x 100 events/s | 16 x 100 p99 | CPU ms / 1k events | open loop "
-        "events/s | open p50 | open p99 | open non-2xx | other CPU % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "events/s | open p50 | open p99 | open non-2xx | 1 x 10 p50 / p99 | "
+        "1 x 10 CPU ms / request | other CPU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['layout']} | {n(r['closed_events_per_s'])} | {n(r['closed_p99_ms'], 1)} ms | "
             f"{n(r['cpu_ms_per_1k_events'], 1)} | {n(r['open_offered_events_per_s'])} | "
             f"{n(r['open_p50_ms'], 2)} ms | {n(r['open_p99_ms'], 1)} ms | {r['open_non_2xx']} | "
-            f"{n(r['background_cpu_pct'])} |"
+            f"{n(r['single_p50_ms'], 2)} / {n(r['single_p99_ms'], 2)} ms | "
+            f"{n(r['single_cpu_ms_per_request'], 2)} | {n(r['background_cpu_pct'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -121,11 +147,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             no_peer=True,
             results_dir=args.results_dir,
             bridge_env=[],
+            handover="adapter",
         )
     )
     run_dir = Path(args.results_dir) / (datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-cores")
     run_dir.mkdir(parents=True, exist_ok=True)
+    layouts: dict[str, tuple[str, ...]] = dict(PROCESS_LAYOUTS)
+    processes: dict[str, str] = dict(PROCESSES)
+    if args.handover is not None:
+        chosen = args.handover or list(HANDOVERS)
+        layouts = {name: (f"bridge-{name}",) for name in chosen}
+        processes = {f"bridge-{name}": name for name in chosen}
     meta = {
+        "title": "One bridge process or two"
+        if args.handover is None
+        else "How records reach aiokafka",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "loadavg_start": loadavg(),
@@ -136,24 +172,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProcessSet(run_dir) as procs:
             run = Run(config, run_dir, procs)
             run.start_kafka()
-            urls = [run.start_bridge("bridge-1"), run.start_bridge("bridge-2")]
-            run.bridge_url = urls[0]
+            urls = {name: run.start_bridge(name, handover) for name, handover in processes.items()}
+            first = next(iter(urls.values()))
+            run.bridge_url = first
             warm = [PhaseSpec("warm-up", "closed", 100, 2.0, senders=4)]
-            run.load("warm-up", warm, target="bridge", url=urls[0], watch={}, urls=urls)
+            for url in urls.values():
+                run.load("warm-up", warm, target="bridge", url=url, watch={}, urls=[url])
             rate: float | None = None
             for index in range(args.rounds):
                 this: dict[str, dict[str, PhaseStats]] = {}
-                for layout in LAYOUTS:
-                    chosen = urls[:1] if layout == LAYOUTS[0] else urls
-                    watch = {
-                        f"bridge-{i + 1}": procs.pid(f"bridge-{i + 1}") for i in range(len(chosen))
-                    }
+                for layout, names in layouts.items():
+                    chosen = [urls[name] for name in names]
+                    watch = {name: procs.pid(name) for name in names}
                     watch.update(run.kafka_watch())
+                    tag = f"round{index + 1}-{layout.replace(' ', '_')}"
                     closed = PhaseSpec(
                         f"{layout} 16 x 100", "closed", 100, args.seconds, senders=16
                     )
                     out = run.load(
-                        f"round{index + 1}-{layout.split()[0]}-closed",
+                        f"{tag}-closed",
                         [closed],
                         target="bridge",
                         url=chosen[0],
@@ -166,15 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     opened = PhaseSpec(
                         f"{layout} open", "open", 100, args.seconds, rate=round(rate, 2)
                     )
-                    out = run.load(
-                        f"round{index + 1}-{layout.split()[0]}-open",
-                        [opened],
-                        target="bridge",
-                        url=chosen[0],
-                        watch=watch,
-                        urls=chosen,
-                    )
-                    this[layout]["open"] = out[opened.name][0]
+                    single = PhaseSpec(f"{layout} 1 x 10", "closed", 10, args.seconds, senders=1)
+                    for key, spec in (("open", opened), ("single", single)):
+                        out = run.load(
+                            f"{tag}-{key}",
+                            [spec],
+                            target="bridge",
+                            url=chosen[0],
+                            watch=watch,
+                            urls=chosen,
+                        )
+                        this[layout][key] = out[spec.name][0]
                     time.sleep(1.0)
                 rounds.append(this)
     except (KeyboardInterrupt, Interrupted, BenchError) as exc:

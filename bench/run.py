@@ -30,6 +30,7 @@ import orjson
 
 from bench import profile as prof
 from bench.ceilings import ProducerSpec, java_command, run_java
+from bench.handover import DESIGNS
 from bench.loadgen import LoadSpec, PhaseSpec, planned_seconds
 from bench.processes import alive, memory_mb, steal_seconds
 from bench.report import (
@@ -100,6 +101,7 @@ class Config:
     crowded_topics: int = 0
     results_root: Path = RESULTS_ROOT
     bridge_env: dict[str, str] = field(default_factory=dict)
+    handover: str = "adapter"
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -159,6 +161,7 @@ def make_config(args: argparse.Namespace) -> Config:
         if not sep or not key.startswith("BRIDGE_"):
             raise SystemExit(f"--bridge-env wants BRIDGE_NAME=value, got {item!r}")
         config.bridge_env[key] = value
+    config.handover = args.handover
     return config
 
 
@@ -207,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
         default=CROWD_TOPICS,
         metavar="N",
         help=f"unrelated topics of {CROWD_PARTITIONS} partitions (default {CROWD_TOPICS:,})",
+    )
+    parser.add_argument(
+        "--handover",
+        choices=("adapter", *DESIGNS),
+        default="adapter",
+        help="how the bridge hands records to aiokafka: its adapter (default), or one of the "
+        "public-API designs of bench/handover.py",
     )
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT))
     parser.add_argument(
@@ -284,8 +294,13 @@ class Run:
         self.results.meta["crowd_seconds"] = round(took, 1)
         say(f"Kafka: {created:,} created ({wanted - created:,} were there) in {took:.1f}s")
 
-    def start_bridge(self, name: str) -> str:
-        """One bridge process in the production configuration; returns its webhook URL."""
+    def start_bridge(self, name: str, handover: str | None = None) -> str:
+        """One bridge process in the production configuration; returns its webhook URL.
+
+        ``handover`` (default: the run's ``--handover``) picks how it hands records to
+        aiokafka: ``adapter`` is the bridge itself, the others are bench/handover.py's.
+        """
+        handover = handover or self.config.handover
         [port] = free_ports(1)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(
@@ -304,7 +319,9 @@ class Run:
         self.bridge_env = env
         self.procs.start(
             name,
-            [sys.executable, "-m", "bridge", "serve"],
+            [sys.executable, "-m", "bridge", "serve"]
+            if handover == "adapter"
+            else [sys.executable, "-m", "bench.handover", handover, "serve"],
             env=env,
             log=self.run_dir / f"{name}.log",
         )
@@ -897,6 +914,7 @@ def run_once(config: Config, run_dir: Path, label: str) -> tuple[Results, bool]:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": config.quick,
         "broker": label,
+        "handover": config.handover,
         "cpus": os.cpu_count(),
         "loadavg_start": loadavg(),
         **_versions(),

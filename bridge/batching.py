@@ -14,10 +14,15 @@ The hand-over uses six members of aiokafka that are not part of its documented A
 producer's ``_message_accumulator``, and on it ``_batches`` (the batches waiting per
 partition), ``_append_batch`` (queue a closed batch), ``_closed`` and ``_exception`` (the
 accumulator's state, checked before queueing), and a queued batch's ``_drain_waiter``
-(resolved when the sender takes it). The documented ``send_batch`` is a coroutine, and one
-task per partition and request cost more than the records themselves. aiokafka is pinned
-to one minor version for that reason, and ``tests/unit/test_batching.py`` checks that those
-members exist on the installed version (names, not behaviour).
+(resolved when the sender takes it). They were kept after measuring the documented API
+instead (``python -m bench.cores --handover``, designs in ``bench/handover.py``): the same
+lanes handing their batches to ``send_batch()`` from one long-lived task per lane cost a
+median 13 % more CPU per event over 10 rounds and carried 10 % fewer events/s; one
+``send()`` per record cost 25 % more. aiokafka is therefore pinned to one exact version
+(``requirements.lock``); ``tests/unit/test_batching.py`` checks that those members exist on
+the installed version, and ``tests/integration/test_lanes.py`` checks the behaviour the
+bridge relies on against the real producer and broker (order, coalescing, failure, close,
+linger).
 
 Memory is bounded like the producer's own buffer: when a lane already holds a full batch
 waiting for the accumulator, a request waits (within its deadline) for room before adding.

@@ -130,9 +130,13 @@ class Ingestor:
         )
         for reason, count in plan.fallbacks.items():
             self.metrics.topic_fallbacks.labels(receiver.name, reason).inc(count)
-        fresh = self._without_duplicates(parsed.account_id, plan.records, summary)
+        account_id = parsed.account_id
+        fresh = self._without_duplicates(account_id, plan.records, summary)
+        # The parsed events are several times the size of their records: let them go
+        # before waiting for Kafka, so that a batch in flight holds only its records.
+        del parsed, plan
         if fresh:
-            await self._publish(receiver, router, parsed.account_id, fresh, summary, deadline)
+            await self._publish(receiver, router, account_id, fresh, summary, deadline)
         for fam, count in summary.families.items():
             self.metrics.events_published.labels(receiver.name, fam).inc(count)
         if summary.duplicates:
