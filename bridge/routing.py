@@ -453,8 +453,15 @@ def _is_id(value: object) -> bool:
 
 
 def _value(raw: Mapping[str, Any], account_id: int) -> bytes:
+    """The event as the record's value, in a bytes object of its own size.
+
+    orjson returns its output in the buffer it wrote to, about 4 KiB for any event of a
+    few hundred bytes. A record lives until Kafka acknowledges it, so 100 such values made
+    a batch in flight ten times larger than its events: the copy costs a fraction of a
+    microsecond and keeps the memory per batch in flight proportional to its bytes.
+    """
     try:
-        return orjson.dumps({**raw, "accountId": account_id})
+        return bytes(memoryview(orjson.dumps({**raw, "accountId": account_id})))
     except orjson.JSONEncodeError as exc:
         raise InvalidBatch(
             f"event cannot be encoded as JSON: {exc}", code="invalid_event"
