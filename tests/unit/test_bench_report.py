@@ -451,6 +451,27 @@ def test_peer_targets_compare_the_rates_both_held() -> None:
     assert [t.verdict for t in targets(results)[4:]] == ["PASS", "PASS", "FAIL", "PASS"]
 
 
+def test_single_sender_target_uses_the_medians_of_the_turns_when_taken() -> None:
+    results = _results()
+    results.single_turns = [
+        (
+            _stats("bridge 1 x 10", senders=1, batch=10, p99=b),
+            _stats("peer 1 x 10", senders=1, batch=10, p99=p, proc="peer", target="peer"),
+        )
+        for b, p in ((3.0, 2.0), (30.0, 2.5), (3.2, 25.0), (2.8, 2.6), (3.1, 2.9))
+    ]
+    assert results.single_p99s() == (pytest.approx(3.1), pytest.approx(2.6))
+    one = targets(results)[5]
+    assert one.value == pytest.approx(3.1 / 2.6)
+    assert "medians of 5 turns each" in one.detail
+    assert one.verdict == "PASS"
+    text = render_markdown(results)
+    assert "turn 2: bridge 1 x 10" in text
+    assert "turn 5: hand-written 1 x 10" in text
+    summary = render_broker_summary([("fresh", results)])
+    assert "| bridge: 1 sender x 10 events, p50 / p99 | 0.78 ms / 3.10 ms |" in summary
+
+
 def test_trust_problems_name_a_busy_host_and_contradicting_steps() -> None:
     results = _results()
     assert trust_problems(results) == [
