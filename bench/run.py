@@ -103,6 +103,7 @@ class Config:
     bridge_env: dict[str, str] = field(default_factory=dict)
     handover: str = "adapter"
     single_turns: int = 6
+    all_cores: bool = True
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -164,6 +165,7 @@ def make_config(args: argparse.Namespace) -> Config:
             raise SystemExit(f"--bridge-env wants BRIDGE_NAME=value, got {item!r}")
         config.bridge_env[key] = value
     config.handover = args.handover
+    config.all_cores = not getattr(args, "no_all_cores", False)
     return config
 
 
@@ -194,6 +196,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-java", action="store_true", help="skip ProducerPerformance")
     parser.add_argument(
         "--no-peer", action="store_true", help="skip the hand-written peer (bench/peer.py)"
+    )
+    parser.add_argument(
+        "--no-all-cores",
+        action="store_true",
+        help="skip the open loop on two bridge processes (two one-core pods)",
     )
     broker = parser.add_mutually_exclusive_group()
     broker.add_argument(
@@ -452,6 +459,41 @@ class Run:
                 out = self.load(f"turn{index + 1}-{who}", [phase], target=who, url=url, watch=watch)
                 taken[who] = out[phase.name][0]
             self.results.single_turns.append((taken["bridge"], taken["peer"]))
+
+    def all_cores_open_loop(self) -> None:
+        """Two bridge processes behind one address, as two one-core pods behind a Service.
+
+        The bridge is one process per core (docs/operations.md, "All cores"); this is the
+        rate a pod-per-core deployment holds on this host, found like the one-process rate:
+        open-loop steps, requests handed to the two processes in turn.
+        """
+        if not self.config.all_cores:
+            return
+        sus = self.results.sustainable
+        base = sus.offered_rps if sus and sus.offered_rps else max(self.tried_rates() or [10.0])
+        second = self.start_bridge("bridge-2")
+        try:
+            phase = PhaseSpec(
+                "all cores open loop",
+                "steps",
+                100,
+                self.config.step_s,
+                rates=[round(f * base, 2) for f in (1.0, 1.4, 1.7, 2.0)],
+                refine=self.config.refine,
+                pause_s=1.0,
+            )
+            watch = {**self.bridge_watch(), "bridge-2": self.procs.pid("bridge-2")}
+            out = self.load(
+                "all-cores-open-loop",
+                [phase],
+                target="bridge",
+                url=self.bridge_url,
+                watch=watch,
+                urls=[self.bridge_url, second],
+            )
+            self.results.all_cores_steps = out[phase.name]
+        finally:
+            self.procs.stop("bridge-2")
 
     def peer_open_loop(self) -> None:
         """The peer at the bridge's open-loop rates, then higher until it fails, then bisected."""
@@ -801,6 +843,7 @@ class Run:
         self.open_loop()
         self.peer_open_loop()
         self.bridge_at_peer_rates()
+        self.all_cores_open_loop()
         self.overload()
         self.soak()
         self.results.bridge_peak_rss_mb = memory_mb(self.procs.pid("bridge"))[1]

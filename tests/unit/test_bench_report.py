@@ -460,7 +460,7 @@ def test_single_sender_target_uses_the_medians_of_the_turns_when_taken() -> None
         )
         for b, p in ((3.0, 2.0), (30.0, 2.5), (3.2, 25.0), (2.8, 2.6), (3.1, 2.9))
     ]
-    assert results.single_p99s() == (pytest.approx(3.1), pytest.approx(2.6))
+    assert results.single_p99s() == pytest.approx((3.1, 2.6))
     one = targets(results)[5]
     assert one.value == pytest.approx(3.1 / 2.6)
     assert "medians of 5 turns each" in one.detail
@@ -470,6 +470,22 @@ def test_single_sender_target_uses_the_medians_of_the_turns_when_taken() -> None
     assert "turn 5: hand-written 1 x 10" in text
     summary = render_broker_summary([("fresh", results)])
     assert "| bridge: 1 sender x 10 events, p50 / p99 | 0.78 ms / 3.10 ms |" in summary
+
+
+def test_highest_rate_held_counts_all_cores_when_two_processes_were_measured() -> None:
+    results = _results()
+    held = targets(results)[6]
+    assert held.value == pytest.approx(7500.0)  # one process only
+    results.all_cores_steps = [
+        _stats("all cores", rps=r, offered=r, p99=p99, proc="bridge-2")
+        for r, p99 in ((100.0, 20.0), (140.0, 40.0), (170.0, 150.0))
+    ]
+    held = targets(results)[6]
+    assert held.value == pytest.approx(14_000.0)
+    assert held.detail.startswith("two one-core bridge processes 14,000, one process 7,500")
+    assert "## All cores: two bridge processes" in render_markdown(results)
+    summary = render_broker_summary([("fresh", results)])
+    assert "| bridge, two one-core processes: highest rate held | 14,000 |" in summary
 
 
 def test_trust_problems_name_a_busy_host_and_contradicting_steps() -> None:
