@@ -473,6 +473,9 @@ class Run:
         base = sus.offered_rps if sus and sus.offered_rps else max(self.tried_rates() or [10.0])
         second = self.start_bridge("bridge-2")
         try:
+            # Its producer learns the topics' metadata and connects before it is measured.
+            warm = [PhaseSpec("warm-up bridge-2", "closed", 100, 2.0, senders=4)]
+            self.load("all-cores-warm-up", warm, target="bridge", url=second, watch={})
             phase = PhaseSpec(
                 "all cores open loop",
                 "steps",
