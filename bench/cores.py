@@ -93,6 +93,8 @@ def summarize(rounds: list[dict[str, dict[str, PhaseStats]]]) -> list[dict[str, 
                 "open_p50_ms": _median([s.latency.p50 for s in opened]),
                 "open_p99_ms": _median([s.latency.p99 for s in opened]),
                 "open_non_2xx": sum(s.failed for s in opened),
+                # Answers that were not plain publishes (duplicates, dead letters): must be 0.
+                "not_clean": sum(s.unclean for s in closed + opened + single),
                 "single_p50_ms": _median([s.latency.p50 for s in single]),
                 "single_p99_ms": _median([s.latency.p99 for s in single]),
                 "single_cpu_ms_per_request": _median(
@@ -117,8 +119,8 @@ def render(rows: list[dict[str, Any]], rounds: int, meta: dict[str, Any]) -> str
         "",
         "| layout | 16 x 100 events/s | 16 x 100 p99 | CPU ms / 1k events | open loop "
         "events/s | open p50 | open p99 | open non-2xx | 1 x 10 p50 / p99 | "
-        "1 x 10 CPU ms / request | other CPU % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "1 x 10 CPU ms / request | other CPU % | answers not clean |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -126,7 +128,8 @@ def render(rows: list[dict[str, Any]], rounds: int, meta: dict[str, Any]) -> str
             f"{n(r['cpu_ms_per_1k_events'], 1)} | {n(r['open_offered_events_per_s'])} | "
             f"{n(r['open_p50_ms'], 2)} ms | {n(r['open_p99_ms'], 1)} ms | {r['open_non_2xx']} | "
             f"{n(r['single_p50_ms'], 2)} / {n(r['single_p99_ms'], 2)} ms | "
-            f"{n(r['single_cpu_ms_per_request'], 2)} | {n(r['background_cpu_pct'])} |"
+            f"{n(r['single_cpu_ms_per_request'], 2)} | {n(r['background_cpu_pct'])} | "
+            f"{r['not_clean']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -392,7 +392,9 @@ class Run:
             target=target,
             secret=secret or self.secret,
             tag_base=self.invocations << 24,
-            ring_events=int(DEDUPE_WINDOW * 1.5),
+            # Each process behind ``urls`` sees only its share of the ring: a body comes
+            # round again once every one of their duplicates windows has forgotten it.
+            ring_events=int(DEDUPE_WINDOW * 1.5) * max(1, len(urls or [])),
             watch=watch,
             phases=phases,
         )
