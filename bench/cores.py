@@ -189,25 +189,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     watch = {name: procs.pid(name) for name in names}
                     watch.update(run.kafka_watch())
                     tag = f"round{index + 1}-{layout.replace(' ', '_')}"
-                    closed = PhaseSpec(
-                        f"{layout} 16 x 100", "closed", 100, args.seconds, senders=16
-                    )
-                    out = run.load(
-                        f"{tag}-closed",
-                        [closed],
-                        target="bridge",
-                        url=chosen[0],
-                        watch=watch,
-                        urls=chosen,
-                    )
-                    this[layout] = {"closed": out[closed.name][0]}
-                    if rate is None:
-                        rate = OPEN_SHARE * (this[layout]["closed"].requests_per_s or 10.0)
-                    opened = PhaseSpec(
-                        f"{layout} open", "open", 100, args.seconds, rate=round(rate, 2)
-                    )
-                    single = PhaseSpec(f"{layout} 1 x 10", "closed", 10, args.seconds, senders=1)
-                    for key, spec in (("open", opened), ("single", single)):
+                    this[layout] = {}
+                    for key in ("closed", "open", "single"):
+                        if key == "closed":
+                            spec = PhaseSpec(
+                                f"{layout} 16 x 100", "closed", 100, args.seconds, senders=16
+                            )
+                        elif key == "open":
+                            if rate is None:  # a share of what the first layout got through
+                                rate = OPEN_SHARE * (this[layout]["closed"].requests_per_s or 10.0)
+                            spec = PhaseSpec(
+                                f"{layout} open", "open", 100, args.seconds, rate=round(rate, 2)
+                            )
+                        else:
+                            spec = PhaseSpec(
+                                f"{layout} 1 x 10", "closed", 10, args.seconds, senders=1
+                            )
                         out = run.load(
                             f"{tag}-{key}",
                             [spec],

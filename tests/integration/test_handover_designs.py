@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -20,16 +19,6 @@ from bridge.routing import Record
 from tests.kafka_fixtures import consume_all
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    made = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await made.start()
-    try:
-        yield made
-    finally:
-        await made.stop()
 
 
 @pytest.mark.parametrize("design", DESIGNS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -33,16 +32,6 @@ async def _topic(bootstrap: str, **configs: str) -> str:
     finally:
         await admin.close()
     return name
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    made = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await made.start()
-    try:
-        yield made
-    finally:
-        await made.stop()
 
 
 async def _lane(
