@@ -475,9 +475,13 @@ class Run:
         base = sus.offered_rps if sus and sus.offered_rps else max(self.tried_rates() or [10.0])
         second = self.start_bridge("bridge-2")
         try:
-            # Its producer learns the topics' metadata and connects before it is measured.
+            # Its producer learns the topics' metadata and connects before it is measured,
+            # then both take requests in turn at a low rate, as in the steps.
             warm = [PhaseSpec("warm-up bridge-2", "closed", 100, 2.0, senders=4)]
-            self.load("all-cores-warm-up", warm, target="bridge", url=second, watch={})
+            self.warm_until_2xx("bridge-2", second, warm)
+            both = [PhaseSpec("warm-up both", "open", 100, 2.0, rate=round(base / 2, 2))]
+            urls = [self.bridge_url, second]
+            self.load("all-cores-warm-up", both, target="bridge", url=second, watch={}, urls=urls)
             phase = PhaseSpec(
                 "all cores open loop",
                 "steps",
@@ -555,21 +559,25 @@ class Run:
             PhaseSpec(f"warm-up {b}", "closed", b, 1.5 if b == 100 else 1.0, senders=4)
             for b in self.config.batches
         ]
-        # Until a round is all 2xx: on a crowded broker creating the topics may take longer.
-        for attempt in range(1, WARM_UP_ROUNDS + 1):
-            out = self.load("warm-up", phases, target="bridge", url=self.bridge_url, watch={})
-            failed = sum(stats.failed for runs in out.values() for stats in runs)
-            if not failed:
-                break
-            if attempt == WARM_UP_ROUNDS:
-                note = f"the bridge's warm-up failed {failed} requests in each of {attempt} rounds"
-                self.results.notes.append(note + "; measured anyway (see bridge.log)")
-                say(f"  {note}; measuring anyway")
-                break
-            say(f"  warm-up: {failed} requests not 2xx; again")
-            time.sleep(2.0)
+        self.warm_until_2xx("bridge", self.bridge_url, phases)
         if self.peer_url:  # its producer learns the topics' metadata before it is measured
             self.load("peer-warm-up", phases[-1:], target="peer", url=self.peer_url, watch={})
+
+    def warm_until_2xx(self, name: str, url: str, phases: list[PhaseSpec]) -> None:
+        """Warm-up rounds until one is all 2xx: on a crowded broker, creating the topics and
+        learning their metadata may take longer than one round."""
+        for attempt in range(1, WARM_UP_ROUNDS + 1):
+            out = self.load(f"warm-up-{name}", phases, target="bridge", url=url, watch={})
+            failed = sum(stats.failed for runs in out.values() for stats in runs)
+            if not failed:
+                return
+            if attempt == WARM_UP_ROUNDS:
+                note = f"{name}'s warm-up failed {failed} requests in each of {attempt} rounds"
+                self.results.notes.append(note + f"; measured anyway (see {name}.log)")
+                say(f"  {note}; measuring anyway")
+                return
+            say(f"  warm-up: {failed} requests not 2xx; again")
+            time.sleep(2.0)
 
     def alm_like(self) -> None:
         phases = [
