@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import pytest
@@ -197,13 +197,17 @@ def event_ids(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
     return [orjson.loads(r.value)["eventId"] for r in records]
 
 
+# The completion's key (its user and learning object) in two_events().
+DEAD_LETTER_KEY: Final = f"{ACCOUNT}:51002:course:771203_902114".encode()
+
+
 def assert_dead_lettered(
     record: ConsumerRecord[bytes, bytes],
     *,
     event_id: str,
     meant_for: str,
     reason: str,
-    key: bytes | None = f"{ACCOUNT}:51002:course:771203_902114".encode(),
+    key: bytes | None = DEAD_LETTER_KEY,
 ) -> dict[str, bytes]:
     """The event itself (value, key, CloudEvents headers) plus why and where it was going."""
     headers = dict(record.headers)
@@ -218,6 +222,38 @@ def assert_dead_lettered(
     assert headers["dlq_error"]
     datetime.fromisoformat(headers["dlq_time"].decode())
     return headers
+
+
+async def post_dead_lettering_the_completion(
+    bridge: Bridge,
+    cluster: LocalKafka,
+    prefix: str,
+    body: bytes,
+    enrolled_id: str,
+    completed_id: str,
+    reason: str,
+    *,
+    key: bytes | None = DEAD_LETTER_KEY,
+) -> tuple[ConsumerRecord[bytes, bytes], dict[str, bytes]]:
+    """POST :func:`two_events`: 200, the enrolment published, the completion dead-lettered.
+
+    Returns the dead-letter record and its headers.
+    """
+    response = await bridge.post(body)
+
+    assert response.status == 200
+    summary = await response.json()
+    assert summary["published"] == 1
+    assert summary["deadLettered"] == 1
+    assert summary["deadLetterReasons"] == {reason: 1}
+    await assert_ready(bridge)
+    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
+    dead = await records_of(cluster, dead_letter_topic(prefix))
+    assert len(dead) == 1
+    headers = assert_dead_lettered(
+        dead[0], event_id=completed_id, meant_for=topic(prefix, COMPLETED), reason=reason, key=key
+    )
+    return dead[0], headers
 
 
 async def assert_ready(bridge: Bridge) -> None:
@@ -308,22 +344,8 @@ async def test_topic_the_bridge_may_not_create_dead_letters_only_that_event(
     bridge = await make_bridge(aiohttp_client, cluster, prefix)
     body, enrolled_id, completed_id = two_events()
 
-    response = await bridge.post(body)
-
-    assert response.status == 200
-    summary = await response.json()
-    assert summary["published"] == 1
-    assert summary["deadLettered"] == 1
-    assert summary["deadLetterReasons"] == {"topic_not_authorized": 1}
-    await assert_ready(bridge)
-    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
-    dead = await records_of(cluster, dead_letter_topic(prefix))
-    assert len(dead) == 1
-    assert_dead_lettered(
-        dead[0],
-        event_id=completed_id,
-        meant_for=topic(prefix, COMPLETED),
-        reason="topic_not_authorized",
+    await post_dead_lettering_the_completion(
+        bridge, cluster, prefix, body, enrolled_id, completed_id, "topic_not_authorized"
     )
     assert topic(prefix, COMPLETED) not in await existing_topics(cluster)
     assert dead_letter_count(bridge, "topic_not_authorized") == 1
@@ -388,24 +410,10 @@ async def test_topic_the_bridge_may_not_write_dead_letters_only_that_event(
     bridge = await make_bridge(aiohttp_client, cluster, prefix)
     body, enrolled_id, completed_id = two_events()
 
-    response = await bridge.post(body)
-
-    assert response.status == 200
-    summary = await response.json()
-    assert summary["published"] == 1
-    assert summary["deadLettered"] == 1
-    assert summary["deadLetterReasons"] == {"topic_not_authorized": 1}
-    await assert_ready(bridge)
-    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
-    assert await records_of(cluster, topic(prefix, COMPLETED)) == []
-    dead = await records_of(cluster, dead_letter_topic(prefix))
-    assert len(dead) == 1
-    assert_dead_lettered(
-        dead[0],
-        event_id=completed_id,
-        meant_for=topic(prefix, COMPLETED),
-        reason="topic_not_authorized",
+    await post_dead_lettering_the_completion(
+        bridge, cluster, prefix, body, enrolled_id, completed_id, "topic_not_authorized"
     )
+    assert await records_of(cluster, topic(prefix, COMPLETED)) == []
 
     await assert_resend_is_all_duplicates(bridge, body)
 
@@ -426,21 +434,8 @@ async def test_missing_topic_while_auto_creation_is_off_dead_letters_only_that_e
     bridge = await make_bridge(aiohttp_client, cluster, prefix, kafka_auto_create_topics=False)
     body, enrolled_id, completed_id = two_events()
 
-    response = await bridge.post(body)
-
-    assert response.status == 200
-    summary = await response.json()
-    assert summary["published"] == 1
-    assert summary["deadLetterReasons"] == {"topic_missing": 1}
-    await assert_ready(bridge)
-    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
-    dead = await records_of(cluster, dead_letter_topic(prefix))
-    assert len(dead) == 1
-    assert_dead_lettered(
-        dead[0],
-        event_id=completed_id,
-        meant_for=topic(prefix, COMPLETED),
-        reason="topic_missing",
+    await post_dead_lettering_the_completion(
+        bridge, cluster, prefix, body, enrolled_id, completed_id, "topic_missing"
     )
     assert topic(prefix, COMPLETED) not in await existing_topics(cluster)
 
@@ -462,21 +457,8 @@ async def test_replication_factor_the_cluster_cannot_meet_is_a_topic_config_refu
     bridge = await make_bridge(aiohttp_client, cluster, prefix, kafka_topic_replication_factor=3)
     body, enrolled_id, completed_id = two_events()
 
-    response = await bridge.post(body)
-
-    assert response.status == 200
-    summary = await response.json()
-    assert summary["published"] == 1
-    assert summary["deadLetterReasons"] == {"topic_config": 1}
-    await assert_ready(bridge)
-    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
-    dead = await records_of(cluster, dead_letter_topic(prefix))
-    assert len(dead) == 1
-    headers = assert_dead_lettered(
-        dead[0],
-        event_id=completed_id,
-        meant_for=topic(prefix, COMPLETED),
-        reason="topic_config",
+    _, headers = await post_dead_lettering_the_completion(
+        bridge, cluster, prefix, body, enrolled_id, completed_id, "topic_config"
     )
     assert b"replication" in headers["dlq_error"].lower()
     assert topic(prefix, COMPLETED) not in await existing_topics(cluster)
@@ -496,21 +478,8 @@ async def test_topic_the_clusters_policy_refuses_is_a_topic_policy_refusal(
     bridge = await make_bridge(aiohttp_client, cluster, prefix, kafka_topic_partitions=partitions)
     body, enrolled_id, completed_id = two_events()
 
-    response = await bridge.post(body)
-
-    assert response.status == 200
-    summary = await response.json()
-    assert summary["published"] == 1
-    assert summary["deadLetterReasons"] == {"topic_policy": 1}
-    await assert_ready(bridge)
-    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
-    dead = await records_of(cluster, dead_letter_topic(prefix))
-    assert len(dead) == 1
-    headers = assert_dead_lettered(
-        dead[0],
-        event_id=completed_id,
-        meant_for=topic(prefix, COMPLETED),
-        reason="topic_policy",
+    _, headers = await post_dead_lettering_the_completion(
+        bridge, cluster, prefix, body, enrolled_id, completed_id, "topic_policy"
     )
     assert f"at most {ACL_KAFKA_MAX_PARTITIONS}".encode() in headers["dlq_error"]
     assert topic(prefix, COMPLETED) not in await existing_topics(cluster)
@@ -531,25 +500,11 @@ async def test_record_too_large_for_its_topic_dead_letters_only_that_event(
     bridge = await make_bridge(aiohttp_client, cluster, prefix)
     body, enrolled_id, completed_id = two_events(completed_data={"note": "x" * 8000})
 
-    response = await bridge.post(body)
-
-    assert response.status == 200
-    summary = await response.json()
-    assert summary["published"] == 1
-    assert summary["deadLettered"] == 1
-    assert summary["deadLetterReasons"] == {"record_too_large": 1}
-    await assert_ready(bridge)
-    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
-    assert await records_of(cluster, topic(prefix, COMPLETED)) == []
-    dead = await records_of(cluster, dead_letter_topic(prefix))
-    assert len(dead) == 1
-    assert_dead_lettered(
-        dead[0],
-        event_id=completed_id,
-        meant_for=topic(prefix, COMPLETED),
-        reason="record_too_large",
+    dead, _ = await post_dead_lettering_the_completion(
+        bridge, cluster, prefix, body, enrolled_id, completed_id, "record_too_large"
     )
-    assert orjson.loads(dead[0].value)["data"]["note"] == "x" * 8000
+    assert await records_of(cluster, topic(prefix, COMPLETED)) == []
+    assert orjson.loads(dead.value)["data"]["note"] == "x" * 8000
     assert dead_letter_count(bridge, "record_too_large") == 1
 
     await assert_resend_is_all_duplicates(bridge, body)
@@ -570,24 +525,10 @@ async def test_record_the_topic_cannot_take_is_dead_lettered_as_refused_by_kafka
     bridge = await make_bridge(aiohttp_client, cluster, prefix, receiver={"routing": routing})
     body, enrolled_id, completed_id = two_events()
 
-    response = await bridge.post(body)
-
-    assert response.status == 200
-    summary = await response.json()
-    assert summary["published"] == 1
-    assert summary["deadLetterReasons"] == {"kafka_refused": 1}
-    await assert_ready(bridge)
-    assert event_ids(await records_of(cluster, topic(prefix, ENROLLED))) == [enrolled_id]
-    assert await records_of(cluster, topic(prefix, COMPLETED)) == []
-    dead = await records_of(cluster, dead_letter_topic(prefix))
-    assert len(dead) == 1
-    assert_dead_lettered(
-        dead[0],
-        event_id=completed_id,
-        meant_for=topic(prefix, COMPLETED),
-        reason="kafka_refused",
-        key=None,
+    await post_dead_lettering_the_completion(
+        bridge, cluster, prefix, body, enrolled_id, completed_id, "kafka_refused", key=None
     )
+    assert await records_of(cluster, topic(prefix, COMPLETED)) == []
 
     await assert_resend_is_all_duplicates(bridge, body)
 
