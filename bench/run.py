@@ -482,14 +482,8 @@ class Run:
             both = [PhaseSpec("warm-up both", "open", 100, 2.0, rate=round(base / 2, 2))]
             urls = [self.bridge_url, second]
             self.load("all-cores-warm-up", both, target="bridge", url=second, watch={}, urls=urls)
-            phase = PhaseSpec(
-                "all cores open loop",
-                "steps",
-                100,
-                self.config.step_s,
-                rates=[round(f * base, 2) for f in (1.0, 1.4, 1.7, 2.0)],
-                refine=self.config.refine,
-                pause_s=1.0,
+            phase = self.rate_search(
+                "all cores open loop", [round(f * base, 2) for f in (1.0, 1.4, 1.7, 2.0)]
             )
             watch = {**self.bridge_watch(), "bridge-2": self.procs.pid("bridge-2")}
             out = self.load(
@@ -508,15 +502,7 @@ class Run:
         """The peer at the bridge's open-loop rates, then higher until it fails, then bisected."""
         if not self.peer_url:
             return
-        phase = PhaseSpec(
-            "peer open loop",
-            "steps",
-            100,
-            self.config.step_s,
-            rates=self.tried_rates() or [10.0],
-            refine=self.config.refine,
-            pause_s=1.0,
-        )
+        phase = self.rate_search("peer open loop", self.tried_rates() or [10.0])
         out = self.load(
             "peer-open-loop", [phase], target="peer", url=self.peer_url, watch=self.peer_watch()
         )
@@ -594,15 +580,7 @@ class Run:
         cell = self.results.alm_cell(16, 100)
         base = cell.requests_per_s if cell and cell.requests_per_s else 10.0
         rates = [round(f * base, 2) for f in self.config.factors]
-        phase = PhaseSpec(
-            "open loop",
-            "steps",
-            100,
-            self.config.step_s,
-            rates=rates,
-            refine=self.config.refine,
-            pause_s=1.0,
-        )
+        phase = self.rate_search("open loop", rates)
         out = self.load(
             "open-loop", [phase], target="bridge", url=self.bridge_url, watch=self.bridge_watch()
         )
@@ -710,6 +688,18 @@ class Run:
         )
 
     # Ceilings ----------------------------------------------------------------------------
+
+    def rate_search(self, name: str, rates: list[float]) -> PhaseSpec:
+        """Open-loop steps of 100-event batches: up until one fails, then down and bisected."""
+        return PhaseSpec(
+            name,
+            "steps",
+            100,
+            self.config.step_s,
+            rates=rates,
+            refine=self.config.refine,
+            pause_s=1.0,
+        )
 
     def tried_rates(self) -> list[float]:
         return sorted({s.offered_rps for s in self.results.open_steps if s.offered_rps})
