@@ -24,10 +24,13 @@ from bench.stats import (
 
 BRIDGE: Final = "bridge"
 PEER: Final = "peer"
+BENTHOS: Final = "benthos"
 MIN_SHARE_OF_PRODUCER: Final = 0.6
 # Issue 15's targets against the hand-written peer (bench/peer.py), in the same run.
 MAX_PEER_LATENCY_MULTIPLE: Final = 1.2
-# Benthos v4.27 held 60,000 events/s of 100-event batches on a fresh broker (issue 15).
+# Benthos v4.27 held 60,000 events/s of 100-event batches on a fresh broker in issue 15's run;
+# the target compares with the Benthos peer measured in the same run, this figure only when
+# that peer was not measured (--no-benthos).
 REFERENCE_HELD_EPS: Final = 60_000.0
 # Issue 15's run: bridge 17.5, hand-written 20.1 ms of CPU per 1,000 events (0.87 x); the
 # limit keeps that lead, less about a tenth for the noise of a shared host.
@@ -63,6 +66,8 @@ class Results:
     single_turns: list[tuple[PhaseStats, PhaseStats]] = field(default_factory=list)
     # Open-loop steps on two bridge processes taking requests in turn (two one-core pods).
     all_cores_steps: list[PhaseStats] = field(default_factory=list)
+    # Open-loop steps on the Benthos peer (bench/benthospeer.py), on the same broker.
+    benthos_steps: list[PhaseStats] = field(default_factory=list)
     bridge_peak_rss_mb: float | None = None
     profile: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -74,6 +79,10 @@ class Results:
     @property
     def all_cores_sustainable(self) -> PhaseStats | None:
         return sustainable(self.all_cores_steps)
+
+    @property
+    def benthos_sustainable(self) -> PhaseStats | None:
+        return sustainable(self.benthos_steps)
 
     def alm_cell(self, senders: int, batch: int) -> PhaseStats | None:
         return _cell(self.alm, senders, batch)
@@ -413,23 +422,44 @@ def peer_targets(results: Results) -> list[Target]:
     sus, peer_sus = results.sustainable, results.peer_sustainable
     one_process = sus.offered_eps if sus else None
     both = results.all_cores_sustainable
-    # Benthos used both cores of the host; the bridge uses them as one process per core.
-    held = (both.offered_eps if both else None) if results.all_cores_steps else one_process
-    where = "two one-core bridge processes" if results.all_cores_steps else "bridge"
-    detail = f"{where} {_n(held)}"
+    two_processes = both.offered_eps if both else None
+    # Benthos uses every core in one process; the bridge uses them as one process per core
+    # (two one-core pods), which on a small host sharing its cores with the broker can hold
+    # less than one process: the layout that holds more is the bridge's figure.
+    layouts = {"one process": one_process}
     if results.all_cores_steps:
-        detail += f", one process {_n(one_process)}"
+        layouts["two one-core processes"] = two_processes
+    measured = {name: eps for name, eps in layouts.items() if eps is not None}
+    best = max(measured, key=measured.__getitem__) if measured else None
+    held = measured[best] if best else None
+    detail = f"bridge {_n(held)}" + (f" ({best})" if best and len(layouts) > 1 else "")
+    if len(layouts) > 1:
+        detail += "; " + ", ".join(f"{name} {_n(eps)}" for name, eps in layouts.items())
     detail += f", hand-written {_n(peer_sus.offered_eps if peer_sus else None)} events/s"
-    out.append(
-        Target(
-            f"highest rate held on all cores >= {REFERENCE_HELD_EPS:,.0f} events/s "
-            "(Benthos, issue 15)",
-            held,
-            REFERENCE_HELD_EPS,
-            None if held is None else held >= REFERENCE_HELD_EPS,
-            detail,
+    if results.benthos_steps:
+        benthos = results.benthos_sustainable
+        benthos_held = benthos.offered_eps if benthos else None
+        multiple = ratio(held, benthos_held)
+        out.append(
+            Target(
+                "highest rate held on all cores >= the Benthos peer's (same run)",
+                multiple,
+                1.0,
+                None if multiple is None else multiple >= 1.0,
+                f"{detail}; Benthos peer {_n(benthos_held)} events/s",
+            )
         )
-    )
+    else:
+        out.append(
+            Target(
+                f"highest rate held on all cores >= {REFERENCE_HELD_EPS:,.0f} events/s "
+                "(Benthos in issue 15's run)",
+                held,
+                REFERENCE_HELD_EPS,
+                None if held is None else held >= REFERENCE_HELD_EPS,
+                detail,
+            )
+        )
     bridge_cpu, peer_cpu = pairs.cpu_per_1k(BRIDGE), pairs.cpu_per_1k(PEER)
     multiple = ratio(bridge_cpu, peer_cpu)
     out.append(
@@ -473,6 +503,7 @@ def trust_problems(results: Results) -> list[str]:
         problems.append(f"the hypervisor took {steal:.1f} % of the CPUs (steal)")
     problems += _contradictions(results.open_steps, "bridge")
     problems += _contradictions(results.peer_steps, "hand-written")
+    problems += _contradictions(results.benthos_steps, "Benthos peer")
     over, sus = results.overload, results.sustainable
     if over is not None and sus is not None and step_passes(over):
         problems.append(
@@ -598,6 +629,12 @@ def to_json(results: Results) -> dict[str, Any]:
                 results.all_cores_sustainable.events_per_s
                 if results.all_cores_sustainable
                 else None
+            ),
+        },
+        "benthos": {
+            "steps": [{**p.to_dict(), "passed": step_passes(p)} for p in results.benthos_steps],
+            "sustainable_events_per_s": _r(
+                results.benthos_sustainable.events_per_s if results.benthos_sustainable else None
             ),
         },
         "untrusted": trust_problems(results) if results.meta.get("quick") else [],
@@ -791,6 +828,13 @@ def render_broker_summary(runs: Sequence[tuple[str, Results]]) -> str:
         rows.append(
             ["bridge, two one-core processes: highest rate held", *(held_two(r) for _, r in runs)]
         )
+    if any(r.benthos_steps for _, r in runs):
+
+        def held_benthos(results: Results) -> str:
+            benthos = results.benthos_sustainable
+            return _n(benthos.offered_eps if benthos else None)
+
+        rows.append(["Benthos peer: highest rate held", *(held_benthos(r) for _, r in runs)])
     lines += _table(("", *names), rows)
     lines += ["", "## Targets", ""]
     per_run = [targets(results) for _, results in runs]
@@ -1020,6 +1064,25 @@ def render_markdown(results: Results) -> str:
             ),
             rows,
         )
+    if results.benthos_steps:
+        lines += [
+            "",
+            "## Benthos peer (bench/benthos-peer)",
+            "",
+            "The Benthos engine with issue 15's pipeline: http_server, HMAC check and split in "
+            "Bloblang, one record per event through franz-go with the bridge's producer settings "
+            "(acks=all, idempotent, no compression), the answer after Kafka acknowledged the "
+            "batch. Pipeline threads on every core. Open-loop steps of 100-event batches, "
+            "searched like the bridge's, on the same broker.",
+            "",
+        ]
+        benthos = results.benthos_sustainable
+        rows = []
+        for step in results.benthos_steps:
+            mark = " (sustainable)" if step is benthos else ("" if step_passes(step) else " (over)")
+            label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
+            rows.append(_phase_row(label, step, BENTHOS))
+        lines += _table(_PHASE_HEADER, rows)
     if results.compare:
         lines += ["", f"## Compared endpoint {results.compare_url}", ""]
         lines += _table(
@@ -1066,6 +1129,7 @@ def chart_series(results: Results) -> dict[str, list[tuple[float, float]]]:
     add("HTTP ceiling", results.http_steps)
     add("raw aiokafka producer", results.producer_steps)
     add("hand-written peer", results.peer_steps)
+    add("Benthos peer", results.benthos_steps)
     return series
 
 
@@ -1080,6 +1144,7 @@ def render_chart(results: Results, path: Path) -> None:
         "HTTP ceiling": ("tab:blue", 1.5),
         "raw aiokafka producer": ("tab:green", 1.5),
         "hand-written peer": ("tab:orange", 1.5),
+        "Benthos peer": ("tab:purple", 1.5),
     }
     fig, ax = plt.subplots(figsize=(13, 6), dpi=110)
     for label, points in chart_series(results).items():

@@ -16,6 +16,7 @@ import os
 import platform
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -28,6 +29,7 @@ from typing import Any, Final
 
 import orjson
 
+from bench import benthospeer
 from bench import profile as prof
 from bench.ceilings import ProducerSpec, java_command, run_java
 from bench.handover import DESIGNS
@@ -104,6 +106,7 @@ class Config:
     handover: str = "adapter"
     single_turns: int = 6
     all_cores: bool = True
+    benthos: bool = True
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -166,6 +169,7 @@ def make_config(args: argparse.Namespace) -> Config:
         config.bridge_env[key] = value
     config.handover = args.handover
     config.all_cores = not getattr(args, "no_all_cores", False)
+    config.benthos = not getattr(args, "no_benthos", False)
     return config
 
 
@@ -201,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-all-cores",
         action="store_true",
         help="skip the open loop on two bridge processes (two one-core pods)",
+    )
+    parser.add_argument(
+        "--no-benthos",
+        action="store_true",
+        help="skip the Benthos peer (bench/benthospeer.py; built with go on first use)",
     )
     broker = parser.add_mutually_exclusive_group()
     broker.add_argument(
@@ -497,6 +506,43 @@ class Run:
             self.results.all_cores_steps = out[phase.name]
         finally:
             self.procs.stop("bridge-2")
+
+    def benthos_open_loop(self) -> None:
+        """The Benthos peer on the same broker, started for this phase only: its highest rate
+        held, searched like the bridge's from the rates two bridge processes were tried at."""
+        if not self.config.benthos:
+            return
+        say("Benthos peer: go build (cached once built)")
+        try:
+            binary = benthospeer.build()
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            self.results.notes.append(f"Benthos peer not measured: {exc}")
+            say(f"  not measured: {exc}")
+            return
+        port, http_port = free_ports(2)
+        how = benthospeer.launch(
+            binary,
+            port=port,
+            http_port=http_port,
+            bootstrap=self.bootstrap,
+            secret=self.secret,
+            path=f"/webhooks/{RECEIVER}",
+        )
+        self.procs.start("benthos", how.command, env=how.env, log=self.run_dir / "benthos.log")
+        try:
+            self.procs.wait_http("benthos", how.ready_url, 60.0)
+            say(f"Benthos peer: pid {self.procs.pid('benthos')}, {how.url}")
+            warm = [PhaseSpec("warm-up benthos", "closed", 100, 2.0, senders=4)]
+            self.warm_until_2xx("benthos", how.url, warm)
+            tried = sorted({s.offered_rps for s in self.results.all_cores_steps if s.offered_rps})
+            phase = self.rate_search("Benthos open loop", tried or self.tried_rates() or [10.0])
+            watch = {"benthos": self.procs.pid("benthos"), **self.kafka_watch()}
+            out = self.load(
+                "benthos-open-loop", [phase], target="benthos", url=how.url, watch=watch
+            )
+            self.results.benthos_steps = out[phase.name]
+        finally:
+            self.procs.stop("benthos")
 
     def peer_open_loop(self) -> None:
         """The peer at the bridge's open-loop rates, then higher until it fails, then bisected."""
@@ -847,6 +893,7 @@ class Run:
         self.peer_open_loop()
         self.bridge_at_peer_rates()
         self.all_cores_open_loop()
+        self.benthos_open_loop()
         self.overload()
         self.soak()
         self.results.bridge_peak_rss_mb = memory_mb(self.procs.pid("bridge"))[1]

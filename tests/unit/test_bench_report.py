@@ -482,10 +482,45 @@ def test_highest_rate_held_counts_all_cores_when_two_processes_were_measured() -
     ]
     held = targets(results)[6]
     assert held.value == pytest.approx(14_000.0)
-    assert held.detail.startswith("two one-core bridge processes 14,000, one process 7,500")
+    assert held.detail.startswith(
+        "bridge 14,000 (two one-core processes); one process 7,500, two one-core processes 14,000"
+    )
+    # Two processes that held 5,000 only, as on a small host whose broker shares the cores:
+    results.all_cores_steps = [_stats("all cores", rps=50.0, offered=50.0, proc="bridge-2")]
+    held = targets(results)[6]
+    assert held.value == pytest.approx(7_500.0)
+    assert held.detail.startswith("bridge 7,500 (one process); one process 7,500, two one-core")
+    results.all_cores_steps = [
+        _stats("all cores", rps=r, offered=r, p99=p99, proc="bridge-2")
+        for r, p99 in ((100.0, 20.0), (140.0, 40.0), (170.0, 150.0))
+    ]
     assert "## All cores: two bridge processes" in render_markdown(results)
     summary = render_broker_summary([("fresh", results)])
     assert "| bridge, two one-core processes: highest rate held | 14,000 |" in summary
+
+
+def test_highest_rate_held_is_judged_against_the_benthos_peer_of_the_same_run() -> None:
+    results = _results()
+    results.all_cores_steps = [
+        _stats("all cores", rps=r, offered=r, p99=p99, proc="bridge-2")
+        for r, p99 in ((100.0, 20.0), (140.0, 40.0), (170.0, 150.0))
+    ]
+    results.benthos_steps = [
+        _stats("Benthos open", rps=r, offered=r, p99=p99, proc="benthos", target="benthos")
+        for r, p99 in ((140.0, 10.0), (200.0, 30.0), (280.0, 120.0))
+    ]
+    held = targets(results)[6]
+    assert held.name == "highest rate held on all cores >= the Benthos peer's (same run)"
+    assert held.value == pytest.approx(14_000.0 / 20_000.0)
+    assert held.passed is False
+    assert held.detail.endswith("; Benthos peer 20,000 events/s")
+    results.benthos_steps[1] = _stats(
+        "Benthos open", rps=200.0, offered=200.0, p99=130.0, proc="benthos", target="benthos"
+    )
+    assert targets(results)[6].passed is True  # 14,000 against Benthos's 14,000
+    assert "## Benthos peer (bench/benthos-peer)" in render_markdown(results)
+    summary = render_broker_summary([("fresh", results)])
+    assert "| Benthos peer: highest rate held | 14,000 |" in summary
 
 
 def test_trust_problems_name_a_busy_host_and_contradicting_steps() -> None:
