@@ -60,6 +60,9 @@ class PhaseSpec:
     stop_on_fail: bool = True
     adaptive: bool = True
     refine: int = 0
+    # A failed step is run again once at once, and the second try stands: one stall of a
+    # shared host or broker does not end a search below what the server holds.
+    retry_failed: bool = False
     max_steps: int = 12
     pause_s: float = 0.5
     sample_every_s: float = 0.0
@@ -301,6 +304,7 @@ class Generator:
         passed: list[float] = []
         failed: list[float] = []
         refinements = phase.refine
+        retried: set[float] = set()
         while len(results) < phase.max_steps:
             if queue:
                 rate = queue.pop(0)
@@ -315,8 +319,14 @@ class Generator:
             stats.name = phase.name
             results.append(stats)
             ok = step_passes(stats, self.spec.p99_limit_ms)
-            (passed if ok else failed).append(rate)
             _progress(stats, ok)
+            if not ok and phase.retry_failed and rate not in retried:
+                retried.add(rate)
+                stats.retried = True
+                queue.insert(0, rate)
+                await asyncio.sleep(phase.pause_s)
+                continue
+            (passed if ok else failed).append(rate)
             if not ok and phase.stop_on_fail:
                 queue = []
             await asyncio.sleep(phase.pause_s)

@@ -478,7 +478,16 @@ def _cpu_ms(seconds_per_1k: float | None) -> str:
     return "-" if seconds_per_1k is None else f"{1000.0 * seconds_per_1k:.1f}"
 
 
+def _step_mark(step: PhaseStats, best: PhaseStats | None) -> str:
+    if step is best:
+        return " (sustainable)"
+    if step_passes(step):
+        return ""
+    return " (over; tried again)" if step.retried else " (over)"
+
+
 def _contradictions(steps: Sequence[PhaseStats], who: str) -> list[str]:
+    steps = [s for s in steps if not s.retried]
     failed = [s.offered_rps or 0.0 for s in steps if not step_passes(s)]
     passed = [s.offered_rps or 0.0 for s in steps if step_passes(s)]
     if not failed or not passed or max(passed) <= min(failed):
@@ -912,7 +921,7 @@ def render_markdown(results: Results) -> str:
     phase_rows = [_phase_row(f"ALM-like {p.senders} x {p.batch}", p, BRIDGE) for p in results.alm]
     sus = results.sustainable
     for step in results.open_steps:
-        mark = " (sustainable)" if step is sus else ("" if step_passes(step) else " (over)")
+        mark = _step_mark(step, sus)
         label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
         phase_rows.append(_phase_row(label, step, BRIDGE))
     if results.overload is not None:
@@ -1022,9 +1031,7 @@ def render_markdown(results: Results) -> str:
             peer_rows.append(_phase_row(f"turn {index}: hand-written 1 x 10", peer_turn, PEER))
         peer_sus = results.peer_sustainable
         for step in results.peer_steps:
-            mark = (
-                " (sustainable)" if step is peer_sus else ("" if step_passes(step) else " (over)")
-            )
+            mark = _step_mark(step, peer_sus)
             label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
             peer_rows.append(_phase_row(label, step, PEER))
         lines += _table(_PHASE_HEADER, peer_rows)
@@ -1040,7 +1047,7 @@ def render_markdown(results: Results) -> str:
         both = results.all_cores_sustainable
         rows = []
         for step in results.all_cores_steps:
-            mark = " (sustainable)" if step is both else ("" if step_passes(step) else " (over)")
+            mark = _step_mark(step, both)
             rows.append(
                 [
                     f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}",
@@ -1079,7 +1086,7 @@ def render_markdown(results: Results) -> str:
         benthos = results.benthos_sustainable
         rows = []
         for step in results.benthos_steps:
-            mark = " (sustainable)" if step is benthos else ("" if step_passes(step) else " (over)")
+            mark = _step_mark(step, benthos)
             label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
             rows.append(_phase_row(label, step, BENTHOS))
         lines += _table(_PHASE_HEADER, rows)

@@ -575,6 +575,7 @@ class Run:
             rates=extra,
             adaptive=False,
             stop_on_fail=False,
+            retry_failed=True,
             pause_s=1.0,
         )
         out = self.load(
@@ -744,6 +745,7 @@ class Run:
             self.config.step_s,
             rates=rates,
             refine=self.config.refine,
+            retry_failed=True,
             pause_s=1.0,
         )
 

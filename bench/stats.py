@@ -154,6 +154,8 @@ class PhaseStats:
     generator_cpu_s: float | None = None
     system_busy_s: float | None = None
     procs: dict[str, ProcUsage] = field(default_factory=dict)
+    # An open-loop step that failed and was run again at once: the later try stands.
+    retried: bool = False
 
     @property
     def events_per_s(self) -> float | None:
@@ -218,6 +220,7 @@ class PhaseStats:
             "system_busy_s": _round(self.system_busy_s, 4),
             "background_cpu_pct": _round(self.background_cpu_pct),
             "procs": {name: usage.to_dict() for name, usage in self.procs.items()},
+            "retried": self.retried,
         }
 
     @classmethod
@@ -244,6 +247,7 @@ class PhaseStats:
             generator_cpu_s=_opt_float(data.get("generator_cpu_s")),
             system_busy_s=_opt_float(data.get("system_busy_s")),
             procs={str(k): ProcUsage.from_dict(v) for k, v in data.get("procs", {}).items()},
+            retried=bool(data.get("retried", False)),
         )
 
 
@@ -322,9 +326,12 @@ def overload_violations(stats: PhaseStats, deadline_s: float = DEADLINE_S) -> in
 def sustainable(
     steps: Sequence[PhaseStats], p99_limit_ms: float = P99_LIMIT_MS
 ) -> PhaseStats | None:
-    """The passing step with the highest offered rate below the first failing one."""
+    """The passing step with the highest offered rate below the first failing one.
+
+    A failed step that was run again (``retried``) counts by its later try only.
+    """
     first_fail = min(
-        (s.offered_rps or 0.0 for s in steps if not step_passes(s, p99_limit_ms)),
+        (s.offered_rps or 0.0 for s in steps if not s.retried and not step_passes(s, p99_limit_ms)),
         default=math.inf,
     )
     passing = [

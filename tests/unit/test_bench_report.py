@@ -15,7 +15,7 @@ import pytest
 from bench import processes
 from bench.bodies import BodyFactory, event_id_offsets, make_templates, ring_length, tagged
 from bench.ceilings import parse_producer_performance
-from bench.loadgen import LoadSpec, PhaseSpec, planned_seconds
+from bench.loadgen import Generator, LoadSpec, PhaseSpec, planned_seconds
 from bench.profile import area, parse_collapsed, summarize_profile
 from bench.report import (
     Comparison,
@@ -175,6 +175,52 @@ def test_sustainable_is_the_best_pass_below_the_first_failure() -> None:
     assert best is not None
     assert best.offered_rps == 30
     assert sustainable([step(10, 500)]) is None
+
+
+def test_a_failed_step_that_was_tried_again_counts_by_its_second_try() -> None:
+    def step(rate: float, p99: float, *, retried: bool = False) -> PhaseStats:
+        stats = _phase(offered_rps=rate, requests=10, ok=10, latency=Latency(count=10, p99=p99))
+        stats.retried = retried
+        return stats
+
+    # 30 stalled once and held when run again; 40 failed twice: 30 is the sustainable rate.
+    steps = [step(20, 50), step(30, 400, retried=True), step(30, 60), step(40, 150, retried=True)]
+    steps.append(step(40, 170))
+    best = sustainable(steps)
+    assert best is not None
+    assert best.offered_rps == 30
+    assert PhaseStats.from_dict(steps[1].to_dict()).retried is True
+
+
+async def test_the_generator_runs_a_failed_step_once_more_and_goes_on_from_the_second_try() -> None:
+    class Scripted(Generator):
+        """The generator's step search over scripted p99s instead of a server."""
+
+        def __init__(self, p99s: dict[float, list[float]]) -> None:
+            super().__init__(LoadSpec(url="http://127.0.0.1:9/", target="t", secret="s"))
+            self.p99s = p99s
+            self.tried: list[float] = []
+
+        async def open(self, phase: PhaseSpec, rate: float) -> PhaseStats:
+            self.tried.append(rate)
+            p99 = self.p99s[rate].pop(0)
+            return _phase(offered_rps=rate, requests=10, ok=10, latency=Latency(count=10, p99=p99))
+
+    # 20 stalls once; 40 fails twice; bisecting then tries 30 (once: it passes).
+    generator = Scripted({10.0: [20.0], 20.0: [300.0, 40.0], 30.0: [60.0], 40.0: [200.0, 250.0]})
+    phase = PhaseSpec("s", "steps", 100, 1.0, rates=[10.0, 20.0, 40.0], refine=1, pause_s=0.0)
+    phase.retry_failed = True
+    steps = await generator.steps(phase)
+    assert generator.tried == [10.0, 20.0, 20.0, 40.0, 40.0, 30.0]
+    assert [s.retried for s in steps] == [False, True, False, True, False, False]
+    best = sustainable(steps)
+    assert best is not None
+    assert best.offered_rps == 30.0
+    phase.retry_failed = False  # without it, the first stall ends the search at 10
+    generator = Scripted({10.0: [20.0], 20.0: [300.0], 15.0: [200.0]})
+    steps = await generator.steps(phase)
+    assert generator.tried[:2] == [10.0, 20.0]
+    assert not any(s.retried for s in steps)
 
 
 def test_next_steps_grows_steps_down_then_bisects() -> None:
