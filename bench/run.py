@@ -533,7 +533,7 @@ class Run:
             self.procs.wait_http("benthos", how.ready_url, 60.0)
             say(f"Benthos peer: pid {self.procs.pid('benthos')}, {how.url}")
             warm = [PhaseSpec("warm-up benthos", "closed", 100, 2.0, senders=4)]
-            self.warm_until_2xx("benthos", how.url, warm)
+            self.warm_until_2xx("benthos", how.url, warm, target="benthos")
             tried = sorted({s.offered_rps for s in self.results.all_cores_steps if s.offered_rps})
             phase = self.rate_search("Benthos open loop", tried or self.tried_rates() or [10.0])
             watch = {"benthos": self.procs.pid("benthos"), **self.kafka_watch()}
@@ -596,11 +596,13 @@ class Run:
         if self.peer_url:  # its producer learns the topics' metadata before it is measured
             self.load("peer-warm-up", phases[-1:], target="peer", url=self.peer_url, watch={})
 
-    def warm_until_2xx(self, name: str, url: str, phases: list[PhaseSpec]) -> None:
+    def warm_until_2xx(
+        self, name: str, url: str, phases: list[PhaseSpec], target: str = "bridge"
+    ) -> None:
         """Warm-up rounds until one is all 2xx: on a crowded broker, creating the topics and
         learning their metadata may take longer than one round."""
         for attempt in range(1, WARM_UP_ROUNDS + 1):
-            out = self.load(f"warm-up-{name}", phases, target="bridge", url=url, watch={})
+            out = self.load(f"warm-up-{name}", phases, target=target, url=url, watch={})
             failed = sum(stats.failed for runs in out.values() for stats in runs)
             if not failed:
                 return
