@@ -478,12 +478,21 @@ def _cpu_ms(seconds_per_1k: float | None) -> str:
     return "-" if seconds_per_1k is None else f"{1000.0 * seconds_per_1k:.1f}"
 
 
-def _step_mark(step: PhaseStats, best: PhaseStats | None) -> str:
+def _step_label(step: PhaseStats, best: PhaseStats | None) -> str:
+    """``open loop R req/s x B``, marked sustainable, over, or over and tried again."""
     if step is best:
-        return " (sustainable)"
-    if step_passes(step):
-        return ""
-    return " (over; tried again)" if step.retried else " (over)"
+        mark = " (sustainable)"
+    elif step_passes(step):
+        mark = ""
+    else:
+        mark = " (over; tried again)" if step.retried else " (over)"
+    return f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
+
+
+def _search_rows(steps: Sequence[PhaseStats], proc: str) -> list[list[str]]:
+    """One row per step of an open-loop rate search, its sustainable step marked."""
+    best = sustainable(steps)
+    return [_phase_row(_step_label(step, best), step, proc) for step in steps]
 
 
 def _contradictions(steps: Sequence[PhaseStats], who: str) -> list[str]:
@@ -919,11 +928,7 @@ def render_markdown(results: Results) -> str:
     )
     lines += ["", "## Bridge workloads", ""]
     phase_rows = [_phase_row(f"ALM-like {p.senders} x {p.batch}", p, BRIDGE) for p in results.alm]
-    sus = results.sustainable
-    for step in results.open_steps:
-        mark = _step_mark(step, sus)
-        label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
-        phase_rows.append(_phase_row(label, step, BRIDGE))
+    phase_rows += _search_rows(results.open_steps, BRIDGE)
     if results.overload is not None:
         over = results.overload
         phase_rows.append(
@@ -1029,11 +1034,7 @@ def render_markdown(results: Results) -> str:
         for index, (bridge_turn, peer_turn) in enumerate(results.single_turns, 1):
             peer_rows.append(_phase_row(f"turn {index}: bridge 1 x 10", bridge_turn, BRIDGE))
             peer_rows.append(_phase_row(f"turn {index}: hand-written 1 x 10", peer_turn, PEER))
-        peer_sus = results.peer_sustainable
-        for step in results.peer_steps:
-            mark = _step_mark(step, peer_sus)
-            label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
-            peer_rows.append(_phase_row(label, step, PEER))
+        peer_rows += _search_rows(results.peer_steps, PEER)
         lines += _table(_PHASE_HEADER, peer_rows)
     if results.all_cores_steps:
         lines += [
@@ -1047,10 +1048,9 @@ def render_markdown(results: Results) -> str:
         both = results.all_cores_sustainable
         rows = []
         for step in results.all_cores_steps:
-            mark = _step_mark(step, both)
             rows.append(
                 [
-                    f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}",
+                    _step_label(step, both),
                     _n(step.events_per_s),
                     _ms(step.latency.p50),
                     _ms(step.latency.p99),
@@ -1083,13 +1083,7 @@ def render_markdown(results: Results) -> str:
             "searched like the bridge's, on the same broker.",
             "",
         ]
-        benthos = results.benthos_sustainable
-        rows = []
-        for step in results.benthos_steps:
-            mark = _step_mark(step, benthos)
-            label = f"open loop {_n(step.offered_rps, 1)} req/s x {step.batch}{mark}"
-            rows.append(_phase_row(label, step, BENTHOS))
-        lines += _table(_PHASE_HEADER, rows)
+        lines += _table(_PHASE_HEADER, _search_rows(results.benthos_steps, BENTHOS))
     if results.compare:
         lines += ["", f"## Compared endpoint {results.compare_url}", ""]
         lines += _table(

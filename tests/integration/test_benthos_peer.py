@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from bench import benthospeer, processes
 from bench.bodies import BodyFactory
 from bench.peer import NOT_TOPIC_CHARS
+from bench.services import http_ok
 from tests.kafka_fixtures import consume_all, free_ports
 
 pytestmark = pytest.mark.kafka
@@ -55,9 +55,8 @@ def peer(kafka_bootstrap: str, tmp_path: Path) -> Iterator[str]:
 def _wait_ready(url: str, log: Path, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2.0) as answer:
-            if answer.status == 200:
-                return
+        if http_ok(url):
+            return
         time.sleep(0.2)
     raise AssertionError(f"the Benthos peer was not ready in {timeout_s} s: {log.read_text()}")
 
