@@ -6,8 +6,8 @@ once with their traceback and answered 500 by the middleware.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
@@ -100,7 +100,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     Metrics count every request.
     """
     structlog.contextvars.clear_contextvars()
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(16)
     is_webhook = request.path.startswith("/webhooks/")
     if is_webhook:
         _bind(request_id=request_id, method=request.method, path=request.path)
@@ -123,14 +123,15 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         state = request.app[STATE]
         receiver = request.match_info.get("receiver", "")
         label = receiver if receiver in state.ingestor.receivers else UNKNOWN_RECEIVER
-        state.metrics.http_requests.labels(label, _status_class(response.status)).inc()
-        state.metrics.request_duration.labels(label).observe(duration)
+        state.metrics.http_requests_by(label, _status_class(response.status)).inc()
+        state.metrics.request_duration_by(label).observe(duration)
         status = response.status
-        bound = structlog.contextvars.get_contextvars()
-        reason = str(bound.get("error") or bound.get("auth_reason") or "")
-        sampled = 400 <= status < 500 or reason == "too_many_body_reads"
-        if sampled and not state.refused_lines.allow((label, str(status), reason)):
-            return response  # counted; told in a summary line (requests_not_logged)
+        if 400 <= status < 500 or status == HTTPStatus.SERVICE_UNAVAILABLE:
+            bound = structlog.contextvars.get_contextvars()
+            reason = str(bound.get("error") or bound.get("auth_reason") or "")
+            sampled = status < 500 or reason == "too_many_body_reads"
+            if sampled and not state.refused_lines.allow((label, str(status), reason)):
+                return response  # counted; told in a summary line (requests_not_logged)
         emit = log.warning if status >= 500 else log.info
         emit("request", status=status, duration_ms=round(duration * 1000, 2))
     return response
@@ -211,24 +212,24 @@ async def webhook_post(request: web.Request) -> web.Response:
     settings = state.ingestor.settings
     started = time.monotonic()
     deadline = started + settings.publish_timeout_ms / 1000
-    batches = state.metrics.batches
+    batches = state.metrics.batches_by
     name = receiver.name
 
     def rejected(
         status: HTTPStatus, code: str, detail: str, *, close: bool = False
     ) -> web.Response:
-        batches.labels(name, "rejected").inc()
+        batches(name, "rejected").inc()
         _bind(outcome="rejected", error=code)
         return error_response(status, code, detail, close=close)
 
     def unauthorized(exc: AuthError) -> web.Response:
-        batches.labels(name, "unauthorized").inc()
+        batches(name, "unauthorized").inc()
         state.metrics.auth_failures.labels(name, exc.reason).inc()
         _bind(outcome="unauthorized", auth_reason=exc.reason)
         return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail, close=True)
 
     if state.shutting_down:
-        batches.labels(name, "unavailable").inc()
+        batches(name, "unavailable").inc()
         _bind(outcome="unavailable")
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
@@ -272,7 +273,7 @@ async def webhook_post(request: web.Request) -> web.Response:
         if auth_error is not None:
             return unauthorized(auth_error)
         if exc.outcome == "busy":
-            batches.labels(name, "throttled").inc()
+            batches(name, "throttled").inc()
             _bind(outcome="throttled", error="too_many_body_reads")
             return error_response(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -311,7 +312,7 @@ async def webhook_post(request: web.Request) -> web.Response:
     # Authenticated: only now may the request take a publishing slot.
     saturated = state.slots.saturated()
     if saturated is not None:
-        batches.labels(name, "throttled").inc()
+        batches(name, "throttled").inc()
         _bind(outcome="throttled", saturation=saturated)
         detail = (
             f"more than {settings.max_inflight_batches} batches in flight"
@@ -332,11 +333,11 @@ async def webhook_post(request: web.Request) -> web.Response:
 
 async def _ingest(state: State, receiver: Receiver, body: bytes, deadline: float) -> web.Response:
     settings = state.ingestor.settings
-    batches = state.metrics.batches
+    batches = state.metrics.batches_by
     name = receiver.name
 
     def rejected(status: HTTPStatus, code: str, detail: str) -> web.Response:
-        batches.labels(name, "rejected").inc()
+        batches(name, "rejected").inc()
         _bind(outcome="rejected", error=code)
         return error_response(status, code, detail)
 
@@ -347,7 +348,7 @@ async def _ingest(state: State, receiver: Receiver, body: bytes, deadline: float
     except InvalidBatch as exc:
         return rejected(HTTPStatus.BAD_REQUEST, exc.code, exc.detail)
     except PublishUnavailable as exc:
-        batches.labels(name, "unavailable").inc()
+        batches(name, "unavailable").inc()
         _bind(outcome="unavailable", error=exc.detail)
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
@@ -357,7 +358,7 @@ async def _ingest(state: State, receiver: Receiver, body: bytes, deadline: float
         )
     if isinstance(summary, Challenge):
         return _challenge_reply(summary)
-    batches.labels(name, summary.outcome).inc()
+    batches(name, summary.outcome).inc()
     _bind(
         outcome=summary.outcome,
         account_id=summary.account_id,

@@ -138,7 +138,7 @@ class Ingestor:
         if fresh:
             await self._publish(receiver, router, account_id, fresh, summary, deadline)
         for fam, count in summary.families.items():
-            self.metrics.events_published.labels(receiver.name, fam).inc(count)
+            self.metrics.events_published_by(receiver.name, fam).inc(count)
         if summary.duplicates:
             self.metrics.duplicates.labels(receiver.name).inc(summary.duplicates)
         for reason, count in summary.dead_letter_reasons.items():

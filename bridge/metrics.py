@@ -7,9 +7,10 @@ carries an id, an account or a raw path.
 
 from __future__ import annotations
 
+import functools
 import platform
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import Final, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -66,6 +67,18 @@ DEAD_LETTER_REASONS: Final = (
 BODY_READ_OUTCOMES: Final = ("timeout", "evicted", "busy")
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
+
+M = TypeVar("M", Counter, Histogram)
+
+
+def children(metric: M) -> Callable[..., M]:
+    """``metric.labels``, remembered per label values.
+
+    The client checks the values and takes a lock on every ``labels()`` call, and every
+    request pays several; a dict lookup does the same once the child exists. Bounded
+    anyway, though every label value here comes from a closed set.
+    """
+    return functools.lru_cache(maxsize=1024)(metric.labels)
 
 
 class Metrics:
@@ -183,6 +196,11 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+        # The children the request path looks up for every batch.
+        self.http_requests_by = children(self.http_requests)
+        self.request_duration_by = children(self.request_duration)
+        self.batches_by = children(self.batches)
+        self.events_published_by = children(self.events_published)
         for name in [*receivers, UNKNOWN_RECEIVER]:
             self._precreate(name)
 
