@@ -67,6 +67,10 @@ class PhaseSpec:
     pause_s: float = 0.5
     sample_every_s: float = 0.0
     warmup_per_sender: int = 2
+    # Closed loop, one sender: the names of the servers behind ``LoadSpec.urls``, which the
+    # sender asks in turn, request by request; each gets results of its own. The servers
+    # then share every stall of the host and broker, however short.
+    alternate: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -142,15 +146,14 @@ class _Watcher:
             await asyncio.sleep(self._every)
             self._sample()
 
-    async def stop(self, stats: PhaseStats) -> None:
+    async def stop(self, results: Sequence[PhaseStats]) -> None:
+        """The window's figures, in each of ``results`` (the servers of one window)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        stats.generator_cpu_s = time.process_time() - self._gen0
+        generator_cpu_s = time.process_time() - self._gen0
         busy = system_busy_seconds()
-        if busy is not None and self._busy0 is not None:
-            stats.system_busy_s = busy - self._busy0
         self._sample()
         for name, pid in self._watch.items():
             usage = self._usage[name]
@@ -158,7 +161,11 @@ class _Watcher:
             if before is not None and after is not None:
                 usage.cpu_s = after - before
             _, usage.hwm_mb = memory_mb(pid)
-        stats.procs = self._usage
+        for stats in results:
+            stats.generator_cpu_s = generator_cpu_s
+            if busy is not None and self._busy0 is not None:
+                stats.system_busy_s = busy - self._busy0
+            stats.procs = self._usage
 
 
 async def _post(
@@ -198,8 +205,9 @@ class Generator:
         out: dict[str, list[dict[str, Any]]] = {}
         for phase in self.spec.phases:
             if phase.mode == "closed":
-                results = [await self.closed(phase)]
-                _progress(results[0], None)
+                results = await self.closed(phase)
+                for each in results:
+                    _progress(each, None)
             elif phase.mode == "open":
                 results = [await self.open(phase, phase.rate or 1.0)]
                 _progress(results[0], None)
@@ -212,63 +220,82 @@ class Generator:
     async def _measure(
         self,
         phase: PhaseSpec,
-        run: Callable[[float], Awaitable[list[Sample]]],
+        run: Callable[[float], Awaitable[list[list[Sample]]]],
         *,
         mode: str,
         rate: float | None,
-    ) -> PhaseStats:
+    ) -> list[PhaseStats]:
+        """One window; ``run`` returns the samples of each server that gets results apart
+        (``phase.alternate``), or one list for ``self.spec.target``."""
         watcher = _Watcher(self.spec.watch, phase.sample_every_s)
         watcher.start()
         t0 = time.perf_counter()
-        samples = await run(t0)
-        stats = summarize(
-            samples,
-            name=phase.name,
-            target=self.spec.target,
-            mode=mode,
-            senders=phase.senders,
-            batch=phase.batch,
-            duration_s=phase.duration_s,
-            offered_rps=rate,
-            deadline_s=self.spec.deadline_s,
-        )
-        await watcher.stop(stats)
-        return stats
+        groups = await run(t0)
+        targets = phase.alternate or [self.spec.target]
+        results = [
+            summarize(
+                samples,
+                name=phase.name,
+                target=target,
+                mode=mode,
+                senders=phase.senders,
+                batch=phase.batch,
+                duration_s=phase.duration_s,
+                offered_rps=rate,
+                deadline_s=self.spec.deadline_s,
+            )
+            for target, samples in zip(targets, groups, strict=True)
+        ]
+        await watcher.stop(results)
+        return results
 
-    async def closed(self, phase: PhaseSpec) -> PhaseStats:
+    async def closed(self, phase: PhaseSpec) -> list[PhaseStats]:
+        urls, timeout = self.spec.urls or [self.spec.url], self.timeout
+        alternate = bool(phase.alternate)
+        if alternate and (phase.senders != 1 or len(phase.alternate) != len(urls)):
+            raise ValueError("alternate: one sender, and one name for each of the urls")
         needed = math.ceil(phase.duration_s * CLOSED_RPS_CAP)
         count, reusable = ring_length(needed, phase.batch, self.spec.ring_events)
-        warm = self.bodies.build(phase.batch, phase.senders * phase.warmup_per_sender)
+        warmers = len(urls) if alternate else phase.senders
+        warm = self.bodies.build(phase.batch, warmers * phase.warmup_per_sender)
         ring = self.bodies.build(phase.batch, count)
         limit_count = None if reusable else count
-        urls, timeout = self.spec.urls or [self.spec.url], self.timeout
-        async with self._session(phase.senders) as session:
+        async with self._session(warmers) as session:
             warm_iter = iter(warm)
 
             async def warm_up(url: str) -> None:
                 for body in warm_iter:
                     await _post(session, url, body, timeout)
 
-            await asyncio.gather(*(warm_up(urls[i % len(urls)]) for i in range(phase.senders)))
+            if alternate:  # each server warmed in turn, on the connection it keeps
+                per = phase.warmup_per_sender
+                for index, url in enumerate(urls):
+                    for body in warm[index * per : (index + 1) * per]:
+                        await _post(session, url, body, timeout)
+            else:
+                await asyncio.gather(*(warm_up(urls[i % len(urls)]) for i in range(warmers)))
 
-            async def run(t0: float) -> list[Sample]:
-                samples: list[Sample] = []
+            async def run(t0: float) -> list[list[Sample]]:
+                groups: list[list[Sample]] = [[] for _ in (urls if alternate else [None])]
                 end = t0 + phase.duration_s
                 counter = iter(range(sys.maxsize if limit_count is None else limit_count))
 
-                async def sender(url: str) -> None:
+                async def sender(first: int) -> None:
                     for index in counter:
                         started = time.perf_counter()
                         if started >= end:
                             return
+                        which = index % len(urls) if alternate else first
                         status, clean, error = await _post(
-                            session, url, ring[index % len(ring)], timeout
+                            session, urls[which], ring[index % len(ring)], timeout
                         )
                         done = time.perf_counter()
-                        samples.append(Sample(started - t0, done - started, status, clean, error))
+                        groups[which if alternate else 0].append(
+                            Sample(started - t0, done - started, status, clean, error)
+                        )
 
-                await asyncio.gather(*(sender(urls[i % len(urls)]) for i in range(phase.senders)))
-                return samples
+                await asyncio.gather(*(sender(i % len(urls)) for i in range(phase.senders)))
+                return groups
 
             return await self._measure(phase, run, mode="closed", rate=None)
 
@@ -279,7 +306,7 @@ class Generator:
         urls, timeout = self.spec.urls or [self.spec.url], self.timeout
         async with self._session(self.spec.open_limit) as session:
 
-            async def run(t0: float) -> list[Sample]:
+            async def run(t0: float) -> list[list[Sample]]:
                 samples: list[Sample] = []
 
                 async def one(index: int, due: float) -> None:
@@ -293,9 +320,10 @@ class Generator:
                     )
 
                 await schedule_open_loop(total, rate, t0, one, wait_s=self.spec.timeout_s + 5.0)
-                return samples
+                return [samples]
 
-            return await self._measure(phase, run, mode="open", rate=rate)
+            [stats] = await self._measure(phase, run, mode="open", rate=rate)
+            return stats
 
     async def steps(self, phase: PhaseSpec) -> list[PhaseStats]:
         """Rates in ascending order until one fails; then (adaptive) step down or bisect."""

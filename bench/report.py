@@ -62,7 +62,8 @@ class Results:
     compare_url: str | None = None
     peer_alm: list[PhaseStats] = field(default_factory=list)
     peer_steps: list[PhaseStats] = field(default_factory=list)
-    # One sender of 10-event batches, the bridge and the peer in turns: (bridge, peer) per round.
+    # One sender of 10-event batches asking the bridge and the peer by turns: (bridge, peer)
+    # per round.
     single_turns: list[tuple[PhaseStats, PhaseStats]] = field(default_factory=list)
     # Open-loop steps on two bridge processes taking requests in turn (two one-core pods).
     all_cores_steps: list[PhaseStats] = field(default_factory=list)
@@ -1024,8 +1025,9 @@ def render_markdown(results: Results) -> str:
             "## Hand-written peer (bench/peer.py)",
             "",
             "aiohttp + aiokafka with their defaults, stdlib json, HMAC check, one `send()` per "
-            "event, no limits; measured right after the bridge at the same workloads, and in "
-            "turns with it for one sender of 10-event batches.",
+            "event, no limits; measured right after the bridge at the same workloads, and "
+            "with it for one sender of 10-event batches asking both by turns, request by "
+            "request (each server's events/s there is its share of the round).",
             "",
         ]
         peer_rows = [

@@ -449,12 +449,15 @@ class Run:
         self.results.peer_alm = [stats for p in phases for stats in out[p.name]]
 
     def single_sender_turns(self) -> None:
-        """One sender of 10-event batches: the bridge and the peer in turns, order alternating.
+        """One sender of 10-event batches, asking the bridge and the peer by turns.
 
-        A single sender's p99 is set by rare stalls of the shared host and broker, which
-        drift over a run; phases taken minutes apart compared the drift as much as the two
-        servers. Turns of a few seconds, each server first in every other round, give both
-        the same conditions; the target compares the medians of the turns.
+        A single sender's p99 is set by rare stalls of the shared host and broker. Phases
+        taken minutes apart compared the drift as much as the two servers, and so did
+        turns of a few seconds each: another process busy for a second fell into one
+        server's turn only. So the sender asks the two servers in turn, request by
+        request, on a connection to each, and every stall falls on both alike. Each turn
+        gets its own p99 per server (who goes first alternates); the target compares the
+        medians of the turns.
         """
         if not self.peer_url:
             return
@@ -463,12 +466,22 @@ class Run:
             order = [("bridge", self.bridge_url), ("peer", self.peer_url)]
             if index % 2:
                 order.reverse()
-            taken: dict[str, PhaseStats] = {}
-            for who, url in order:
-                phase = PhaseSpec(f"{who} 1 x 10, turn {index + 1}", "closed", 10, seconds)
-                watch = self.bridge_watch() if who == "bridge" else self.peer_watch()
-                out = self.load(f"turn{index + 1}-{who}", [phase], target=who, url=url, watch=watch)
-                taken[who] = out[phase.name][0]
+            phase = PhaseSpec(
+                f"1 x 10, turn {index + 1}",
+                "closed",
+                10,
+                2 * seconds,
+                alternate=[who for who, _ in order],
+            )
+            out = self.load(
+                f"turn{index + 1}",
+                [phase],
+                target="bridge and peer",
+                url=order[0][1],
+                urls=[url for _, url in order],
+                watch={**self.bridge_watch(), **self.peer_watch()},
+            )
+            taken = {stats.target: stats for stats in out[phase.name]}
             self.results.single_turns.append((taken["bridge"], taken["peer"]))
 
     def all_cores_open_loop(self) -> None:

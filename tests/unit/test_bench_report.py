@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import signal
@@ -715,3 +716,53 @@ def test_markdown_says_when_the_generator_limited_the_http_ceiling() -> None:
     assert "at least the figure shown" not in render_markdown(results)
     results.http_cells[2].generator_cpu_s = 9.5
     assert "HTTP ceiling in 16 x 1: there the HTTP ceiling is at least" in render_markdown(results)
+
+
+async def test_one_sender_alternating_asks_each_server_in_turn_and_reports_each_apart() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    calls: list[str] = []
+
+    def server(name: str, delay_s: float) -> TestServer:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            calls.append(name)
+            await asyncio.sleep(delay_s)
+            return web.Response(body=b'{"duplicates":0,"deadLettered":0}')
+
+        app = web.Application()
+        app.router.add_post("/", handle)
+        return TestServer(app, host="127.0.0.1")
+
+    fast, slow = server("fast", 0.0), server("slow", 0.004)
+    await fast.start_server()
+    await slow.start_server()
+    try:
+        urls = [str(slow.make_url("/")), str(fast.make_url("/"))]
+        spec = LoadSpec(url=urls[0], urls=urls, target="both", secret="s")
+        phase = PhaseSpec("pair", "closed", 10, 0.5, warmup_per_sender=2, alternate=["s", "f"])
+        results = await Generator(spec).closed(phase)
+    finally:
+        await fast.close()
+        await slow.close()
+    by_target = {stats.target: stats for stats in results}
+    assert sorted(by_target) == ["f", "s"]
+    # Two warm-up requests each, one server after the other; then strictly by turns.
+    assert calls[:4] == ["slow", "slow", "fast", "fast"]
+    measured = calls[4:]
+    assert measured == ["slow", "fast"] * (len(measured) // 2) + ["slow"] * (len(measured) % 2)
+    assert by_target["s"].requests == measured.count("slow")
+    assert by_target["f"].requests == measured.count("fast")
+    assert by_target["s"].ok == by_target["s"].requests > 10
+    s_p50, f_p50 = by_target["s"].latency.p50, by_target["f"].latency.p50
+    assert s_p50 is not None
+    assert f_p50 is not None
+    assert s_p50 >= 4.0
+    assert f_p50 < s_p50
+
+
+async def test_alternating_wants_one_sender_and_a_name_for_each_server() -> None:
+    spec = LoadSpec(url="http://127.0.0.1:9/", urls=["http://127.0.0.1:9/"], target="t", secret="s")
+    with pytest.raises(ValueError, match="one name for each"):
+        await Generator(spec).closed(PhaseSpec("p", "closed", 10, 0.1, alternate=["a", "b"]))
