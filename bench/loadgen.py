@@ -235,7 +235,7 @@ class Generator:
         results = [
             summarize(
                 samples,
-                name=phase.name,
+                name=f"{phase.name}, {target}" if phase.alternate else phase.name,
                 target=target,
                 mode=mode,
                 senders=phase.senders,
