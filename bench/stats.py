@@ -344,15 +344,18 @@ def next_steps(passed: Sequence[float], failed: Sequence[float], *, refine: int)
     """The next rate to try when stepping down below a failure or bisecting towards it.
 
     No failure yet: a quarter above the best pass. Below any failure with no passing rate
-    yet: half the lowest failure. Otherwise the midpoint of the best pass and the lowest
-    failure, while ``refine`` allows and the two are more than 5 % apart.
+    yet: a fifth below the lowest failure, the mirror of the step up, so that bisecting
+    starts from a gap of a quarter whichever side a search came from (halving left a
+    server that failed its first rate twice as far from its figure). Otherwise the
+    midpoint of the best pass and the lowest failure, while ``refine`` allows and the two
+    are more than 5 % apart.
     """
     if not failed:
         return max(passed) * 1.25 if passed else None
     lowest_fail = min(failed)
     below = [p for p in passed if p < lowest_fail]
     if not below:
-        return lowest_fail / 2
+        return lowest_fail * 0.8
     best = max(below)
     if refine <= 0 or lowest_fail / best < 1.05:
         return None

@@ -226,7 +226,8 @@ async def test_the_generator_runs_a_failed_step_once_more_and_goes_on_from_the_s
 
 def test_next_steps_grows_steps_down_then_bisects() -> None:
     assert next_steps([10.0, 20.0], [], refine=0) == pytest.approx(25.0)
-    assert next_steps([], [40.0], refine=2) == pytest.approx(20.0)
+    assert next_steps([], [40.0], refine=2) == pytest.approx(32.0)
+    assert next_steps([], [40.0, 32.0], refine=2) == pytest.approx(25.6)
     assert next_steps([20.0], [40.0], refine=1) == pytest.approx(30.0)
     assert next_steps([20.0], [40.0], refine=0) is None
     assert next_steps([39.5], [40.0], refine=3) is None
