@@ -417,7 +417,7 @@ def peer_targets(results: Results) -> list[Target]:
             limit,
             None if multiple is None else multiple <= limit,
             f"{_ms(bridge_p99)} vs {_ms(peer_p99)}"
-            + (f" (medians of {turns} turns each)" if turns else ""),
+            + (f" (medians of {turns} rounds each)" if turns else ""),
         )
     )
     sus, peer_sus = results.sustainable, results.peer_sustainable
@@ -1034,8 +1034,8 @@ def render_markdown(results: Results) -> str:
             _phase_row(f"ALM-like {p.senders} x {p.batch}", p, PEER) for p in results.peer_alm
         ]
         for index, (bridge_turn, peer_turn) in enumerate(results.single_turns, 1):
-            peer_rows.append(_phase_row(f"turn {index}: bridge 1 x 10", bridge_turn, BRIDGE))
-            peer_rows.append(_phase_row(f"turn {index}: hand-written 1 x 10", peer_turn, PEER))
+            peer_rows.append(_phase_row(f"round {index}: bridge 1 x 10", bridge_turn, BRIDGE))
+            peer_rows.append(_phase_row(f"round {index}: hand-written 1 x 10", peer_turn, PEER))
         peer_rows += _search_rows(results.peer_steps, PEER)
         lines += _table(_PHASE_HEADER, peer_rows)
     if results.all_cores_steps:

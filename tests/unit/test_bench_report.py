@@ -511,11 +511,11 @@ def test_single_sender_target_uses_the_medians_of_the_turns_when_taken() -> None
     assert results.single_p99s() == pytest.approx((3.1, 2.6))
     one = targets(results)[5]
     assert one.value == pytest.approx(3.1 / 2.6)
-    assert "medians of 5 turns each" in one.detail
+    assert "medians of 5 rounds each" in one.detail
     assert one.verdict == "PASS"
     text = render_markdown(results)
-    assert "turn 2: bridge 1 x 10" in text
-    assert "turn 5: hand-written 1 x 10" in text
+    assert "round 2: bridge 1 x 10" in text
+    assert "round 5: hand-written 1 x 10" in text
     summary = render_broker_summary([("fresh", results)])
     assert "| bridge: 1 sender x 10 events, p50 / p99 | 0.78 ms / 3.10 ms |" in summary
 
