@@ -276,7 +276,7 @@ class Generator:
                 await asyncio.gather(*(warm_up(urls[i % len(urls)]) for i in range(warmers)))
 
             async def run(t0: float) -> list[list[Sample]]:
-                groups: list[list[Sample]] = [[] for _ in (urls if alternate else [None])]
+                groups: list[list[Sample]] = [[] for _ in range(len(urls) if alternate else 1)]
                 end = t0 + phase.duration_s
                 counter = iter(range(sys.maxsize if limit_count is None else limit_count))
 
@@ -290,9 +290,8 @@ class Generator:
                             session, urls[which], ring[index % len(ring)], timeout
                         )
                         done = time.perf_counter()
-                        groups[which if alternate else 0].append(
-                            Sample(started - t0, done - started, status, clean, error)
-                        )
+                        sample = Sample(started - t0, done - started, status, clean, error)
+                        groups[which if alternate else 0].append(sample)
 
                 await asyncio.gather(*(sender(i % len(urls)) for i in range(phase.senders)))
                 return groups

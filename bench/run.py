@@ -455,9 +455,9 @@ class Run:
         taken minutes apart compared the drift as much as the two servers, and so did
         turns of a few seconds each: another process busy for a second fell into one
         server's turn only. So the sender asks the two servers in turn, request by
-        request, on a connection to each, and every stall falls on both alike. Each turn
+        request, on a connection to each, and every stall falls on both alike. Each round
         gets its own p99 per server (who goes first alternates); the target compares the
-        medians of the turns.
+        medians of the rounds.
         """
         if not self.peer_url:
             return
@@ -467,14 +467,14 @@ class Run:
             if index % 2:
                 order.reverse()
             phase = PhaseSpec(
-                f"1 x 10, turn {index + 1}",
+                f"1 x 10, round {index + 1}",
                 "closed",
                 10,
                 2 * seconds,
                 alternate=[who for who, _ in order],
             )
             out = self.load(
-                f"turn{index + 1}",
+                f"round{index + 1}",
                 [phase],
                 target="bridge and peer",
                 url=order[0][1],
