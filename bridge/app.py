@@ -9,16 +9,17 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterable
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, cast
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
-from bridge.admission import BodyReads, Slots
+from bridge.admission import BodyReads, BudgetFull, ByteBudget, Charge, Slots
 from bridge.errors import PublishUnavailable, StartupError
 from bridge.handlers import (
     STATE,
@@ -68,14 +69,17 @@ def create_app(
     ingestor = Ingestor(settings=settings, receivers=by_name, publisher=publisher, metrics=metrics_)
     app = web.Application(middlewares=[request_context], handler_args=_handler_args(settings))
     app.on_response_prepare.append(security_headers)
-    reads = BodyReads(settings.max_body_reads)
-    metrics_.body_reads.set_function(lambda: len(reads))
-    app[STATE] = State(
-        ingestor=ingestor,
-        metrics=metrics_,
-        slots=Slots(settings.max_inflight_batches, settings.max_queue_delay_ms / 1000),
-        reads=reads,
+    reads = BodyReads(settings.max_body_reads, ByteBudget(settings.max_unauthenticated_bytes))
+    slots = Slots(
+        settings.max_inflight_batches,
+        settings.max_queue_delay_ms / 1000,
+        max_bytes=settings.max_inflight_bytes,
+        receivers=tuple(by_name),
     )
+    metrics_.body_reads.set_function(lambda: len(reads))
+    metrics_.unauthenticated_bytes.set_function(lambda: reads.budget.used)
+    metrics_.inflight_bytes.set_function(lambda: slots.bytes_in_flight)
+    app[STATE] = State(ingestor=ingestor, metrics=metrics_, slots=slots, reads=reads)
     app.router.add_post("/webhooks/{receiver}", webhook_post)
     app.router.add_get("/webhooks/{receiver}", webhook_get)
     app.router.add_get("/healthz", healthz)
@@ -123,11 +127,89 @@ async def _tell_held_back(state: State) -> None:
             log.warning("log_lines_repeated", source=logger, message=message[:200], count=count)
 
 
-class _ErrorHeaders(RequestHandler):
-    """aiohttp's own answers (400 for a request it cannot parse) carry nosniff too.
+# The most request-header bytes one request may send (nginx's default, four 8 KiB
+# buffers); a field or line longer than 8190 bytes, or more than 64 fields, is answered
+# 400 by aiohttp's parser. ALM sends a handful of short headers.
+MAX_HEADER_BYTES: Final = 32 * 1024
+MAX_HEADER_FIELD_BYTES: Final = 8190
+MAX_HEADER_FIELDS: Final = 64
 
-    aiohttp writes them before any route, middleware or signal of the application runs.
+
+@dataclass(slots=True, frozen=True)
+class HeaderLimits:
+    """What a connection may hold while its request headers arrive."""
+
+    budget: ByteBudget
+    timeout_seconds: float
+    cut: Callable[[str], None]
+    max_bytes: int = MAX_HEADER_BYTES
+
+
+class _Connection(RequestHandler):
+    """aiohttp's request handler, with request headers bounded in bytes and in time.
+
+    From the first byte of a request until its headers are complete, the bytes received
+    are charged to the unauthenticated byte budget (the oldest such connection is closed
+    to make room when it is full), at most ``MAX_HEADER_BYTES`` per request, and the
+    headers must be complete within the header deadline, or the connection is closed.
+    The keep-alive idle timer is aiohttp's and stays as it is. Uses aiohttp's private
+    ``_request_count``, ``_messages`` and ``_force_close`` (checked by
+    tests/unit/test_connection_limits.py against the pinned release).
+
+    aiohttp's own answers (400 for a request it cannot parse) carry nosniff too: aiohttp
+    writes them before any route, middleware or signal of the application runs.
     """
+
+    header_limits: HeaderLimits | None = None
+    _header_charge: Charge | None = None
+    _header_deadline: asyncio.TimerHandle | None = None
+    _payload: StreamReader | None = None
+
+    def data_received(self, data: bytes) -> None:
+        limits = self.header_limits
+        if limits is None or not data or self._force_close:
+            super().data_received(data)
+            return
+        if self._payload is None or self._payload.is_eof():  # between requests: headers
+            charge = self._header_charge
+            if charge is None:
+                charge = self._header_charge = limits.budget.open(lambda: self._cut("evicted"))
+                self._header_deadline = self._loop.call_later(
+                    limits.timeout_seconds, self._cut, "header_timeout"
+                )
+            if charge.nbytes + len(data) > limits.max_bytes:
+                self._cut("header_too_large")
+                return
+            try:
+                limits.budget.grow(charge, len(data))
+            except BudgetFull:
+                self._cut("busy")
+                return
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count and self._messages:
+            self._payload = self._messages[-1][1]
+            self._headers_done()
+
+    def _headers_done(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+        if self._header_charge is not None and self.header_limits is not None:
+            self.header_limits.budget.release(self._header_charge)
+        self._header_charge = None
+
+    def _cut(self, reason: str) -> None:
+        if self._header_charge is None or self._force_close:
+            return
+        self._headers_done()
+        if self.header_limits is not None:
+            self.header_limits.cut(reason)
+        self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._headers_done()
+        super().connection_lost(exc)
 
     def handle_error(
         self,
@@ -142,16 +224,27 @@ class _ErrorHeaders(RequestHandler):
 
 
 class _Server(web.Server):
+    header_limits: HeaderLimits | None = None
+
     def __call__(self) -> RequestHandler:
-        return _ErrorHeaders(self, loop=self._loop, **self._kwargs)
+        handler = _Connection(self, loop=self._loop, **self._kwargs)
+        handler.header_limits = self.header_limits
+        return handler
 
 
 class _Runner(web.AppRunner):
-    """An :class:`~aiohttp.web.AppRunner` whose connections use :class:`_ErrorHeaders`."""
+    """An :class:`~aiohttp.web.AppRunner` whose connections are :class:`_Connection`."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server
+        state = self.app[STATE]
+        settings = state.ingestor.settings
+        cast(_Server, server).header_limits = HeaderLimits(
+            budget=state.reads.budget,
+            timeout_seconds=settings.header_timeout_ms / 1000,
+            cut=lambda reason: state.metrics.connections_cut.labels(reason).inc(),
+        )
         return server
 
 
@@ -161,10 +254,16 @@ def _handler_args(settings: Settings) -> dict[str, object]:
     ``keepalive_timeout`` closes a connection that is idle between requests, and also one
     whose request headers have not all arrived by then: aiohttp arms it when the
     connection opens and after each response, and only a complete request stops it.
+    Headers that have begun to arrive have their own, shorter deadline
+    (:class:`_Connection`). Bodies are never inflated by aiohttp: the handler does it, in
+    steps charged to the byte budget, when compressed bodies are accepted at all.
     """
     return {
-        "max_field_size": 16384,
+        "max_field_size": MAX_HEADER_FIELD_BYTES,
+        "max_line_size": MAX_HEADER_FIELD_BYTES,
+        "max_headers": MAX_HEADER_FIELDS,
         "keepalive_timeout": settings.http_idle_timeout_seconds,
+        "auto_decompress": False,
         # A request answered before its body was read closes the connection at once
         # rather than reading the rest of an unwanted body.
         "lingering_time": 1.0,

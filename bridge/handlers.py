@@ -18,8 +18,8 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots
-from bridge.alm import Challenge, check_challenge
+from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots, inflate
+from bridge.alm import Challenge, check_challenge, estimated_memory
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.ingest import Ingestor
 from bridge.logs import Sampler, get_logger
@@ -31,6 +31,10 @@ log = get_logger("bridge.http")
 _JSON: Final = "application/json"
 # A body that may be an unauthenticated challenge is read up to this size only.
 _CHALLENGE_BODY_LIMIT: Final = 4096
+# Content encodings inflated when BRIDGE_ACCEPT_COMPRESSED_BODIES is on, and how much
+# larger than its compressed form a body may become.
+_INFLATABLE: Final = frozenset({"gzip", "deflate"})
+MAX_INFLATE_RATIO: Final = 100
 
 
 @dataclass(slots=True)
@@ -253,6 +257,17 @@ async def webhook_post(request: web.Request) -> web.Response:
             f"expected application/json, got {request.content_type[:64]!r}",
             close=True,
         )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity" and (
+        encoding not in _INFLATABLE or not settings.accept_compressed_bodies
+    ):
+        return rejected(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_encoding",
+            f"Content-Encoding {encoding[:32]!r} is not accepted; send the body uncompressed"
+            + ("" if encoding not in _INFLATABLE else " (or set BRIDGE_ACCEPT_COMPRESSED_BODIES)"),
+            close=True,
+        )
     verifier = receiver.verifier
     try:
         verifier.precheck(request.headers)
@@ -267,7 +282,17 @@ async def webhook_post(request: web.Request) -> web.Response:
     limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
     body_timeout = min(settings.body_timeout_ms / 1000, max(0.0, deadline - time.monotonic()))
     try:
-        body = await state.reads.read(request.content, limit=limit, timeout_seconds=body_timeout)
+        body = await state.reads.read(
+            request.content, limit=limit, timeout_seconds=body_timeout, expected=length
+        )
+        if encoding != "identity":
+            body = inflate(
+                body,
+                encoding,
+                limit=limit,
+                max_ratio=MAX_INFLATE_RATIO,
+                budget=state.reads.budget,
+            )
     except BodyNotRead as exc:
         state.metrics.body_reads_cut.labels(exc.outcome).inc()
         if auth_error is not None:
@@ -298,8 +323,19 @@ async def webhook_post(request: web.Request) -> web.Response:
         return rejected(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             "body_too_large",
-            f"body is larger than {settings.max_body_bytes} bytes",
+            f"body is larger than {settings.max_body_bytes} bytes"
+            + (
+                ""
+                if encoding == "identity"
+                else f" or {MAX_INFLATE_RATIO} times its compressed size"
+            ),
             close=True,
+        )
+    except ValueError as exc:  # a compressed body that does not inflate
+        if auth_error is not None:
+            return unauthorized(auth_error)
+        return rejected(
+            HTTPStatus.BAD_REQUEST, "invalid_content_encoding", f"{encoding}: {exc}", close=True
         )
     if auth_error is None:
         try:
@@ -309,29 +345,51 @@ async def webhook_post(request: web.Request) -> web.Response:
     if auth_error is not None:
         challenge = _unauthenticated_challenge(state, receiver, body)
         return _challenge_reply(challenge) if challenge else unauthorized(auth_error)
-    # Authenticated: only now may the request take a publishing slot.
-    saturated = state.slots.saturated()
+    # Authenticated: only now may the request take a publishing slot, charged with what
+    # the batch will hold while it is parsed and published.
+    cost = estimated_memory(body)
+    refuse: InvalidBatch | None = None
+    saturated = state.slots.saturated(name, cost)
+    if saturated == "too_large":
+        # It could never be given room: dead-lettered as it is, never parsed.
+        refuse = InvalidBatch(
+            f"the batch would need about {cost // 1_048_576} MiB to parse, more than "
+            f"the {state.slots.reachable_bytes() // 1_048_576} MiB one batch may hold "
+            "(BRIDGE_MAX_INFLIGHT_BYTES)",
+            code="batch_too_complex",
+        )
+        cost = len(body)
+        saturated = state.slots.saturated(name, cost)
     if saturated is not None:
         batches(name, "throttled").inc()
         _bind(outcome="throttled", saturation=saturated)
-        detail = (
-            f"more than {settings.max_inflight_batches} batches in flight"
-            if saturated == "limit"
-            else f"batches in flight have queued for more than {settings.max_queue_delay_ms} ms"
-        )
         return error_response(
-            HTTPStatus.TOO_MANY_REQUESTS, "too_many_batches", detail, retry_after=1
+            HTTPStatus.TOO_MANY_REQUESTS,
+            "too_many_batches",
+            _THROTTLED[saturated].format(settings=settings),
+            retry_after=1,
         )
-    slot = state.slots.enter()
+    slot = state.slots.enter(name, cost)
     state.metrics.inflight.inc()
     try:
-        return await _ingest(state, receiver, body, deadline)
+        return await _ingest(state, receiver, body, deadline, refuse)
     finally:
         state.slots.leave(slot)
         state.metrics.inflight.dec()
 
 
-async def _ingest(state: State, receiver: Receiver, body: bytes, deadline: float) -> web.Response:
+_THROTTLED: Final = {
+    "limit": "more than {settings.max_inflight_batches} batches or "
+    "{settings.max_inflight_bytes} bytes in flight",
+    "share": "the rest of the capacity is kept for other receivers",
+    "delay": "batches in flight have queued for more than {settings.max_queue_delay_ms} ms",
+    "too_large": "the batch is larger than the capacity",
+}
+
+
+async def _ingest(
+    state: State, receiver: Receiver, body: bytes, deadline: float, refuse: InvalidBatch | None
+) -> web.Response:
     settings = state.ingestor.settings
     batches = state.metrics.batches_by
     name = receiver.name
@@ -342,7 +400,7 @@ async def _ingest(state: State, receiver: Receiver, body: bytes, deadline: float
         return error_response(status, code, detail)
 
     try:
-        summary = await state.ingestor.ingest(receiver, body, deadline=deadline)
+        summary = await state.ingestor.ingest(receiver, body, deadline=deadline, refuse=refuse)
     except AccountNotAccepted as exc:
         return rejected(HTTPStatus.FORBIDDEN, exc.code, exc.detail)
     except InvalidBatch as exc:

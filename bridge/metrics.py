@@ -55,6 +55,7 @@ DEAD_LETTER_REASONS: Final = (
     "too_many_events",
     "invalid_event",
     "record_too_large",
+    "batch_too_complex",
     "unlisted_event",
     *FALLBACK_REASONS,
     "topic_invalid",
@@ -65,6 +66,8 @@ DEAD_LETTER_REASONS: Final = (
     "kafka_refused",
 )
 BODY_READ_OUTCOMES: Final = ("timeout", "evicted", "busy")
+# Why a connection was closed while its request headers were still arriving.
+HEADER_CUTS: Final = ("header_timeout", "header_too_large", "evicted", "busy")
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
 
@@ -179,6 +182,29 @@ class Metrics:
         )
         for outcome in BODY_READ_OUTCOMES:
             self.body_reads_cut.labels(outcome)
+        self.unauthenticated_bytes = Gauge(
+            "almbridge_unauthenticated_bytes",
+            "Bytes held now for requests that have not authenticated (headers arriving, "
+            "bodies read before verification, bodies inflated); at most "
+            "BRIDGE_MAX_UNAUTHENTICATED_BYTES.",
+            registry=r,
+        )
+        self.inflight_bytes = Gauge(
+            "almbridge_inflight_bytes",
+            "Estimated memory of the authenticated batches in flight now; at most "
+            "BRIDGE_MAX_INFLIGHT_BYTES.",
+            registry=r,
+        )
+        self.connections_cut = Counter(
+            "almbridge_connections_cut",
+            "Connections closed while their request headers were arriving: too slow "
+            "(header_timeout), too large (header_too_large), cut short to make room in the "
+            "unauthenticated byte budget (evicted), or refused room in it (busy).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in HEADER_CUTS:
+            self.connections_cut.labels(reason)
         self.last_publish = Gauge(
             "almbridge_last_publish_timestamp_seconds",
             "Unix time of the last batch Kafka fully acknowledged.",

@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     max_queue_delay_ms: int = Field(default=1000, ge=10, le=60_000)
     body_timeout_ms: int = Field(default=2000, ge=100, le=60_000)
     max_body_reads: int = Field(default=256, ge=1)
+    # Every byte held for requests that have not authenticated: headers still arriving,
+    # bodies read before verification, bodies being inflated (docs/operations.md, Memory).
+    max_unauthenticated_bytes: int = Field(default=24 * 1024 * 1024, ge=64 * 1024)
+    # Estimated memory of the authenticated batches in flight (bridge.alm.estimated_memory).
+    max_inflight_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    header_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
+    accept_compressed_bodies: bool = False
     http_idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_events_per_batch: int = Field(default=5000, ge=1)
     max_json_depth: int = Field(default=32, ge=4, le=512)
@@ -214,6 +221,16 @@ class Settings(BaseSettings):
     catchall_topic: str = "alm.other"
     key_strategy: Literal["record", "eventId", "accountId", "none"] = "record"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
+
+    @model_validator(mode="after")
+    def _budgets_hold_a_body(self) -> Settings:
+        if self.max_unauthenticated_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_unauthenticated_bytes ({self.max_unauthenticated_bytes}) must be at "
+                f"least max_body_bytes ({self.max_body_bytes}): a body of that size could "
+                "never be read"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

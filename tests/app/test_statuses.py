@@ -284,7 +284,7 @@ async def test_a_batch_queued_too_long_throttles_newcomers_only_on_a_lagging_loo
     make_offline_bridge: MakeBridge,
 ) -> None:
     bridge = await make_offline_bridge(max_queue_delay_ms=50)
-    bridge.state.slots.enter()  # a batch that has waited long: Kafka may just be slow
+    bridge.state.slots.enter("alm")  # a batch that has waited long: Kafka may just be slow
     await asyncio.sleep(0.1)
     waited = await bridge.post(sample("enrollment-batch"))
     time.sleep(0.3)  # noqa: ASYNC251 - the loop runs late, as when the CPU is saturated
