@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import json
 import random
 import secrets
@@ -356,8 +357,9 @@ class _Attack:
     async def worker(self) -> None:
         raise NotImplementedError
 
-    async def hold(self, make_head: bytes) -> None:
-        """Sends ``make_head`` and waits for the server's answer or its closing, repeatedly."""
+    async def hold(self, make_head: bytes, body: bytes = b"") -> None:
+        """Sends ``make_head`` (and ``body``, never the whole of it) and waits for the
+        server's answer or its closing, repeatedly."""
         while self.remaining() > 0:
             pair = await self.connect()
             if pair is None:
@@ -367,6 +369,12 @@ class _Attack:
             self.open += 1
             try:
                 writer.write(make_head)
+                for start in range(0, len(body), 256 * 1024):
+                    if reader.at_eof():
+                        break
+                    writer.write(body[start : start + 256 * 1024])
+                    async with asyncio.timeout(max(self.remaining(), 0.1)):
+                        await writer.drain()
                 sent_at = time.monotonic()
                 self.result.requests += 1
                 wait = max(self.remaining(), 0.0) + self.args.answer_grace
@@ -378,6 +386,38 @@ class _Attack:
                 self.record(answer, (time.monotonic() - sent_at) * 1000)
             except ConnectionError:
                 self.result.statuses["reset"] += 1
+            except TimeoutError:
+                self.result.statuses["send_blocked"] += 1
+            finally:
+                self.open -= 1
+                await _close(writer)
+
+    async def until_closed(self, partial: bytes) -> None:
+        """Sends ``partial`` and waits for the server to close the connection, repeatedly."""
+        loop = asyncio.get_running_loop()
+        while self.remaining() > 0:
+            pair = await self.connect()
+            if pair is None:
+                await asyncio.sleep(0.05)
+                continue
+            reader, writer = pair
+            self.open += 1
+            try:
+                writer.write(partial)
+                async with asyncio.timeout(max(self.remaining(), 0.1)):
+                    await writer.drain()
+                sent_at = loop.time()
+                self.result.requests += 1
+                wait = max(self.remaining(), 0.0) + self.args.close_grace
+                if await wait_closed_by_server(reader, wait):
+                    self.result.closed_after_s.append(loop.time() - sent_at)
+                    self.result.statuses["closed_by_server"] += 1
+                else:
+                    self.result.statuses["still_open"] += 1
+            except ConnectionError:
+                self.result.statuses["reset"] += 1
+            except TimeoutError:
+                self.result.statuses["send_blocked"] += 1
             finally:
                 self.open -= 1
                 await _close(writer)
@@ -554,11 +594,55 @@ class Flood(_Attack):
         return self.result
 
 
+class NearlyWholeBody(_Attack):
+    """A large body with a well-formed, wrong signature, sent but for its last byte."""
+
+    async def worker(self) -> None:
+        size = self.args.body_bytes
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(size)),
+            ("X-ALM-Signature", bogus_signature()),
+        ]
+        head = _head("POST", self.args.path, self.host_header, headers)
+        await self.hold(head, body=b" " * (size - 1))
+
+
+class GzipStall(_Attack):
+    """A small gzip body that would inflate to megabytes, its trailer never sent."""
+
+    async def worker(self) -> None:
+        compressed = gzip.compress(b" " * self.args.body_bytes)
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+            ("Content-Length", str(len(compressed))),
+            ("X-ALM-Signature", bogus_signature()),
+        ]
+        head = _head("POST", self.args.path, self.host_header, headers)
+        await self.hold(head, body=compressed[:-8])
+
+
+class BigHeaders(_Attack):
+    """Many large header fields, the head never finished; the server should close it."""
+
+    async def worker(self) -> None:
+        field_value = "a" * self.args.field_bytes
+        partial = (
+            f"POST {self.args.path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+            + "".join(f"X-Filler-{i}: {field_value}\r\n" for i in range(self.args.fields))
+        ).encode()
+        await self.until_closed(partial)
+
+
 ATTACKS: Final[dict[str, type[_Attack]]] = {
     "slow-body": SlowBody,
     "flood": Flood,
     "partial-headers": PartialHeaders,
     "malformed": Malformed,
+    "nearly-whole-body": NearlyWholeBody,
+    "gzip-stall": GzipStall,
+    "big-headers": BigHeaders,
 }
 
 
@@ -572,6 +656,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--signature", choices=["bogus", "none"], default="bogus")
     parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--body-bytes", type=int, default=5 * 1024 * 1024 - 4096)
+    parser.add_argument("--fields", type=int, default=60)
+    parser.add_argument("--field-bytes", type=int, default=8000)
     parser.add_argument(
         "--answer-grace",
         type=float,
