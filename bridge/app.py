@@ -114,17 +114,27 @@ async def _tell_held_back(state: State) -> None:
     """Every few seconds, one line per kind of log line held back, with its count."""
     while True:
         await asyncio.sleep(SUMMARY_INTERVAL_SECONDS)
-        for (receiver, status, reason), count in state.refused_lines.drain():
-            log.warning(
-                "requests_not_logged",
-                receiver=receiver,
-                status=int(status),
-                error=reason or None,
-                count=count,
-                window_seconds=state.refused_lines.window_seconds,
-            )
-        for logger, message, count in drain_repeats():
-            log.warning("log_lines_repeated", source=logger, message=message[:200], count=count)
+        tell_held_back(state)
+
+
+def tell_held_back(state: State) -> None:
+    """One line per kind of log line held back in windows that have ended, with its count.
+
+    A request line is of a kind by its receiver, status and, for a refusal, its ``error``
+    or, for a 2xx (probes, challenges), its ``outcome``.
+    """
+    for (receiver, status, sampled_as), count in state.sampled_lines.drain():
+        code = int(status)
+        log.warning(
+            "requests_not_logged",
+            receiver=receiver,
+            status=code,
+            **{"outcome" if code < 400 else "error": sampled_as or None},
+            count=count,
+            window_seconds=state.sampled_lines.window_seconds,
+        )
+    for logger, message, count in drain_repeats():
+        log.warning("log_lines_repeated", source=logger, message=message[:200], count=count)
 
 
 # The most request-header bytes one request may send (nginx's default, four 8 KiB

@@ -100,7 +100,7 @@ class BasicAuth:
             raise AuthError("malformed", "Authorization is not Basic")
         try:
             decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII tokens
             raise AuthError("malformed", "Basic credentials are not base64 of UTF-8") from None
         username, sep, password = decoded.partition(":")
         if not sep:

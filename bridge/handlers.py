@@ -6,8 +6,10 @@ once with their traceback and answered 500 by the middleware.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
@@ -22,7 +24,7 @@ from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots, inflat
 from bridge.alm import Challenge, check_challenge, estimated_memory
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.ingest import Ingestor
-from bridge.logs import Sampler, get_logger
+from bridge.logs import Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
 
@@ -35,6 +37,12 @@ _CHALLENGE_BODY_LIMIT: Final = 4096
 # larger than its compressed form a body may become.
 _INFLATABLE: Final = frozenset({"gzip", "deflate"})
 MAX_INFLATE_RATIO: Final = 100
+# A sent X-Request-Id is used only when it is this: 1 to 64 ASCII letters, digits and
+# ``._:-``, starting with a letter or digit (UUIDs, ULIDs, hex and dotted ids fit). Anything
+# else could forge or break log lines; a new id is made and the sent one logged escaped.
+REQUEST_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# True while a POST is answered 2xx without authentication (an unauthenticated challenge).
+_UNAUTHENTICATED: Final = ContextVar("unauthenticated", default=False)
 
 
 @dataclass(slots=True)
@@ -46,8 +54,9 @@ class State:
     slots: Slots
     reads: BodyReads
     shutting_down: bool = False
-    # Request lines of refused requests (4xx): sampled per receiver, status and error.
-    refused_lines: Sampler = field(default_factory=Sampler)
+    # Request lines of requests anyone can send without credentials: sampled per receiver,
+    # status and error (refusals) or outcome (probes, challenges).
+    sampled_lines: Sampler = field(default_factory=Sampler)
 
     @property
     def inflight(self) -> int:
@@ -76,7 +85,7 @@ def error_response(
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     response = web.Response(
         status=status,
-        body=orjson.dumps({"error": code, "detail": detail}),
+        body=orjson.dumps({"error": code, "detail": valid_text(detail)}),
         content_type=_JSON,
         headers=headers,
     )
@@ -94,20 +103,55 @@ def _bind(**values: object) -> None:
     structlog.contextvars.bind_contextvars(**values)
 
 
+def _request_id(request: web.Request) -> tuple[str, str | None]:
+    """The request id to use, and the sent one (escaped) when it could not be used."""
+    sent = request.headers.get("X-Request-Id")
+    if not sent:
+        return secrets.token_hex(16), None
+    if REQUEST_ID.fullmatch(sent):
+        return sent, None
+    return secrets.token_hex(16), escaped(sent)
+
+
+def _sampled_as(request: web.Request, status: int) -> str | None:
+    """The error or outcome a request line is sampled under; None: always written.
+
+    Sampled: what anyone can send without credentials, by the thousand: refusals (4xx),
+    503s for want of a body-read place, and the 2xx of probes and challenges (every
+    ``GET``, and a ``POST`` challenge answered without authentication). An authenticated
+    batch's line, and 5xx other than ``too_many_body_reads``, are always written.
+    """
+    if status < 400 and request.method == "POST" and not _UNAUTHENTICATED.get():
+        return None  # an authenticated batch: the logging context is not even read
+    bound = structlog.contextvars.get_contextvars()
+    if status < 400:
+        return str(bound.get("outcome") or "")
+    reason = str(bound.get("error") or bound.get("auth_reason") or "")
+    if status < 500 or reason == "too_many_body_reads":
+        return reason
+    return None
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One canonical log line per webhook request, with a request id and its duration.
 
-    Refused requests (4xx, and 503s for want of a body-read place: strangers can send
-    those by the thousand) are sampled: at most a burst per receiver, status and error in
-    each window; the rest are counted and told in one ``requests_not_logged`` line.
-    Metrics count every request.
+    A sent ``X-Request-Id`` is used when it matches :data:`REQUEST_ID`; otherwise a new id
+    is made and the sent value logged escaped as ``sent_request_id``. The answer's
+    ``X-Request-Id`` is the id used.
+
+    Lines strangers can cause by the thousand (:func:`_sampled_as`) are sampled: at most a
+    burst per receiver, status and error or outcome in each window; the rest are counted
+    and told in one ``requests_not_logged`` line. Metrics count every request.
     """
     structlog.contextvars.clear_contextvars()
-    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(16)
+    _UNAUTHENTICATED.set(False)  # requests of a kept-alive connection share one context
+    request_id, sent_request_id = _request_id(request)
     is_webhook = request.path.startswith("/webhooks/")
     if is_webhook:
         _bind(request_id=request_id, method=request.method, path=request.path)
+        if sent_request_id is not None:
+            _bind(sent_request_id=sent_request_id)
     started = time.monotonic()
     try:
         response = await handler(request)
@@ -130,12 +174,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         state.metrics.http_requests_by(label, _status_class(response.status)).inc()
         state.metrics.request_duration_by(label).observe(duration)
         status = response.status
-        if 400 <= status < 500 or status == HTTPStatus.SERVICE_UNAVAILABLE:
-            bound = structlog.contextvars.get_contextvars()
-            reason = str(bound.get("error") or bound.get("auth_reason") or "")
-            sampled = status < 500 or reason == "too_many_body_reads"
-            if sampled and not state.refused_lines.allow((label, str(status), reason)):
-                return response  # counted; told in a summary line (requests_not_logged)
+        sampled_as = _sampled_as(request, status)
+        if sampled_as is not None and not state.sampled_lines.allow(
+            (label, str(status), sampled_as)
+        ):
+            return response  # counted; told in a summary line (requests_not_logged)
         emit = log.warning if status >= 500 else log.info
         emit("request", status=status, duration_ms=round(duration * 1000, 2))
     return response
@@ -182,6 +225,7 @@ async def webhook_get(request: web.Request) -> web.Response:
         return _not_found(request)
     _bind(receiver=receiver.name)
     if "challenge" not in request.query:
+        _bind(outcome="probe")
         return web.Response(status=HTTPStatus.OK)
     try:
         value = check_challenge(request.query["challenge"])
@@ -435,4 +479,8 @@ def _unauthenticated_challenge(state: State, receiver: Receiver, body: bytes) ->
         parsed = state.ingestor.parse(body)
     except (InvalidBatch, AccountNotAccepted):
         return None
-    return parsed if isinstance(parsed, Challenge) else None
+    if not isinstance(parsed, Challenge):
+        return None
+    _UNAUTHENTICATED.set(True)  # its request line is sampled like a probe's
+    _bind(authenticated=False)
+    return parsed

@@ -5,6 +5,11 @@ level cost one no-op method call), orjson rendering straight to bytes, and a byt
 writing to stdout, with no stdlib logging and no str round trip on the way. The stdlib
 loggers of aiohttp and aiokafka are forwarded into the same structlog pipeline, so every
 line has one shape (``timestamp``, ``level``, ``logger``, ``event``, the bound context).
+
+Rendering never raises, whatever a value holds: aiohttp decodes header bytes that are not
+UTF-8 into lone surrogates (``"\\udcff"``), which orjson refuses; such a line is rendered
+again with every string made valid (:func:`valid_text`), and the console's text is
+encoded with escapes. A logging call can therefore never turn a request into a 500.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import orjson
 import structlog
@@ -107,8 +112,9 @@ class RepeatFilter(logging.Filter):
 class Sampler:
     """At most ``burst`` lines per key and window; the rest are counted, to be told later.
 
-    The canonical request line of a request that was refused (4xx) is sampled: anyone can
-    send thousands of them, and a log line each would let strangers fill the log.
+    The canonical request lines of requests that anyone can send without credentials (the
+    refusals, the probes and challenges) are sampled: strangers can send thousands of them,
+    and a log line each would let them fill the log.
     """
 
     def __init__(
@@ -209,9 +215,128 @@ def compact_config(_logger: Any, _method: str, event_dict: EventDict) -> EventDi
     return event_dict
 
 
+def _utf8(value: str) -> bytes:
+    """``value``'s bytes: a surrogate that aiohttp made of a byte is that byte again."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no decoder made: its three bytes
+        return value.encode("utf-8", "surrogatepass")
+
+
+def valid_text(value: str) -> str:
+    """``value`` as valid Unicode: each byte that is not UTF-8 becomes ``\\xNN``.
+
+    aiohttp decodes header bytes with ``surrogateescape``: a byte that is not UTF-8 becomes
+    a lone surrogate, which cannot be encoded (orjson refuses it, ``str.encode`` raises).
+    The valid characters are kept as they are.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _utf8(value).decode("utf-8", "backslashreplace")
+    return value
+
+
+def escaped(value: str, limit: int = 64) -> str:
+    """``value``'s first ``limit`` bytes in printable ASCII, the others backslash-escaped.
+
+    For values that came from a stranger and are logged to be looked at: every byte that
+    is not printable ASCII is written ``\\xNN`` (a UTF-8 ``é`` is ``\\xc3\\xa9``, a byte
+    that was not UTF-8 ``\\xff``), a backslash ``\\\\``, tab and newline ``\\t`` and
+    ``\\n``; ``...`` follows when the value was longer.
+    """
+    raw = _utf8(value)
+    text = raw[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
+    return text + "..." if len(raw) > limit else text
+
+
+_MAX_DEPTH: Final = 32
+_INT_RANGE: Final = range(-(2**63), 2**64)
+
+
+def _as_text(value: object) -> str:
+    try:
+        return valid_text(str(value))
+    except Exception:
+        return f"<{type(value).__name__} that cannot be shown>"
+
+
+def _renderable(value: object, depth: int = 0) -> object:
+    """``value`` with nothing orjson refuses: valid strings and keys, 64-bit integers,
+    bounded nesting; any other object as its text."""
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, int):
+        return value if value in _INT_RANGE else str(value)
+    if depth < _MAX_DEPTH:
+        if isinstance(value, dict):
+            return {_as_text(key): _renderable(item, depth + 1) for key, item in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_renderable(item, depth + 1) for item in value]
+    return _as_text(value)
+
+
+def render_json(_logger: object, _method: str, event_dict: EventDict) -> bytes:
+    """The line as JSON bytes; never raises.
+
+    The fast path is orjson over the event as it is. A line orjson refuses (a lone
+    surrogate from a header, a key that is not a string, an integer past 64 bits) is
+    rendered again with every value made renderable (:func:`_renderable`); should even
+    that fail, a line that says so takes its place.
+    """
+    try:
+        return orjson.dumps(event_dict, default=str)
+    except Exception:
+        return _render_made_renderable(event_dict)
+
+
+def _render_made_renderable(event_dict: EventDict) -> bytes:
+    try:
+        return orjson.dumps(_renderable(event_dict))
+    except Exception as exc:
+        return orjson.dumps(
+            {
+                "timestamp": _as_text(event_dict.get("timestamp", "")),
+                "level": _as_text(event_dict.get("level", "error")),
+                "logger": _as_text(event_dict.get("logger", "")),
+                "event": "log_line_not_rendered",
+                "original_event": _as_text(event_dict.get("event", ""))[:200],
+                "error": _as_text(exc)[:200],
+            }
+        )
+
+
+# Kept as they are on a terminal: multi-line texts the console renderer writes itself.
+_CONSOLE_MULTILINE: Final = frozenset({"exception", "stack"})
+
+
+def printable_values(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+    """On a terminal, strings that are not printable are escaped (``\\x1b``, ``\\n``).
+
+    The console renderer writes string values as they are: a control character from a
+    request (an ANSI escape in a path, say) would reach the terminal. Other values are
+    written with ``repr``, which escapes them already.
+    """
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key not in _CONSOLE_MULTILINE and not value.isprintable():
+            event_dict[key] = "".join(
+                char if char.isprintable() else escaped(char, limit=8) for char in value
+            )
+    return event_dict
+
+
 def _encode(_: object, __: str, rendered: Any) -> bytes:
-    """The console renderer's text as bytes, for the bytes logger (the last processor)."""
-    return str(rendered).encode()
+    """The console renderer's text as bytes, for the bytes logger (the last processor).
+
+    A byte that is not UTF-8 (a lone surrogate) is written escaped instead of raising.
+    """
+    text = str(rendered)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _utf8(text).decode("utf-8", "backslashreplace").encode()
 
 
 def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None = None) -> None:
@@ -222,9 +347,10 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None
     processors: list[Processor] = [*_SHARED]
     if use_json:
         processors.append(structlog.processors.format_exc_info)
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps, default=str))
+        processors.append(render_json)
     else:
         processors.append(compact_config)
+        processors.append(printable_values)
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
         processors.append(_encode)
     structlog.configure(

@@ -13,7 +13,16 @@ import structlog
 from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import SecretStr
 
-from bridge.logs import ClientErrorFilter, RepeatFilter, Sampler, configure, get_logger
+from bridge.logs import (
+    ClientErrorFilter,
+    RepeatFilter,
+    Sampler,
+    configure,
+    escaped,
+    get_logger,
+    render_json,
+    valid_text,
+)
 from bridge.settings import AuthSettings, ReceiverSettings, Settings
 
 
@@ -205,3 +214,93 @@ def test_refused_request_lines_are_sampled_and_counted() -> None:
     assert sampler.drain() == [(key, 97)]
     assert sampler.drain() == []
     assert sampler.allow(key)  # a new window
+
+
+LONE = "ab\udcffcd"  # what aiohttp makes of the header bytes b"ab\xffcd"
+
+
+def test_escaped_writes_the_sent_bytes_in_printable_ascii() -> None:
+    assert escaped("legit-1") == "legit-1"
+    assert escaped(LONE) == "ab\\xffcd"
+    assert escaped("café") == "caf\\xc3\\xa9"
+    assert escaped('a\\b\t\n"') == 'a\\\\b\\t\\n"'
+    assert escaped("\x1b[31m") == "\\x1b[31m"
+    assert escaped("x" * 100) == "x" * 64 + "..."
+    assert escaped("\ud800") == "\\xed\\xa0\\x80"  # a surrogate no decoder made
+
+
+def test_valid_text_keeps_valid_characters_and_escapes_the_bytes_that_are_not() -> None:
+    assert valid_text("café") == "café"
+    assert valid_text("caf\u00e9\udcff") == "café\\xff"
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (LONE, "ab\\xffcd"),
+        ({"nested": [LONE]}, {"nested": ["ab\\xffcd"]}),
+        ({1: "int key", LONE: "x"}, {"1": "int key", "ab\\xffcd": "x"}),
+        (2**70, str(2**70)),
+        (_Unprintable(), "<_Unprintable that cannot be shown>"),
+    ],
+)
+def test_the_json_renderer_never_raises_and_keeps_the_line(value: object, shown: object) -> None:
+    event = {"event": "request", "level": "info", "status": 200, "odd": value, "other": "é"}
+
+    line = json.loads(render_json(None, "info", event))
+
+    assert line == {"event": "request", "level": "info", "status": 200, "odd": shown, "other": "é"}
+
+
+def test_a_line_nested_too_deep_for_orjson_is_rendered_cut() -> None:
+    deep: list[object] = [LONE]
+    for _ in range(300):
+        deep = [deep]
+
+    line = json.loads(render_json(None, "info", {"event": "deep", "value": deep}))
+
+    assert line["event"] == "deep"
+    assert isinstance(line["value"], list)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_with_odd_strings_are_written_whole() -> None:
+    out = io.BytesIO()
+    configure("info", "json", stream=out)
+    log = get_logger("bridge.test")
+
+    with structlog.contextvars.bound_contextvars(request_id="r-1", path="/webhooks/al\udcffm"):
+        log.info("request", content_type="text/\udcfe", status=200)
+        logging.getLogger("aiohttp.server").warning("odd %s", LONE)
+        try:
+            raise ValueError(f"bad {LONE}")
+        except ValueError:
+            log.exception("unhandled_error")
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["request", "odd ab\\xffcd", "unhandled_error"]
+    assert lines[0]["path"] == "/webhooks/al\\xffm"
+    assert lines[0]["content_type"] == "text/\\xfe"
+    assert "ValueError: bad ab\\xffcd" in lines[2]["exception"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_lines_with_odd_strings_are_written_escaped() -> None:
+    out = io.BytesIO()
+    configure("info", "console", stream=out)
+
+    get_logger("bridge.test").info(
+        "request", request_id=LONE, path="/webhooks/\x1b[2Jx", nested={"v": LONE}, ok="café"
+    )
+
+    text = out.getvalue().decode("utf-8")
+    assert "request_id=ab\\xffcd" in text
+    assert "path=/webhooks/\\x1b[2Jx" in text
+    assert "\x1b[2J" not in text
+    assert "ok=café" in text
+    assert "'v': 'ab\\udcffcd'" in text  # repr, as the console shows nested values
