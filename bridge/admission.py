@@ -175,7 +175,11 @@ class BodyReads:
         self.max_reads = max_reads
         self.min_age_seconds = min_age_seconds
         self._clock = clock
-        self.budget = budget or ByteBudget(1 << 62, min_age_seconds=min_age_seconds, clock=clock)
+        self.budget = (
+            budget
+            if budget is not None
+            else ByteBudget(1 << 62, min_age_seconds=min_age_seconds, clock=clock)
+        )
         self._reads: dict[int, Charge] = {}  # insertion order: oldest first
 
     def __len__(self) -> int:

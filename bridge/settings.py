@@ -166,9 +166,9 @@ class Settings(BaseSettings):
     max_body_reads: int = Field(default=256, ge=1)
     # Every byte held for requests that have not authenticated: headers still arriving,
     # bodies read before verification, bodies being inflated (docs/operations.md, Memory).
-    max_unauthenticated_bytes: int = Field(default=24 * 1024 * 1024, ge=64 * 1024)
+    max_unauthenticated_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     # Estimated memory of the authenticated batches in flight (bridge.alm.estimated_memory).
-    max_inflight_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    max_inflight_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
     header_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
     accept_compressed_bodies: bool = False
     http_idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -229,6 +229,11 @@ class Settings(BaseSettings):
                 f"max_unauthenticated_bytes ({self.max_unauthenticated_bytes}) must be at "
                 f"least max_body_bytes ({self.max_body_bytes}): a body of that size could "
                 "never be read"
+            )
+        if self.max_inflight_bytes < 2 * self.max_body_bytes:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least twice "
+                f"max_body_bytes ({self.max_body_bytes})"
             )
         return self
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gzip
 import json
 import random
@@ -369,6 +370,8 @@ class _Attack:
             self.open += 1
             try:
                 writer.write(make_head)
+                if body:
+                    self.result.requests += 1
                 for start in range(0, len(body), 256 * 1024):
                     if reader.at_eof():
                         break
@@ -376,7 +379,8 @@ class _Attack:
                     async with asyncio.timeout(max(self.remaining(), 0.1)):
                         await writer.drain()
                 sent_at = time.monotonic()
-                self.result.requests += 1
+                if not body:
+                    self.result.requests += 1
                 wait = max(self.remaining(), 0.0) + self.args.answer_grace
                 answer = await read_answer(reader, wait)
                 if answer.status == "no_answer":
@@ -594,6 +598,18 @@ class Flood(_Attack):
         return self.result
 
 
+@functools.cache
+def _spaces(size: int) -> bytes:
+    """One body shared by every connection of an attack (hundreds of copies would take
+    longer to make than the attack lasts)."""
+    return b" " * size
+
+
+@functools.cache
+def _gzip_of_spaces(size: int) -> bytes:
+    return gzip.compress(_spaces(size))
+
+
 class NearlyWholeBody(_Attack):
     """A large body with a well-formed, wrong signature, sent but for its last byte."""
 
@@ -605,14 +621,14 @@ class NearlyWholeBody(_Attack):
             ("X-ALM-Signature", bogus_signature()),
         ]
         head = _head("POST", self.args.path, self.host_header, headers)
-        await self.hold(head, body=b" " * (size - 1))
+        await self.hold(head, body=_spaces(size - 1))
 
 
 class GzipStall(_Attack):
     """A small gzip body that would inflate to megabytes, its trailer never sent."""
 
     async def worker(self) -> None:
-        compressed = gzip.compress(b" " * self.args.body_bytes)
+        compressed = _gzip_of_spaces(self.args.body_bytes)
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Encoding", "gzip"),
@@ -951,3 +967,30 @@ def write_figures(path: Path, rows: Sequence[AttackRow], *, note: str) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_main(sys.argv[1:]))
+
+
+# ------------------------------------------------------------------------- memory
+
+
+@dataclass
+class RssSampler:
+    """The resident memory of a process, sampled until stopped; its peak in MiB."""
+
+    pid: int
+    interval_s: float = 0.02
+    samples: list[int] = field(default_factory=list)
+
+    async def run_for(self, seconds: float) -> None:
+        import psutil
+
+        process = psutil.Process(self.pid)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            with contextlib.suppress(psutil.Error):
+                self.samples.append(process.memory_info().rss)
+            await asyncio.sleep(self.interval_s)
+
+    @property
+    def peak_mib(self) -> float:
+        return max(self.samples, default=0) / 2**20
