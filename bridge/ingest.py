@@ -18,7 +18,7 @@ from bridge.errors import InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.receivers import Receiver
-from bridge.routing import Record, Router, TopicBudget
+from bridge.routing import Record, Router, TopicRegistry
 from bridge.settings import Settings
 from bridge.sink import Refusal, Sink
 
@@ -81,8 +81,16 @@ class Ingestor:
     ) -> None:
         self.settings = settings
         self.receivers = dict(receivers)
-        budget = TopicBudget(settings.kafka_max_topics)
-        self.routers = {name: Router(r.routing, budget) for name, r in receivers.items()}
+        # Every receiver's reserved topics are known before any event arrives; each
+        # receiver then has its own budget of topics for the names nobody reserved.
+        topics = TopicRegistry(r.routing for r in receivers.values())
+        for receiver, topic, taken in topics.conflicts:
+            log.warning("reserved_topic_conflict", receiver=receiver, topic=topic, taken_by=taken)
+        self.topics = topics
+        self.routers = {
+            name: Router(r.routing, topics, max_topics=settings.kafka_max_topics)
+            for name, r in receivers.items()
+        }
         self.publisher = publisher
         self.metrics = metrics
         self.seen = seen or SeenWindow(
