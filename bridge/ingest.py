@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bridge.alm import Batch, Challenge, Limits, parse_body
-from bridge.dedupe import SeenWindow
+from bridge.dedupe import SeenWindow, digest
 from bridge.errors import InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
@@ -77,7 +77,6 @@ class Ingestor:
         receivers: Mapping[str, Receiver],
         publisher: Sink,
         metrics: Metrics,
-        seen: SeenWindow | None = None,
     ) -> None:
         self.settings = settings
         self.receivers = dict(receivers)
@@ -93,10 +92,14 @@ class Ingestor:
         }
         self.publisher = publisher
         self.metrics = metrics
-        self.seen = seen or SeenWindow(
-            max_entries=settings.dedupe_max_entries,
-            max_age_seconds=settings.dedupe_max_age_seconds,
-        )
+        # One window per receiver: one receiver's events never evict another's.
+        self.windows = {
+            name: SeenWindow(
+                max_entries=settings.dedupe_max_entries,
+                max_age_seconds=settings.dedupe_max_age_seconds,
+            )
+            for name in receivers
+        }
         self.limits = Limits(
             max_events=settings.max_events_per_batch,
             max_depth=settings.max_json_depth,
@@ -139,12 +142,13 @@ class Ingestor:
         for reason, count in plan.fallbacks.items():
             self.metrics.topic_fallbacks.labels(receiver.name, reason).inc(count)
         account_id = parsed.account_id
-        fresh = self._without_duplicates(account_id, plan.records, summary)
+        seen = self.windows[receiver.name]
+        fresh, keys = _without_duplicates(seen, account_id, plan.records, summary)
         # The parsed events are several times the size of their records: let them go
         # before waiting for Kafka, so that a batch in flight holds only its records.
         del parsed, plan
         if fresh:
-            await self._publish(receiver, router, account_id, fresh, summary, deadline)
+            await self._publish(receiver, router, seen, fresh, keys, summary, deadline)
         for fam, count in summary.families.items():
             self.metrics.events_published_by(receiver.name, fam).inc(count)
         if summary.duplicates:
@@ -161,27 +165,13 @@ class Ingestor:
         self.metrics.batch_events.observe(summary.received)
         return summary
 
-    def _without_duplicates(
-        self, account_id: int, records: tuple[Record, ...], summary: Summary
-    ) -> list[Record]:
-        fresh: list[Record] = []
-        in_batch = self.seen.known(account_id, [r.event_id for r in records])
-        for record in records:
-            event_id = record.event_id
-            if event_id is not None:
-                if event_id in in_batch:
-                    summary.duplicates += 1
-                    continue
-                in_batch.add(event_id)
-            fresh.append(record)
-        return fresh
-
     async def _publish(
         self,
         receiver: Receiver,
         router: Router,
-        account_id: int,
+        seen: SeenWindow,
         records: list[Record],
+        keys: list[bytes | None],
         summary: Summary,
         deadline: float,
     ) -> None:
@@ -203,16 +193,18 @@ class Ingestor:
                 topic, refusal = next(iter(refused_topics.items()))
                 raise InvalidBatch(f"topic {topic}: {refusal.detail}", code=refusal.reason)
         result = await publisher.publish(
-            records, timeout_seconds=_remaining(deadline), on_ack=self._marker(account_id, records)
+            records, timeout_seconds=_remaining(deadline), on_ack=_marker(seen, keys)
         )
         self.metrics.publish_duration.observe(result.duration_seconds)
         self.metrics.last_publish.set(time.time())
         letters: list[Record] = []
+        letter_keys: list[bytes | None] = []
         for index, refusal in sorted(result.refused.items()):
             record = records[index]
             if record.dead_letter:
                 raise _dead_letter_unavailable(record.topic, refusal)
             letters.append(self._letter(router, record, refusal))
+            letter_keys.append(keys[index])
         if letters:
             if receiver.dead_letter_policy == "reject":
                 first = result.refused[min(result.refused)]
@@ -220,7 +212,7 @@ class Ingestor:
             again = await publisher.publish(
                 letters,
                 timeout_seconds=_remaining(deadline),
-                on_ack=self._marker(account_id, letters),
+                on_ack=_marker(seen, letter_keys),
             )
             if again.refused:
                 raise _dead_letter_unavailable(
@@ -235,16 +227,6 @@ class Ingestor:
             _count(summary.dead_letter_reasons, record.reason or "kafka_refused")
         summary.dead_lettered = sum(summary.dead_letter_reasons.values())
         summary.published = sum(summary.families.values())
-
-    def _marker(
-        self, account_id: int, records: Sequence[Record]
-    ) -> Callable[[Sequence[int]], None]:
-        seen = self.seen
-
-        def mark_seen(indexes: Sequence[int]) -> None:
-            seen.add_many(account_id, [records[i].event_id for i in indexes])
-
-        return mark_seen
 
     def _letter(self, router: Router, record: Record, refusal: Refusal) -> Record:
         keep = (
@@ -282,6 +264,36 @@ class Ingestor:
             truncated=len(body) > limit,
         )
         return Summary(dead_lettered=1, dead_letter_reason=exc.code)
+
+
+def _without_duplicates(
+    seen: SeenWindow, account_id: int, records: tuple[Record, ...], summary: Summary
+) -> tuple[list[Record], list[bytes | None]]:
+    """The records not yet acknowledged nor repeated in the batch, with their window keys.
+
+    Each key is computed once, here, and entered into the window as Kafka acknowledges
+    its record.
+    """
+    fresh: list[Record] = []
+    fresh_keys: list[bytes | None] = []
+    keys = [None if r.event_id is None else digest(account_id, r.event_id) for r in records]
+    in_batch = seen.known_keys(keys)
+    for record, key in zip(records, keys, strict=True):
+        if key is not None:
+            if key in in_batch:
+                summary.duplicates += 1
+                continue
+            in_batch.add(key)
+        fresh.append(record)
+        fresh_keys.append(key)
+    return fresh, fresh_keys
+
+
+def _marker(seen: SeenWindow, keys: Sequence[bytes | None]) -> Callable[[Sequence[int]], None]:
+    def mark_seen(indexes: Sequence[int]) -> None:
+        seen.add_keys([keys[i] for i in indexes])
+
+    return mark_seen
 
 
 def _remaining(deadline: float) -> float:
