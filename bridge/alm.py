@@ -268,6 +268,14 @@ def _batch(doc: dict[str, Any], limits: Limits) -> Batch:
     return Batch(account_id, tuple(_event(e, i) for i, e in enumerate(events)))
 
 
+def _blank(text: str) -> bool:
+    """Empty or only white space, U+FEFF included: the contract's pattern ``\\S`` is
+    read as ECMAScript, whose white space has U+FEFF, and Python's has not."""
+    if not text or text.isspace():
+        return True
+    return "\ufeff" in text and not text.replace("\ufeff", "").strip()
+
+
 def _over_id_bytes(text: str) -> bool:
     """More than ``_MAX_ID_BYTES`` in UTF-8; an ASCII string's length is its size."""
     if len(text) > _MAX_ID_BYTES:
@@ -282,14 +290,14 @@ def _event(raw: object, index: int) -> Event:
     event_id = raw.get("eventId")
     if type(event_id) is int:
         event_id = str(event_id)
-    if type(event_id) is not str or not event_id or event_id.isspace() or _over_id_bytes(event_id):
+    if type(event_id) is not str or _blank(event_id) or _over_id_bytes(event_id):
         raise InvalidBatch(
             f"events[{index}].eventId must be a non-empty string of at most "
             f"{_MAX_ID_BYTES} UTF-8 bytes",
             code="invalid_event",
         )
     name = raw.get("eventName")
-    if type(name) is not str or not name or name.isspace() or _over_id_bytes(name):
+    if type(name) is not str or _blank(name) or _over_id_bytes(name):
         raise InvalidBatch(
             f"events[{index}].eventName must be a non-empty string of at most "
             f"{_MAX_ID_BYTES} UTF-8 bytes",

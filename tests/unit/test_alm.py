@@ -394,6 +394,8 @@ class TestEventErrors:
             # 129 characters of four bytes: 516 bytes in UTF-8.
             ({"eventId": "\U0001f600" * 129, "eventName": "X"}, "events[1].eventId"),
             ({"eventId": "b", "eventName": "É" * 257}, "events[1].eventName"),
+            ({"eventId": "\ufeff \ufeff", "eventName": "X"}, "events[1].eventId"),
+            ({"eventId": "b", "eventName": "\ufeff"}, "events[1].eventName"),
             ({"eventId": "b"}, "events[1].eventName"),
             ({"eventId": "b", "eventName": ""}, "events[1].eventName"),
             ({"eventId": "b", "eventName": 7}, "events[1].eventName"),
