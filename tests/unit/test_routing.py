@@ -636,7 +636,9 @@ class TestReceiversDoNotShareTopics:
         ]
         assert [prod.topic_for(n) for n in ("Q1", "P1", "Q3")] == ["alm.q1", "alm.p1", "alm.other"]
         assert (len(prod.budget), len(partner.budget)) == (2, 2)
-        assert len(prod.topics) == 3  # p1, p2 and q1: the process derived at most 2 x 2
+        # The process: the documented topics (shared: one template) + p1, p2 and q1.
+        assert prod.topics.reserved == len(KNOWN_EVENT_NAMES)
+        assert len(prod.topics) == 3
 
     @pytest.mark.parametrize("partner_first", [True, False])
     def test_another_receivers_name_never_takes_a_documented_topic(
