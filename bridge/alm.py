@@ -26,7 +26,9 @@ from bridge.errors import AccountNotAccepted, InvalidBatch
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 _FLOAT_AMBIGUOUS: Final = float(2**63)
-_MAX_ID_CHARS: Final = 512
+# eventId and eventName: at most 512 bytes in UTF-8 (512 ASCII characters, 128 of four
+# bytes). ALM's ids are UUIDs, or the caller's id for asynchronous user-group events.
+_MAX_ID_BYTES: Final = 512
 # Epoch values at or above this are milliseconds (1e11 seconds is the year 5138).
 _EPOCH_MS_THRESHOLD: Final = 100_000_000_000
 _CHALLENGE_MAX_CHARS: Final = 256
@@ -296,6 +298,21 @@ def _batch(doc: dict[str, Any], limits: Limits) -> Batch:
     return Batch(account_id, tuple(_event(e, i) for i, e in enumerate(events)))
 
 
+def _blank(text: str) -> bool:
+    """Empty or only white space, U+FEFF included: the contract's pattern ``\\S`` is
+    read as ECMAScript, whose white space has U+FEFF, and Python's has not."""
+    if not text or text.isspace():
+        return True
+    return "\ufeff" in text and not text.replace("\ufeff", "").strip()
+
+
+def _over_id_bytes(text: str) -> bool:
+    """More than ``_MAX_ID_BYTES`` in UTF-8; an ASCII string's length is its size."""
+    if len(text) > _MAX_ID_BYTES:
+        return True
+    return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > _MAX_ID_BYTES
+
+
 def _event(raw: object, index: int) -> Event:
     # Both JSON parsers build exact dicts, lists and strs: ``type(...) is`` is exact here.
     if type(raw) is not dict:
@@ -303,19 +320,18 @@ def _event(raw: object, index: int) -> Event:
     event_id = raw.get("eventId")
     if type(event_id) is int:
         event_id = str(event_id)
-    if (
-        type(event_id) is not str
-        or not event_id
-        or event_id.isspace()
-        or len(event_id) > _MAX_ID_CHARS
-    ):
+    if type(event_id) is not str or _blank(event_id) or _over_id_bytes(event_id):
         raise InvalidBatch(
-            f"events[{index}].eventId must be a non-empty string", code="invalid_event"
+            f"events[{index}].eventId must be a non-empty string of at most "
+            f"{_MAX_ID_BYTES} UTF-8 bytes",
+            code="invalid_event",
         )
     name = raw.get("eventName")
-    if type(name) is not str or not name or name.isspace() or len(name) > _MAX_ID_CHARS:
+    if type(name) is not str or _blank(name) or _over_id_bytes(name):
         raise InvalidBatch(
-            f"events[{index}].eventName must be a non-empty string", code="invalid_event"
+            f"events[{index}].eventName must be a non-empty string of at most "
+            f"{_MAX_ID_BYTES} UTF-8 bytes",
+            code="invalid_event",
         )
     data = raw.get("data")
     if data is None:

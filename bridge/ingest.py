@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bridge.alm import Batch, Challenge, Limits, leading_account_id, parse_body
-from bridge.dedupe import SeenWindow
+from bridge.dedupe import SeenWindow, digest
 from bridge.errors import AccountNotAccepted, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.receivers import Receiver
-from bridge.routing import Record, Router, TopicBudget
+from bridge.routing import Record, Router, TopicRegistry
 from bridge.settings import Settings
 from bridge.sink import Refusal, Sink
 
@@ -82,18 +82,29 @@ class Ingestor:
         receivers: Mapping[str, Receiver],
         publisher: Sink,
         metrics: Metrics,
-        seen: SeenWindow | None = None,
     ) -> None:
         self.settings = settings
         self.receivers = dict(receivers)
-        budget = TopicBudget(settings.kafka_max_topics)
-        self.routers = {name: Router(r.routing, budget) for name, r in receivers.items()}
+        # Every receiver's reserved topics are known before any event arrives; each
+        # receiver then has its own budget of topics for the names nobody reserved.
+        topics = TopicRegistry(r.routing for r in receivers.values())
+        for receiver, topic, taken in topics.conflicts:
+            log.warning("reserved_topic_conflict", receiver=receiver, topic=topic, taken_by=taken)
+        self.topics = topics
+        self.routers = {
+            name: Router(r.routing, topics, max_topics=settings.kafka_max_topics)
+            for name, r in receivers.items()
+        }
         self.publisher = publisher
         self.metrics = metrics
-        self.seen = seen or SeenWindow(
-            max_entries=settings.dedupe_max_entries,
-            max_age_seconds=settings.dedupe_max_age_seconds,
-        )
+        # One window per receiver: one receiver's events never evict another's.
+        self.windows = {
+            name: SeenWindow(
+                max_entries=settings.dedupe_max_entries,
+                max_age_seconds=settings.dedupe_max_age_seconds,
+            )
+            for name in receivers
+        }
         self.limits = Limits(
             max_events=settings.max_events_per_batch,
             max_depth=settings.max_json_depth,
@@ -158,12 +169,13 @@ class Ingestor:
         for reason, count in plan.fallbacks.items():
             self.metrics.topic_fallbacks.labels(receiver.name, reason).inc(count)
         account_id = parsed.account_id
-        fresh = self._without_duplicates(account_id, plan.records, summary)
+        seen = self.windows[receiver.name]
+        fresh, keys = _without_duplicates(seen, account_id, plan.records, summary)
         # The parsed events are several times the size of their records: let them go
         # before waiting for Kafka, so that a batch in flight holds only its records.
         del parsed, plan
         if fresh:
-            await self._publish(receiver, router, account_id, fresh, summary, deadline)
+            await self._publish(receiver, router, seen, fresh, keys, summary, deadline)
         for fam, count in summary.families.items():
             self.metrics.events_published_by(receiver.name, fam).inc(count)
         if summary.duplicates:
@@ -180,27 +192,13 @@ class Ingestor:
         self.metrics.batch_events.observe(summary.received)
         return summary
 
-    def _without_duplicates(
-        self, account_id: int, records: tuple[Record, ...], summary: Summary
-    ) -> list[Record]:
-        fresh: list[Record] = []
-        in_batch = self.seen.known(account_id, [r.event_id for r in records])
-        for record in records:
-            event_id = record.event_id
-            if event_id is not None:
-                if event_id in in_batch:
-                    summary.duplicates += 1
-                    continue
-                in_batch.add(event_id)
-            fresh.append(record)
-        return fresh
-
     async def _publish(
         self,
         receiver: Receiver,
         router: Router,
-        account_id: int,
+        seen: SeenWindow,
         records: list[Record],
+        keys: list[bytes | None],
         summary: Summary,
         deadline: float,
     ) -> None:
@@ -222,16 +220,18 @@ class Ingestor:
                 topic, refusal = next(iter(refused_topics.items()))
                 raise InvalidBatch(f"topic {topic}: {refusal.detail}", code=refusal.reason)
         result = await publisher.publish(
-            records, timeout_seconds=_remaining(deadline), on_ack=self._marker(account_id, records)
+            records, timeout_seconds=_remaining(deadline), on_ack=_marker(seen, keys)
         )
         self.metrics.publish_duration.observe(result.duration_seconds)
         self.metrics.last_publish.set(time.time())
         letters: list[Record] = []
+        letter_keys: list[bytes | None] = []
         for index, refusal in sorted(result.refused.items()):
             record = records[index]
             if record.dead_letter:
                 raise _dead_letter_unavailable(record.topic, refusal)
             letters.append(self._letter(router, record, refusal))
+            letter_keys.append(keys[index])
         if letters:
             if receiver.dead_letter_policy == "reject":
                 first = result.refused[min(result.refused)]
@@ -239,7 +239,7 @@ class Ingestor:
             again = await publisher.publish(
                 letters,
                 timeout_seconds=_remaining(deadline),
-                on_ack=self._marker(account_id, letters),
+                on_ack=_marker(seen, letter_keys),
             )
             if again.refused:
                 raise _dead_letter_unavailable(
@@ -254,16 +254,6 @@ class Ingestor:
             _count(summary.dead_letter_reasons, record.reason or "kafka_refused")
         summary.dead_lettered = sum(summary.dead_letter_reasons.values())
         summary.published = sum(summary.families.values())
-
-    def _marker(
-        self, account_id: int, records: Sequence[Record]
-    ) -> Callable[[Sequence[int]], None]:
-        seen = self.seen
-
-        def mark_seen(indexes: Sequence[int]) -> None:
-            seen.add_many(account_id, [records[i].event_id for i in indexes])
-
-        return mark_seen
 
     def _letter(self, router: Router, record: Record, refusal: Refusal) -> Record:
         keep = (
@@ -310,6 +300,36 @@ def _judge_account_unparsed(body: bytes, accounts: frozenset[int]) -> None:
         if account_id is None or account_id not in accounts:
             shown = "unreadable without parsing" if account_id is None else str(account_id)
             raise AccountNotAccepted(f"accountId {shown} is not accepted by this receiver")
+
+
+def _without_duplicates(
+    seen: SeenWindow, account_id: int, records: tuple[Record, ...], summary: Summary
+) -> tuple[list[Record], list[bytes | None]]:
+    """The records not yet acknowledged nor repeated in the batch, with their window keys.
+
+    Each key is computed once, here, and entered into the window as Kafka acknowledges
+    its record.
+    """
+    fresh: list[Record] = []
+    fresh_keys: list[bytes | None] = []
+    keys = [None if r.event_id is None else digest(account_id, r.event_id) for r in records]
+    in_batch = seen.known_keys(keys)
+    for record, key in zip(records, keys, strict=True):
+        if key is not None:
+            if key in in_batch:
+                summary.duplicates += 1
+                continue
+            in_batch.add(key)
+        fresh.append(record)
+        fresh_keys.append(key)
+    return fresh, fresh_keys
+
+
+def _marker(seen: SeenWindow, keys: Sequence[bytes | None]) -> Callable[[Sequence[int]], None]:
+    def mark_seen(indexes: Sequence[int]) -> None:
+        seen.add_keys([keys[i] for i in indexes])
+
+    return mark_seen
 
 
 def _remaining(deadline: float) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, NamedTuple
@@ -148,30 +148,99 @@ def collision_key(topic: str) -> str:
 
 
 class TopicBudget:
-    """The topics one process derives from topic templates: at most ``max_topics``.
+    """The topics one receiver derives for names nobody reserved: at most ``max_topics``.
 
-    Every receiver's router draws from the same budget, so the number of topics the
-    process creates is bounded whatever names the senders invent. The first topic to
-    claim a collision key keeps it; another topic with the same key is refused.
+    Each receiver has its own, so one receiver's invented names never spend another's.
     """
 
     def __init__(self, max_topics: int) -> None:
         self.max_topics = max_topics
-        self._claimed: dict[str, str] = {}
+        self._keys: set[str] = set()
 
-    def claim(self, topic: str) -> FallbackReason | None:
-        """None when ``topic`` may be used, else why not."""
-        key = collision_key(topic)
-        owner = self._claimed.get(key)
-        if owner is not None:
-            return None if owner == topic else "topic_collision"
-        if len(self._claimed) >= self.max_topics:
-            return "topic_limit"
-        self._claimed[key] = topic
-        return None
+    def spend(self, key: str) -> bool:
+        """Whether the topic with collision key ``key`` may be used (counted once)."""
+        keys = self._keys
+        if key in keys:
+            return True
+        if len(keys) >= self.max_topics:
+            return False
+        keys.add(key)
+        return True
 
     def __len__(self) -> int:
-        return len(self._claimed)
+        return len(self._keys)
+
+
+class TopicRegistry:
+    """The template topics of every receiver of one process, by Kafka collision key.
+
+    Built from every receiver's policy before any event arrives, it reserves:
+
+    - the operator topics (dead-letter, catch-all, overrides) of every receiver: no
+      receiver's event name reaches them through its template (``reserved_topic``);
+    - the template topic of each name a receiver lists or documents
+      (:meth:`RoutingPolicy.reserved_names`), for that receiver: such a topic is never
+      spent from a budget, and another receiver's name cannot take it, neither the same
+      topic nor one colliding with it in Kafka (``topic_collision``).
+
+    Other topics are derived on first use and charged to the receiver's own
+    :class:`TopicBudget`; the first topic to claim a collision key keeps it. So the
+    process derives at most the reserved topics plus ``max_topics`` per receiver.
+    """
+
+    def __init__(self, policies: Iterable[RoutingPolicy] = ()) -> None:
+        policies = tuple(policies)
+        self._operator = frozenset(
+            collision_key(topic) for policy in policies for topic in policy.reserved_topics()
+        )
+        self._reserved: dict[str, tuple[str, set[str]]] = {}
+        self._derived: dict[str, str] = {}
+        # (receiver, topic, the topic it collides with): reserved topics that collide in
+        # Kafka with one reserved before them (receivers in configuration order).
+        self.conflicts: list[tuple[str, str, str]] = []
+        for policy in policies:
+            # Listed names first: an allow-listed name keeps its topic against a
+            # documented one it collides with.
+            names = sorted(policy.reserved_names(), key=lambda n: (not policy.is_listed(n), n))
+            for name in names:
+                topic = policy.template_topic(name)
+                key = collision_key(topic)
+                if key in self._operator:
+                    continue
+                owner = self._reserved.get(key)
+                if owner is None:
+                    self._reserved[key] = (topic, {policy.receiver})
+                elif owner[0] == topic:
+                    owner[1].add(policy.receiver)
+                else:
+                    self.conflicts.append((policy.receiver, topic, owner[0]))
+
+    def claim(self, receiver: str, topic: str, budget: TopicBudget) -> FallbackReason | None:
+        """None when ``receiver`` may publish to template topic ``topic``, else why not."""
+        key = collision_key(topic)
+        if key in self._operator:
+            return "reserved_topic"
+        reserved = self._reserved.get(key)
+        if reserved is not None:
+            owner, receivers = reserved
+            return None if owner == topic and receiver in receivers else "topic_collision"
+        derived = self._derived.get(key)
+        if derived is not None and derived != topic:
+            return "topic_collision"
+        if not budget.spend(key):
+            return "topic_limit"
+        if derived is None:
+            self._derived[key] = topic
+        return None
+
+    @property
+    def reserved(self) -> int:
+        """How many topics are reserved for listed and documented names."""
+        return len(self._reserved)
+
+    def __len__(self) -> int:
+        """How many topics were derived for names nobody reserved, in every receiver."""
+        return len(self._derived)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +267,24 @@ class RoutingPolicy:
     def reserved_topics(self) -> frozenset[str]:
         """Topics an event name must never reach through the template."""
         return frozenset({self.dead_letter_topic, self.catchall_topic, *self.overrides.values()})
+
+    def template_topic(self, name: str) -> str:
+        """The topic the template makes of an event name."""
+        return legal_topic(self.topic_template.replace("{event}", sanitize_topic_part(name)))
+
+    def reserved_names(self) -> frozenset[str]:
+        """Names whose template topic is reserved for this receiver before any event.
+
+        The listed names (``allow``, or ALM's documented names) and, under the
+        ``template`` policy, ALM's documented names that match the name pattern: the
+        names the configuration sends to the template. Overridden and denied names are
+        not, as they never use it.
+        """
+        names = set(KNOWN_EVENT_NAMES if self.allow is None else self.allow)
+        if self.unlisted == "template":
+            pattern = re.compile(self.event_name_pattern)
+            names |= {n for n in KNOWN_EVENT_NAMES if pattern.fullmatch(n)}
+        return frozenset(names - self.overrides.keys() - self.deny)
 
 
 _HEADERS_MARGIN: Final = 65_536
@@ -262,9 +349,17 @@ class _NameInfo(NamedTuple):
 class Router:
     """Builds records for one receiver; caches per-name topic and header bytes."""
 
-    def __init__(self, policy: RoutingPolicy, budget: TopicBudget | None = None) -> None:
+    def __init__(
+        self,
+        policy: RoutingPolicy,
+        topics: TopicRegistry | None = None,
+        *,
+        max_topics: int = 1_000,
+    ) -> None:
+        """``topics`` is the process's registry, built from every receiver's policy."""
         self.policy = policy
-        self.budget = budget if budget is not None else TopicBudget(1_000)
+        self.topics = topics if topics is not None else TopicRegistry([policy])
+        self.budget = TopicBudget(max_topics)
         self._names: dict[str, _NameInfo] = {}
         self._receiver = policy.receiver.encode()
         self._pattern = re.compile(policy.event_name_pattern)
@@ -275,10 +370,11 @@ class Router:
 
         Overrides win. Listed names, and unlisted ones under the ``template`` policy, use
         the template unless that cannot be trusted: a name outside the event-name pattern,
-        a template topic that is (or collides in Kafka with) the dead-letter, catch-all or
-        an override topic, one that collides with another template topic, or one past the
-        process's topic budget. Those fall back to the catch-all topic, or to the
-        dead-letter topic under the ``deadletter`` policy.
+        a template topic that is (or collides in Kafka with) a dead-letter, catch-all or
+        override topic of any receiver, one that is or collides with a topic reserved for
+        another receiver's documented names, one that collides with another template
+        topic, or a new topic past the receiver's budget. Those fall back to the catch-all
+        topic, or to the dead-letter topic under the ``deadletter`` policy.
         """
         policy = self.policy
         if name in policy.overrides:
@@ -290,10 +386,10 @@ class Router:
             return Route(None, "unlisted_event")
         if not listed and (len(name) > MAX_EVENT_NAME_CHARS or not self._pattern.fullmatch(name)):
             return self._fallback("name_pattern")
-        topic = legal_topic(policy.topic_template.replace("{event}", sanitize_topic_part(name)))
+        topic = policy.template_topic(name)
         if collision_key(topic) in self._reserved:
             return self._fallback("reserved_topic")
-        refused = self.budget.claim(topic)
+        refused = self.topics.claim(policy.receiver, topic, self.budget)
         if refused is not None:
             return self._fallback(refused)
         return Route(topic)

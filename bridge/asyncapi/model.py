@@ -18,6 +18,7 @@ from bridge.routing import (
     UNENROLLMENT,
     Router,
     RoutingPolicy,
+    TopicRegistry,
     family,
     legal_topic,
 )
@@ -143,8 +144,11 @@ class Channels:
 
 def collect_channels(policies: Sequence[RoutingPolicy]) -> Channels:
     channels = Channels()
+    # The process's registry: a documented topic another receiver reserved first is not
+    # this receiver's channel.
+    topics = TopicRegistry(policies)
     for policy in policies:
-        router = Router(policy)
+        router = Router(policy, topics)
         receiver = policy.receiver
         dead = channels.get(policy.dead_letter_topic)
         dead.messages |= {DEAD_LETTERED_BATCH, DEAD_LETTERED_EVENT}
@@ -171,8 +175,9 @@ def collect_channels(policies: Sequence[RoutingPolicy]) -> Channels:
             fallback.messages |= open_messages
             fallback.open_set[receiver] = (
                 "event names that cannot use the template (outside `event_name_pattern`, "
-                "onto the dead-letter, catch-all or an override topic or one colliding with "
-                "another, past the topic limit), with their family's message"
+                "onto a dead-letter, catch-all or override topic, onto one reserved for "
+                "another receiver's documented names or colliding with another, past the "
+                "receiver's topic limit), with their family's message"
             )
         elif policy.unlisted == "catchall":
             target = channels.get(policy.catchall_topic)

@@ -148,8 +148,8 @@ def envelope_schema() -> dict[str, Any]:
             "eventId": {
                 "description": (
                     "Unique per account; usually a UUID, but asynchronous user-group "
-                    "events reuse the caller's id. Integers are taken as strings for "
-                    "`ce_id`."
+                    "events reuse the caller's id. At most 512 bytes in UTF-8. Integers "
+                    "are taken as strings for `ce_id`."
                 ),
                 "type": ["string", "integer"],
                 "minLength": 1,

@@ -391,6 +391,11 @@ class TestEventErrors:
             ({"eventId": 1.5, "eventName": "COURSE_ENROLLMENT"}, "events[1].eventId"),
             ({"eventId": True, "eventName": "COURSE_ENROLLMENT"}, "events[1].eventId"),
             ({"eventId": "x" * 513, "eventName": "COURSE_ENROLLMENT"}, "events[1].eventId"),
+            # 129 characters of four bytes: 516 bytes in UTF-8.
+            ({"eventId": "\U0001f600" * 129, "eventName": "X"}, "events[1].eventId"),
+            ({"eventId": "b", "eventName": "É" * 257}, "events[1].eventName"),
+            ({"eventId": "\ufeff \ufeff", "eventName": "X"}, "events[1].eventId"),
+            ({"eventId": "b", "eventName": "\ufeff"}, "events[1].eventName"),
             ({"eventId": "b"}, "events[1].eventName"),
             ({"eventId": "b", "eventName": ""}, "events[1].eventName"),
             ({"eventId": "b", "eventName": 7}, "events[1].eventName"),
@@ -403,3 +408,15 @@ class TestEventErrors:
         error = refusal(batch_of(event(eventId="a"), bad))
         assert error.code == "invalid_event"
         assert error.detail.split(" ")[0] == field
+
+    def test_ids_and_names_are_bounded_in_utf8_bytes(self) -> None:
+        longest = [
+            event(eventId="x" * 512),
+            event(eventId="\U0001f600" * 128),
+            event(eventId="é" * 256, eventName="É" * 256),
+        ]
+        parsed = parse_batch(batch_of(*longest))
+        assert [len(e.event_id.encode()) for e in parsed.events] == [512, 512, 512]
+        error = refusal(batch_of(event(eventId="é" * 256 + "x")))
+        assert error.code == "invalid_event"
+        assert "512 UTF-8 bytes" in error.detail

@@ -18,7 +18,7 @@ from bridge.routing import (
     Record,
     Router,
     RoutingPolicy,
-    TopicBudget,
+    TopicRegistry,
     family,
     is_legal_topic,
     legal_topic,
@@ -105,8 +105,12 @@ class TestTopics:
 
     def test_a_custom_name_pattern(self) -> None:
         policy = RoutingPolicy(receiver="r", event_name_pattern=r"[a-z.]+")
-        assert only_record(policy, event("course.enrollment")).topic == "alm.course.enrollment"
+        assert only_record(policy, event("course.review")).topic == "alm.course.review"
         assert only_record(policy, event("COURSE_X")).topic == "alm.other"
+        # A documented name keeps its topic: a name colliding with it falls back.
+        result = plan(policy, event("course.enrollment"), event("COURSE_ENROLLMENT", "2"))
+        assert [r.topic for r in result.records] == ["alm.other", "alm.course_enrollment"]
+        assert result.fallbacks == {"topic_collision": 1}
 
     @pytest.mark.parametrize(
         ("name", "policy"),
@@ -140,21 +144,25 @@ class TestTopics:
         assert [r.topic for r in result.records] == ["alm.a_b", "alm.other", "alm.a_b"]
         assert result.fallbacks == {"topic_collision": 1}
 
-    def test_the_topic_budget_is_shared_and_bounded(self) -> None:
-        budget = TopicBudget(2)
-        first = Router(RoutingPolicy(receiver="a"), budget)
-        second = Router(RoutingPolicy(receiver="b", unlisted="deadletter", allow=None), budget)
-        assert first.topic_for("ONE") == "alm.one"
-        assert second.topic_for("CI_STATS") == "alm.ci_stats"
-        assert first.topic_for("THREE") == "alm.other"
-        result = second.plan(batch(event("COURSE_COMPLETED")))
-        assert (result.records[0].topic, result.records[0].reason) == (
-            "alm.deadletter",
-            "topic_limit",
-        )
+    def test_the_topic_budget_bounds_new_names_not_documented_ones(self) -> None:
+        router = Router(RoutingPolicy(receiver="a", unlisted="template"), max_topics=2)
+        documented = {name: router.topic_for(name) for name in KNOWN_EVENT_NAMES}
+        assert all(topic == f"alm.{sanitize_topic_part(n)}" for n, topic in documented.items())
+        assert router.topic_for("ONE") == "alm.one"
+        assert router.topic_for("TWO") == "alm.two"
+        result = router.plan(batch(event("THREE"), event("COURSE_COMPLETED", "2")))
+        assert [r.topic for r in result.records] == ["alm.other", "alm.course_completed"]
         assert result.fallbacks == {"topic_limit": 1}
-        assert first.topic_for("ONE") == "alm.one"  # topics already used stay usable
-        assert len(budget) == 2
+        assert router.topic_for("ONE") == "alm.one"  # topics already used stay usable
+        assert len(router.budget) == 2
+
+    def test_listed_names_never_spend_the_budget(self) -> None:
+        policy = RoutingPolicy(receiver="b", allow=frozenset({"A", "B"}), unlisted="deadletter")
+        router = Router(policy, max_topics=1)
+        assert router.topic_for("A") == "alm.a"
+        assert router.topic_for("B") == "alm.b"
+        assert router.route("C") == (None, "unlisted_event")
+        assert len(router.budget) == 0
 
     def test_sanitize(self) -> None:
         assert sanitize_topic_part("A:b c.d-e_f/9") == "a_b_c.d-e_f_9"
@@ -588,3 +596,87 @@ def test_records_of_a_batch_take_memory_in_proportion_to_their_bytes() -> None:
         tracemalloc.stop()
     payload = sum(r.size for r in records)
     assert held < 2.5 * payload, (held, payload)
+
+
+class TestReceiversDoNotShareTopics:
+    """One receiver's names never cost another receiver its topics."""
+
+    PROD = RoutingPolicy(receiver="prod", overrides={"LEARNER_PROGRESS": "alm.progress"})
+
+    @staticmethod
+    def routers(*policies: RoutingPolicy, max_topics: int = 200) -> list[Router]:
+        topics = TopicRegistry(policies)
+        return [Router(policy, topics, max_topics=max_topics) for policy in policies]
+
+    def test_a_flood_of_new_names_leaves_documented_names_and_overrides_alone(self) -> None:
+        partner_policy = RoutingPolicy(receiver="partner", allow=frozenset({"PARTNER_SYNC"}))
+        prod, partner = self.routers(self.PROD, partner_policy)
+
+        flood = partner.plan(batch(*(event(f"NEW_NAME_{i}", str(i)) for i in range(250))))
+
+        assert flood.fallbacks == {"topic_limit": 50}
+        assert len(partner.budget) == 200
+        names = sorted(KNOWN_EVENT_NAMES)
+        result = prod.plan(batch(*(event(n, str(i)) for i, n in enumerate(names))))
+        assert result.fallbacks == {}
+        expected = {n: f"alm.{sanitize_topic_part(n)}" for n in names}
+        expected["LEARNER_PROGRESS"] = "alm.progress"
+        assert [r.topic for r in result.records] == [expected[n] for n in names]
+        # prod's own budget is untouched by partner's names, and still bounds its own.
+        assert len(prod.budget) == 0
+        assert prod.topic_for("PROD_NEW") == "alm.prod_new"
+        assert partner.topic_for("PARTNER_SYNC") == "alm.partner_sync"  # listed: reserved
+
+    def test_each_receiver_is_bounded_by_its_own_budget(self) -> None:
+        prod, partner = self.routers(self.PROD, RoutingPolicy(receiver="partner"), max_topics=2)
+        assert [partner.topic_for(n) for n in ("P1", "P2", "P3")] == [
+            "alm.p1",
+            "alm.p2",
+            "alm.other",
+        ]
+        assert [prod.topic_for(n) for n in ("Q1", "P1", "Q3")] == ["alm.q1", "alm.p1", "alm.other"]
+        assert (len(prod.budget), len(partner.budget)) == (2, 2)
+        # The process: the documented topics (shared: one template) + p1, p2 and q1.
+        assert prod.topics.reserved == len(KNOWN_EVENT_NAMES)
+        assert len(prod.topics) == 3
+
+    @pytest.mark.parametrize("partner_first", [True, False])
+    def test_another_receivers_name_never_takes_a_documented_topic(
+        self, partner_first: bool
+    ) -> None:
+        # partner's template can spell prod's topics: "ALM.COURSE_COMPLETED" is exactly
+        # prod's topic, "ALM_COURSE_COMPLETED" collides with it in Kafka.
+        partner_policy = RoutingPolicy(
+            receiver="partner", topic_template="{event}", event_name_pattern=r"[A-Z._]+"
+        )
+        prod, partner = self.routers(self.PROD, partner_policy)
+        stolen = ("ALM.COURSE_COMPLETED", "ALM_COURSE_COMPLETED", "ALM.PROGRESS", "ALM.OTHER")
+
+        def partner_sends() -> Plan:
+            return partner.plan(batch(*(event(n, str(i)) for i, n in enumerate(stolen))))
+
+        first = partner_sends() if partner_first else None
+        mine = prod.plan(batch(event("COURSE_COMPLETED"), event("LEARNER_PROGRESS", "2")))
+        theirs = first or partner_sends()
+
+        assert [r.topic for r in mine.records] == ["alm.course_completed", "alm.progress"]
+        assert mine.fallbacks == {}
+        assert [r.topic for r in theirs.records] == ["alm.other"] * 4
+        assert theirs.fallbacks == {"topic_collision": 2, "reserved_topic": 2}
+        assert partner.topic_for("COURSE_COMPLETED") == "course_completed"
+
+    def test_receivers_sharing_a_template_share_documented_topics(self) -> None:
+        prod, partner = self.routers(self.PROD, RoutingPolicy(receiver="partner"))
+        assert prod.topics.conflicts == []
+        assert prod.topic_for("COURSE_COMPLETED") == partner.topic_for("COURSE_COMPLETED")
+        # prod's override topic is prod's alone; partner's own progress events keep theirs.
+        assert partner.topic_for("LEARNER_PROGRESS") == "alm.learner_progress"
+        assert partner.route("PROGRESS") == ("alm.other", "reserved_topic")
+
+    def test_documented_topics_that_collide_across_receivers_are_reported(self) -> None:
+        partner_policy = RoutingPolicy(receiver="partner", topic_template="alm_{event}")
+        prod, partner = self.routers(self.PROD, partner_policy)
+        conflicts = prod.topics.conflicts
+        assert ("partner", "alm_course_completed", "alm.course_completed") in conflicts
+        assert prod.topic_for("COURSE_COMPLETED") == "alm.course_completed"
+        assert partner.route("COURSE_COMPLETED") == ("alm.other", "topic_collision")
