@@ -440,9 +440,10 @@ def warn_unauthenticated(receivers: Iterable[Receiver]) -> None:
                 "receiver_unauthenticated",
                 receiver=receiver.name,
                 detail=(
-                    f"/webhooks/{receiver.name} accepts batches from anyone: set "
-                    "BRIDGE_AUTH_METHOD=hmac and BRIDGE_HMAC_SECRET (or auth in the "
-                    "receiver's configuration) before exposing it"
+                    f"/webhooks/{receiver.name} accepts batches from anyone (authentication "
+                    "none was chosen explicitly): set BRIDGE_HMAC_SECRET in place of "
+                    "BRIDGE_AUTH_METHOD=none (or a secret in the receiver's auth) before "
+                    "exposing it"
                 ),
             )
 

@@ -2,7 +2,9 @@
 
 Each problem names where the value came from (the ``BRIDGE_*`` variable, or the key in the
 YAML file and the receiver it belongs to), shows the offending value (never a secret's) and,
-for a name that is almost a known one, suggests it.
+for a name that is almost a known one, suggests it. A name that says what the operator
+meant rather than misspelling a setting (``BRIDGE_SECRET``, ``BRIDGE_PASSWORD``) gets the
+setting for that intent (:data:`INTENTS`), not the setting it happens to look like.
 """
 
 from __future__ import annotations
@@ -20,12 +22,53 @@ ENV_PREFIX: Final = "BRIDGE_"
 _SECRET_WORDS: Final = ("secret", "password", "credential")
 _VALUE_CHARS: Final = 60
 _QUOTED: Final = re.compile(r"'([^']*)'")
+_WORD: Final = re.compile(r"[A-Z][A-Z0-9]*")
+
+# Likely intents, checked before the string similarity, which would take BRIDGE_SECRET for
+# a typo of BRIDGE_SECRETS_DIR. A name made only of the words below means the setting of the
+# first row that has one of its words (BRIDGE_AUTH_SECRET: a secret; BRIDGE_AUTH_USER:
+# credentials); _FILLER words only qualify (BRIDGE_SIGNING_KEY_FILE: the secret's file). A
+# name with any other word (BRIDGE_SECRETS_DIRS, BRIDGE_KAFKA_SASL_PASWORD) is left to the
+# similarity.
+INTENTS: Final[tuple[tuple[frozenset[str], str], ...]] = (
+    (
+        frozenset({"BASIC", "CREDENTIAL", "CREDENTIALS", "CREDS", "PASS", "PASSWD", "PASSWORD"})
+        | frozenset({"PASSWORDS", "USER", "USERNAME", "USERS"}),
+        "BASIC_CREDENTIALS",
+    ),
+    (frozenset({"HMAC", "SECRET", "SECRETS", "SIGNATURE", "SIGNING"}), "HMAC_SECRET"),
+    (frozenset({"AUTH", "AUTHENTICATION"}), "AUTH_METHOD"),
+)
+_FILLER: Final = frozenset(
+    {"ALM", "FILE", "KEY", "METHOD", "MODE", "PATH", "RECEIVER", "SHARED", "TYPE", "WEBHOOK"}
+)
+_FILE_WORDS: Final = frozenset({"FILE", "PATH"})
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
-    """The known name closest to ``name``, if one is close enough to be a typo."""
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
+    """The known name ``name`` most likely means: its intent, else the closest if one is
+    close enough to be a typo."""
+    known = list(candidates)
+    intended = _intended(name, known)
+    if intended is not None:
+        return intended
+    matches = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
     return matches[0] if matches else None
+
+
+def _intended(name: str, candidates: Sequence[str]) -> str | None:
+    """The candidate for the intent of ``name`` (see :data:`INTENTS`), if there is one."""
+    upper = name.upper()
+    prefix = ENV_PREFIX if upper.startswith(ENV_PREFIX) else ""
+    words = set(_WORD.findall(upper.removeprefix(prefix)))
+    vocabulary = _FILLER.union(*(row for row, _ in INTENTS))
+    if not words or not words <= vocabulary:
+        return None
+    for row, setting in INTENTS:
+        if words & row:
+            target = prefix + setting + ("_FILE" if words & _FILE_WORDS else "")
+            return next((c for c in candidates if c.upper() == target), None)
+    return None
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -110,6 +153,10 @@ def _what(error: Mapping[str, Any], loc: Sequence[int | str], model: type[BaseMo
     message = str(error["msg"]).removeprefix("Value error, ")
     message = message[:1].lower() + message[1:]
     value = error.get("input")
+    if isinstance(value, Mapping):
+        # A whole section's own check (e.g. auth's method and credentials): the message names
+        # the keys, and the section's values may hold secrets.
+        return message
     secret = any(word in str(part).lower() for part in loc for word in _SECRET_WORDS)
     shown = "(hidden)" if secret else _short(value)
     hint = ""

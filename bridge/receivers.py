@@ -72,6 +72,10 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
                 f"{where}: secret_keys and credential_keys need secrets_dir "
                 "(BRIDGE_SECRETS_DIR), the folder with one sub-folder per receiver"
             )
+        if spec.auth.method is None:
+            problems.append(
+                f"{where}: {_no_authentication(from_environment=not settings.receivers)}"
+            )
         paths = secret_paths(settings.secrets_dir, spec.name, spec.auth)
         verifier = _verifier(spec.auth, paths, env, where, problems)
         routing = spec.routing
@@ -80,7 +84,7 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
         if "{event}" not in routing.topic_template and not routing.overrides:
             problems.append(f"{where}: topic_template must contain {{event}}")
         policy = policy_for(spec)
-        if verifier is not None:
+        if verifier is not None and spec.auth.method is not None:
             receivers.append(
                 Receiver(
                     name=spec.name,
@@ -100,6 +104,22 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
     return receivers
 
 
+def _no_authentication(*, from_environment: bool) -> str:
+    """What to write when a receiver was given neither credentials nor a method."""
+    if from_environment:
+        return (
+            "no authentication is configured: set BRIDGE_HMAC_SECRET (or "
+            "BRIDGE_HMAC_SECRET_FILE, or BRIDGE_BASIC_CREDENTIALS), or BRIDGE_AUTH_METHOD=none "
+            "to accept unauthenticated batches deliberately"
+        )
+    return (
+        "no authentication is configured: give auth a secret (secret_files, secret_envs, "
+        "secrets or secret_keys) or basic credentials (credential_files, credential_envs, "
+        "credentials or credential_keys), or set auth: {method: none} to accept "
+        "unauthenticated batches deliberately"
+    )
+
+
 def _read(path: Path, where: str, problems: list[str]) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
@@ -115,6 +135,8 @@ def _verifier(
     where: str,
     problems: list[str],
 ) -> Verifier | None:
+    if auth.method is None:
+        return None
     if auth.method == "none":
         return NoAuth()
     if auth.method == "hmac":

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, cast, get_args
 
 import yaml
 from pydantic import (
@@ -53,6 +53,75 @@ from bridge.routing import DEFAULT_EVENT_NAME_PATTERN
 CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+AuthMethod = Literal["none", "basic", "hmac"]
+# The fields of AuthSettings that hold HMAC secrets, and those that hold Basic credentials.
+HMAC_SECRET_FIELDS: Final = ("secrets", "secret_files", "secret_envs", "secret_keys")
+BASIC_CREDENTIAL_FIELDS: Final = (
+    "credentials",
+    "credential_files",
+    "credential_envs",
+    "credential_keys",
+)
+
+
+class _Wording(NamedTuple):
+    """How a conflict between method and credentials is told, in the form the operator used."""
+
+    method: str  # the method as written, "{}" for its value
+    set_method: str  # how to set it, "{}" for the value
+    given: str  # "set" (variables) or "given" (keys)
+    remove: str  # "unset" or "remove"
+
+
+_ENVIRONMENT_WORDING: Final = _Wording(
+    "BRIDGE_AUTH_METHOD: {!r}", "set BRIDGE_AUTH_METHOD={} (or leave it unset)", "set", "unset"
+)
+_FILE_WORDING: Final = _Wording("method {!r}", "set method {} (or leave it out)", "given", "remove")
+
+
+def implied_method(
+    method: AuthMethod | None,
+    hmac: Sequence[str],
+    basic: Sequence[str],
+    wording: _Wording = _FILE_WORDING,
+) -> AuthMethod | None:
+    """The method a receiver authenticates with: the one given, else the one its credentials
+    imply (an HMAC secret: hmac; Basic credentials: basic); None when there is neither.
+
+    ``hmac`` and ``basic`` name what was given of each kind. Both kinds at once, or a method
+    that contradicts what was given, is a :class:`ValueError` whose message names both.
+    """
+    if hmac and basic:
+        raise ValueError(
+            f"{_names(hmac)} (hmac) and {_names(basic)} (basic) are both {wording.given}: a "
+            "receiver authenticates one way; keep only the one its ALM webhook uses"
+        )
+    implied: AuthMethod | None = "hmac" if hmac else "basic" if basic else None
+    if method is None or implied is None or method == implied:
+        return method or implied
+    given = _names(hmac or basic)
+    kind = "an hmac secret" if hmac else "basic credentials"
+    other = (
+        f"{wording.remove} {given}"
+        if method == "none"
+        else f"give {'an hmac secret' if method == 'hmac' else 'basic credentials'} in its place"
+    )
+    raise ValueError(
+        f"{wording.method.format(method)} contradicts {given}, {kind}: "
+        f"{wording.set_method.format(implied)}, or {other}"
+    )
+
+
+def _names(names: Sequence[str]) -> str:
+    return " and ".join(names) if len(names) <= 2 else ", ".join(names)
+
+
+def _given_keys(data: Mapping[str, Any], fields: Sequence[str]) -> list[str]:
+    """The keys of ``data`` (as written: snake_case or the chart's camelCase) that give a
+    non-empty value to one of ``fields``."""
+    names = {name for field in fields for name in (field, to_camel(field))}
+    return [key for key, value in data.items() if key in names and value not in (None, "", [])]
+
 
 class _Strict(BaseModel):
     # Both spellings are accepted (topic_template, topicTemplate); errors and dumps use the
@@ -76,9 +145,14 @@ class _Strict(BaseModel):
 
 
 class AuthSettings(_Strict):
-    """How a receiver checks that a request comes from ALM."""
+    """How a receiver checks that a request comes from ALM.
 
-    method: Literal["none", "basic", "hmac"] = "none"
+    A secret implies ``hmac`` and credentials imply ``basic``; a receiver with neither has
+    no method (None), which :func:`bridge.receivers.resolve` refuses: accepting
+    unauthenticated batches takes an explicit ``method: none``.
+    """
+
+    method: AuthMethod | None = None
     header: str = DEFAULT_HMAC_HEADER
     algorithm: Algorithm = DEFAULT_ALGORITHM
     encoding: Encoding = DEFAULT_ENCODING
@@ -97,6 +171,24 @@ class AuthSettings(_Strict):
     # The chart's acknowledgement that method none is meant even behind an Ingress.
     allow_unauthenticated: bool = False
     unauthenticated_challenge: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_follows_credentials(cls, data: Any) -> Any:
+        """Without a method, the credentials given say which; with one, they must agree."""
+        if not isinstance(data, Mapping):
+            return data
+        method = data.get("method") or None
+        if method is not None and method not in get_args(AuthMethod):
+            return data  # the field's own check names the value
+        implied = implied_method(
+            method,
+            _given_keys(data, HMAC_SECRET_FIELDS),
+            _given_keys(data, BASIC_CREDENTIAL_FIELDS),
+        )
+        if implied is None or method is not None:
+            return data
+        return {**data, "method": implied}
 
 
 class RoutingSettings(_Strict):
@@ -205,7 +297,8 @@ class Settings(BaseSettings):
     secrets_dir: Path | None = None
 
     receiver_name: str = "alm"
-    auth_method: Literal["none", "basic", "hmac"] = "none"
+    # Unset: implied by BRIDGE_HMAC_SECRET(_FILE) or BRIDGE_BASIC_CREDENTIALS(_FILE).
+    auth_method: AuthMethod | None = None
     hmac_secret: SecretStr | None = None
     hmac_secret_file: Path | None = None
     hmac_header: str = DEFAULT_HMAC_HEADER
@@ -280,12 +373,32 @@ class Settings(BaseSettings):
                 accounts.append(int(item))
         secrets = [SecretStr(s) for s in _split(self.hmac_secret)]
         credentials = [SecretStr(c) for c in _split(self.basic_credentials)]
+        hmac = [
+            name
+            for name, given in (
+                ("BRIDGE_HMAC_SECRET", secrets),
+                ("BRIDGE_HMAC_SECRET_FILE", self.hmac_secret_file),
+            )
+            if given
+        ]
+        basic = [
+            name
+            for name, given in (
+                ("BRIDGE_BASIC_CREDENTIALS", credentials),
+                ("BRIDGE_BASIC_CREDENTIALS_FILE", self.basic_credentials_file),
+            )
+            if given
+        ]
+        try:
+            method = implied_method(self.auth_method, hmac, basic, _ENVIRONMENT_WORDING)
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
         return [
             ReceiverSettings(
                 name=self.receiver_name,
                 accounts=accounts,
                 auth=AuthSettings(
-                    method=self.auth_method,
+                    method=method,
                     header=self.hmac_header,
                     algorithm=self.hmac_algorithm,
                     encoding=self.hmac_encoding,

@@ -45,9 +45,14 @@ from tests.deploy.toolbox import (
 
 pytestmark = pytest.mark.deploy
 
-VALUE_SETS: list[tuple[Path, ...]] = [(), *((path,) for path in CI_VALUES)]
-VALUE_IDS = ["defaults", *(path.stem for path in CI_VALUES)]
+# The chart's defaults do not render (a receiver's authentication must be chosen); the
+# default-values.yaml scenario is the defaults with auth.method none written out.
+VALUE_SETS: list[tuple[Path, ...]] = [(path,) for path in CI_VALUES]
+VALUE_IDS = [path.stem for path in CI_VALUES]
+DEFAULTS = (CHART / "ci" / "default-values.yaml",)
 EVERYTHING_ON = (CHART / "ci" / "everything-on-values.yaml",)
+# --set values for one receiver "alm" that accepts unauthenticated batches, said explicitly.
+UNAUTHENTICATED = {"receivers[0].name": "alm", "receivers[0].auth.method": "none"}
 SASL_SSL = (CHART / "ci" / "sasl-ssl-values.yaml",)
 MTLS = (CHART / "ci" / "mtls-values.yaml",)
 FULLNAME = f"{RELEASE}-alm-kafka-bridge"
@@ -149,7 +154,12 @@ def test_one_resource_per_template(values_files: tuple[Path, ...]) -> None:
 
 
 def test_optional_resources_are_off_by_default() -> None:
-    assert kinds(render()) == {"ServiceAccount", "ConfigMap", "Service", "Deployment"}
+    assert kinds(render(set_values=UNAUTHENTICATED)) == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+    }
 
 
 def test_everything_on_renders_every_optional_resource() -> None:
@@ -316,7 +326,8 @@ def test_grace_period_covers_prestop_and_shutdown(values_files: tuple[Path, ...]
 
 
 def test_prestop_hook_can_be_disabled() -> None:
-    container = bridge_container(render(set_values={"lifecycle.preStopSleepSeconds": "0"}))
+    values = {**UNAUTHENTICATED, "lifecycle.preStopSleepSeconds": "0"}
+    container = bridge_container(render(set_values=values))
     assert "lifecycle" not in container
 
 
@@ -330,7 +341,11 @@ def test_prestop_hook_can_be_disabled() -> None:
         ),
         ({"receivers[0].name": "alm", "receivers[0].auth.method": "hmac"}, "auth.secretKeys"),
         ({"receivers[0].name": "alm", "receivers[0].auth.method": "basic"}, "credentialKeys"),
-        ({"receivers[0].name": "alm", "receivers[1].name": "alm"}, "used twice"),
+        (
+            {"receivers[0].auth.method": "", "receivers[0].auth.secretKeys[0]": "signing-secret"},
+            "auth.method hmac needs auth.existingSecret",
+        ),
+        ({"receivers[1].name": "alm"}, "used twice"),
         ({"ingress.enabled": "true"}, "allowUnauthenticated"),
         ({"kafka.securityProtocol": "SASL_SSL"}, "kafka.sasl.existingSecret"),
         (
@@ -352,8 +367,96 @@ def test_prestop_hook_can_be_disabled() -> None:
 )
 def test_invalid_values_stop_the_render(set_values: dict[str, str], message: str) -> None:
     with pytest.raises(RenderError) as caught:
-        render(set_values=set_values)
+        render(set_values={**UNAUTHENTICATED, **set_values})
     assert message in str(caught.value)
+
+
+def test_the_defaults_refuse_a_receiver_without_authentication() -> None:
+    with pytest.raises(RenderError) as caught:
+        render()
+    assert (
+        "receivers[alm]: no authentication is configured: set auth.existingSecret and "
+        'auth.secretKeys (hmac, ALM\'s "Signature") or auth.credentialKeys (basic), or '
+        "auth.method: none to accept unauthenticated batches deliberately"
+    ) in str(caught.value)
+
+
+SIGNING = {
+    "receivers[0].auth.existingSecret": "alm-webhook",
+    "receivers[0].auth.secretKeys[0]": "k",
+}
+CREDENTIALS = {
+    "receivers[0].auth.existingSecret": "alm-webhook",
+    "receivers[0].auth.credentialKeys[0]": "k",
+}
+
+
+@pytest.mark.parametrize(
+    ("set_values", "message"),
+    [
+        (
+            {**SIGNING, "receivers[0].auth.method": "none"},
+            "receivers[alm]: auth.method none contradicts auth.secretKeys",
+        ),
+        (
+            {**CREDENTIALS, "receivers[0].auth.method": "none"},
+            "receivers[alm]: auth.method none contradicts auth.credentialKeys",
+        ),
+        (
+            {**SIGNING, "receivers[0].auth.method": "basic"},
+            "receivers[alm]: auth.method basic contradicts auth.secretKeys",
+        ),
+        (
+            {**CREDENTIALS, "receivers[0].auth.method": "hmac"},
+            "receivers[alm]: auth.method hmac contradicts auth.credentialKeys",
+        ),
+        (
+            {**SIGNING, "receivers[0].auth.credentialKeys[0]": "c"},
+            "receivers[alm]: auth.secretKeys (hmac) and auth.credentialKeys (basic) are both set",
+        ),
+    ],
+)
+def test_a_method_that_contradicts_the_keys_stops_the_render(
+    set_values: dict[str, str], message: str
+) -> None:
+    with pytest.raises(RenderError) as caught:
+        render(set_values={"receivers[0].name": "alm", **set_values})
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(("keys", "method"), [(SIGNING, "hmac"), (CREDENTIALS, "basic")])
+def test_the_keys_imply_the_method(
+    keys: dict[str, str], method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = render(set_values={"receivers[0].name": "alm", **keys})
+    (spec, _) = bridge_receivers(docs)["alm"]
+    assert spec.auth.method == method
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"receivers": [{"name": "alm", "auth": _auth(keys)}]}))
+    assert f"(auth: {method})" in _notes((values,), tmp_path / "chart")
+
+
+def _auth(keys: dict[str, str]) -> dict[str, Any]:
+    auth: dict[str, Any] = {}
+    for key, value in keys.items():
+        name = key.removeprefix("receivers[0].auth.")
+        if name.endswith("[0]"):
+            auth[name.removesuffix("[0]")] = [value]
+        else:
+            auth[name] = value
+    return auth
+
+
+def test_method_none_behind_the_ingress_needs_the_acknowledgement() -> None:
+    ingress = {
+        **UNAUTHENTICATED,
+        "ingress.enabled": "true",
+        "ingress.hosts[0]": "alm-bridge.example.com",
+    }
+    with pytest.raises(RenderError, match="allowUnauthenticated"):
+        render(set_values=ingress)
+    acknowledged = {**ingress, "receivers[0].auth.allowUnauthenticated": "true"}
+    assert "Ingress" in kinds(render(set_values=acknowledged))
 
 
 def test_prometheus_rule_is_the_alerts_file() -> None:
@@ -398,11 +501,11 @@ def _checksum(docs: list[Manifest]) -> str:
 
 
 def test_config_checksum_follows_the_receivers() -> None:
-    base = _checksum(render())
+    base = _checksum(render(set_values=UNAUTHENTICATED))
     assert re.fullmatch(r"[0-9a-f]{64}", base)
-    assert _checksum(render(set_values={"replicaCount": "5"})) == base
-    assert _checksum(render(set_values={"receivers[0].name": "other"})) != base
-    accounts = {"receivers[0].name": "alm", "receivers[0].accounts[0]": "1234"}
+    assert _checksum(render(set_values={**UNAUTHENTICATED, "replicaCount": "5"})) == base
+    assert _checksum(render(set_values={**UNAUTHENTICATED, "receivers[0].name": "other"})) != base
+    accounts = {**UNAUTHENTICATED, "receivers[0].accounts[0]": "1234"}
     assert _checksum(render(set_values=accounts)) != base
 
 
@@ -523,7 +626,9 @@ def _notes(values_files: tuple[Path, ...], tmp_path: Path) -> str:
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-probe\ndata:\n"
         '  notes: {{ include (print $.Template.BasePath "/NOTES.txt") . | toJson }}\n'
     )
-    values = [chart / "ci" / path.name for path in values_files]
+    values = [
+        chart / "ci" / path.name if path.parent == CHART / "ci" else path for path in values_files
+    ]
     probe = ["--show-only", "templates/zz-notes-probe.yaml"]
     args = [*helm_template_args(values, chart=chart), *probe]
     result = run(args)
@@ -538,7 +643,7 @@ def test_notes_print_the_webhook_urls(tmp_path: Path) -> None:
     for name in ("prod", "emea", "sandbox"):
         assert f"https://webhooks.example.com/webhooks/{name}" in notes
     assert "WARNING" not in notes
-    notes = _notes((), tmp_path / "defaults")
+    notes = _notes(DEFAULTS, tmp_path / "defaults")
     assert f"port-forward service/{FULLNAME} 8080:8080" in notes
     assert "http://127.0.0.1:8080/webhooks/alm" in notes
     assert 'receiver "alm" accepts unauthenticated requests' in notes
@@ -636,7 +741,7 @@ def test_the_schema_offers_exactly_what_the_bridge_accepts() -> None:
     from pydantic.alias_generators import to_snake
 
     from bridge.auth import ALGORITHMS, ENCODINGS
-    from bridge.settings import AuthSettings
+    from bridge.settings import AuthMethod, AuthSettings
 
     schema = json.loads((CHART / "values.schema.json").read_text())
     receiver = schema["properties"]["receivers"]["items"]["properties"]
@@ -658,7 +763,9 @@ def test_the_schema_offers_exactly_what_the_bridge_accepts() -> None:
     auth = receiver["auth"]["properties"]
     assert auth["algorithm"]["enum"] == ["", *ALGORITHMS]
     assert auth["encoding"]["enum"] == ["", *ENCODINGS]
-    assert auth["method"]["enum"] == choices(AuthSettings, "method")
+    # Empty: the method the keys imply.
+    assert auth["method"]["enum"] == ["", *get_args(AuthMethod)]
+    assert choices(AuthSettings, "method") == [AuthMethod, type(None)]
     routing = receiver["routing"]["properties"]
     assert routing["unlisted"]["enum"] == choices(RoutingSettings, "unlisted")
     assert routing["key"]["enum"] == choices(RoutingSettings, "key")

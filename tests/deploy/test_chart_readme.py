@@ -63,8 +63,13 @@ def test_readme_examples_install(tmp_path: Path) -> None:
     assert "helm upgrade --install alm-bridge helm/alm-kafka-bridge" in text
     examples = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
     assert len(examples) >= 2
+    files = []
     for number, example in enumerate(examples):
         values = tmp_path / f"example-{number}.yaml"
         values.write_text(example)
-        result = run(helm_template_args([values]))
+        files.append(values)
+    # The first example is complete; the others add to it (a receiver is always needed).
+    for number, example in enumerate(examples):
+        layered = files[:1] if number == 0 else [files[0], files[number]]
+        result = run(helm_template_args(layered))
         assert result.returncode == 0, f"example {number + 1}:\n{example}\n{result.stderr}"

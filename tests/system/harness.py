@@ -102,7 +102,7 @@ class BridgeProcess:
         prefix: str,
         port: int,
         log_path: Path,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         command: Sequence[str] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
@@ -110,7 +110,8 @@ class BridgeProcess:
         self.port = port
         self.log_path = log_path
         self.command = list(command or serve_command())
-        self.settings: dict[str, str] = {
+        # A variable given as None in ``env`` is left unset.
+        settings: dict[str, str | None] = {
             "BRIDGE_HOST": HOST,
             "BRIDGE_PORT": str(port),
             "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -125,6 +126,7 @@ class BridgeProcess:
             "BRIDGE_SHUTDOWN_TIMEOUT_SECONDS": "6",
             **(env or {}),
         }
+        self.settings = {name: value for name, value in settings.items() if value is not None}
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -305,7 +307,7 @@ class BridgeFactory:
         *,
         prefix: str,
         port: int | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         command: Sequence[str] | None = None,
     ) -> BridgeProcess:
         process = BridgeProcess(

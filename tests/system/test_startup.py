@@ -56,7 +56,7 @@ def silent_kafka() -> Iterator[str]:
         server.close()
 
 
-def spawn(bridges: BridgeFactory, bootstrap: str, label: str, **env: str) -> BridgeProcess:
+def spawn(bridges: BridgeFactory, bootstrap: str, label: str, **env: str | None) -> BridgeProcess:
     return bridges.spawn(
         bootstrap,
         prefix=unique_prefix(label),
@@ -216,7 +216,9 @@ async def test_an_unauthenticated_receiver_is_warned_about_at_start(
     bridges: BridgeFactory,
 ) -> None:
     with silent_kafka() as kafka:
-        open_bridge = spawn(bridges, kafka, "no-auth", BRIDGE_AUTH_METHOD="none")
+        open_bridge = spawn(
+            bridges, kafka, "no-auth", BRIDGE_AUTH_METHOD="none", BRIDGE_HMAC_SECRET=None
+        )
         signed_bridge = spawn(bridges, kafka, "hmac")
         assert await wait_for_event(open_bridge, "starting", 60), open_bridge.log_tail()
         assert await wait_for_event(signed_bridge, "starting", 60), signed_bridge.log_tail()
@@ -228,3 +230,33 @@ async def test_an_unauthenticated_receiver_is_warned_about_at_start(
         assert warnings[0]["receiver"] == "alm"
         assert "accepts batches from anyone" in warnings[0]["detail"]
         assert "receiver_unauthenticated" not in signed_bridge.event_names()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"BRIDGE_AUTH_METHOD": None, "BRIDGE_HMAC_SECRET": None},
+            "receiver 'alm': no authentication is configured: set BRIDGE_HMAC_SECRET (or "
+            "BRIDGE_HMAC_SECRET_FILE, or BRIDGE_BASIC_CREDENTIALS), or BRIDGE_AUTH_METHOD=none "
+            "to accept unauthenticated batches deliberately",
+        ),
+        (
+            {"BRIDGE_AUTH_METHOD": "none"},
+            "BRIDGE_AUTH_METHOD: 'none' contradicts BRIDGE_HMAC_SECRET, an hmac secret: set "
+            "BRIDGE_AUTH_METHOD=hmac (or leave it unset), or unset BRIDGE_HMAC_SECRET",
+        ),
+    ],
+    ids=["no-authentication", "none-with-a-secret"],
+)
+async def test_a_receiver_open_by_omission_does_not_start(
+    bridges: BridgeFactory, env: dict[str, str | None], problem: str
+) -> None:
+    with silent_kafka() as kafka:
+        bridge = spawn(bridges, kafka, "open-by-omission", **env)
+        code = await bridge.wait_exit(60)
+    output = bridge.log_path.read_text()
+    assert code == 2, f"exit code {code}\n{output}"
+    # Before logging or Kafka: the header and one line naming what to set.
+    assert output.splitlines() == ["alm-bridge: invalid configuration:", f"  - {problem}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def test_a_directory_given_as_config_file(tmp_path: Path) -> None:
 
 
 def test_a_misspelt_variable_gets_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_AUTH_METHOD", "none")
     monkeypatch.setenv("BRIDGE_PROT", "9000")
     monkeypatch.setenv("BRIDGE_SOMETHING_ELSE", "1")
     code, _, err = run("check-config")
@@ -87,4 +89,83 @@ def test_a_misspelt_receiver_key_names_the_receiver(tmp_path: Path) -> None:
     assert err.splitlines() == [
         "alm-bridge: invalid configuration:",
         f"  - receiver 'prod' in {config}: acounts: unknown key; did you mean 'accounts'?",
+    ]
+
+
+NO_AUTHENTICATION = (
+    "  - receiver 'alm': no authentication is configured: set BRIDGE_HMAC_SECRET (or "
+    "BRIDGE_HMAC_SECRET_FILE, or BRIDGE_BASIC_CREDENTIALS), or BRIDGE_AUTH_METHOD=none to "
+    "accept unauthenticated batches deliberately"
+)
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_a_receiver_without_authentication_is_refused(command: str) -> None:
+    code, out, err = run(command)
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == ["alm-bridge: invalid configuration:", NO_AUTHENTICATION]
+
+
+def test_a_misspelt_secret_is_named_and_the_receiver_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_SECRET", "s3cret-value-0001")
+    code, _, err = run("serve")
+    assert code == 2
+    assert err.splitlines() == [
+        "alm-bridge: warning: BRIDGE_SECRET is not a setting and is ignored; did you mean "
+        "BRIDGE_HMAC_SECRET?",
+        "alm-bridge: invalid configuration:",
+        NO_AUTHENTICATION,
+    ]
+    assert "s3cret-value-0001" not in err
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_a_method_that_contradicts_the_secret_is_refused(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_AUTH_METHOD", "none")
+    monkeypatch.setenv("BRIDGE_HMAC_SECRET", "s3cret-value-0001")
+    code, _, err = run(command)
+    assert code == 2
+    assert err.splitlines() == [
+        "alm-bridge: invalid configuration:",
+        "  - BRIDGE_AUTH_METHOD: 'none' contradicts BRIDGE_HMAC_SECRET, an hmac secret: set "
+        "BRIDGE_AUTH_METHOD=hmac (or leave it unset), or unset BRIDGE_HMAC_SECRET",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "method"),
+    [
+        ("BRIDGE_HMAC_SECRET", "s3cret-value-0001", "hmac"),
+        ("BRIDGE_BASIC_CREDENTIALS", "alm:pw-0001", "basic"),
+        ("BRIDGE_AUTH_METHOD", "none", "none"),
+    ],
+)
+def test_check_config_shows_the_method_a_secret_implies(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, method: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code, out, err = run("check-config")
+    assert code == 0, err
+    assert err == ""
+    (receiver,) = json.loads(out)["receivers"]
+    assert receiver["auth"]["method"] == method
+    assert value not in out or method == "none"
+
+
+def test_a_file_receiver_without_authentication_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text("receivers:\n  - name: prod\n  - name: lab\n    auth: {method: none}\n")
+    code, _, err = run("check-config", "-c", str(config))
+    assert code == 2
+    assert err.splitlines() == [
+        "alm-bridge: invalid configuration:",
+        "  - receiver 'prod': no authentication is configured: give auth a secret (secret_files, "
+        "secret_envs, secrets or secret_keys) or basic credentials (credential_files, "
+        "credential_envs, credentials or credential_keys), or set auth: {method: none} to "
+        "accept unauthenticated batches deliberately",
     ]

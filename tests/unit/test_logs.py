@@ -153,7 +153,7 @@ def _started(fmt: str) -> str:
                 accounts=[1234],
                 auth=AuthSettings(method="hmac", secrets=[SecretStr("s3cret")]),
             ),
-            ReceiverSettings(name="sandbox"),
+            ReceiverSettings(name="sandbox", auth=AuthSettings(method="none")),
         ],
     )
     out = io.BytesIO()

@@ -590,6 +590,7 @@ def test_serve_and_check_config_never_import_the_sender() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('bridge.sender')))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["BRIDGE_AUTH_METHOD"] = "none"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout

@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 
 from bridge.auth import BasicAuth, HmacAuth, NoAuth, basic_authorization, sign_hmac
-from bridge.errors import ConfigError
+from bridge.config_problems import unknown_variable
+from bridge.errors import AuthError, ConfigError
 from bridge.receivers import Receiver, resolve
 from bridge.settings import (
     CONFIG_FILE_ENV,
     Settings,
     load_settings,
     sasl_password,
+    unknown_environment,
 )
 
 HMAC_SECRET = "prod-signing-secret-7f3a"
@@ -67,7 +69,7 @@ def basic_verifier(receiver: Receiver) -> BasicAuth:
 
 class TestExplicitSettings:
     def test_defaults(self) -> None:
-        settings = make_settings()
+        settings = make_settings(auth_method="none")
         assert settings.host == "127.0.0.1"
         assert settings.port == 8080
         assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
@@ -167,6 +169,7 @@ class TestEnvironment:
         monkeypatch.setenv("BRIDGE_KAFKA_SASL_USERNAME", "bridge")
         monkeypatch.setenv("BRIDGE_KAFKA_SASL_PASSWORD_FILE", str(password_file))
         monkeypatch.setenv("BRIDGE_KAFKA_AUTO_CREATE_TOPICS", "false")
+        monkeypatch.setenv("BRIDGE_HMAC_SECRET", HMAC_SECRET)
         settings = load_settings()
         resolve(settings, environ={})
         assert settings.kafka_bootstrap_servers == "broker-1:9093"
@@ -251,6 +254,244 @@ class TestEnvironment:
         monkeypatch.setenv("BRIDGE_BASIC_CREDENTIALS", "no-colon")
         problems = config_problems()
         assert has_problem(problems, "user:password")
+
+
+class TestAuthenticationMethod:
+    """A secret implies its method; no credentials and no method is refused; none is explicit."""
+
+    @pytest.mark.parametrize(
+        ("variable", "value", "method"),
+        [
+            ("BRIDGE_HMAC_SECRET", HMAC_SECRET, "hmac"),
+            ("BRIDGE_BASIC_CREDENTIALS", f"alm:{BASIC_PASSWORD}", "basic"),
+        ],
+    )
+    def test_a_secret_variable_implies_its_method(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, method: str
+    ) -> None:
+        monkeypatch.setenv(variable, value)
+        settings = load_settings()
+        (spec,) = settings.effective_receivers()
+        assert spec.auth.method == method
+        (receiver,) = resolve(settings, environ={})
+        assert receiver.auth_method == method
+        assert not isinstance(receiver.verifier, NoAuth)
+
+    def test_an_hmac_secret_alone_makes_an_authenticated_receiver(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BRIDGE_HMAC_SECRET", HMAC_SECRET)
+        (receiver,) = resolve(load_settings(), environ={})
+        body = b'{"accountId": 1234, "events": []}'
+        verifier = hmac_verifier(receiver)
+        verifier.verify({"X-ALM-Signature": sign_hmac(body, HMAC_SECRET.encode())}, body)
+        with pytest.raises(AuthError):
+            verifier.verify({}, body)
+
+    @pytest.mark.parametrize(
+        ("variable", "method"),
+        [("BRIDGE_HMAC_SECRET_FILE", "hmac"), ("BRIDGE_BASIC_CREDENTIALS_FILE", "basic")],
+    )
+    def test_a_secret_file_variable_implies_its_method(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, method: str
+    ) -> None:
+        secret_file = tmp_path / "secret"
+        secret_file.write_text(f"alm:{BASIC_PASSWORD}\n" if method == "basic" else HMAC_SECRET)
+        monkeypatch.setenv(variable, str(secret_file))
+        (receiver,) = resolve(load_settings(), environ={})
+        assert receiver.auth_method == method
+
+    def test_no_credentials_and_no_method_is_refused(self) -> None:
+        assert config_problems() == [
+            "receiver 'alm': no authentication is configured: set BRIDGE_HMAC_SECRET (or "
+            "BRIDGE_HMAC_SECRET_FILE, or BRIDGE_BASIC_CREDENTIALS), or BRIDGE_AUTH_METHOD=none "
+            "to accept unauthenticated batches deliberately"
+        ]
+
+    def test_an_empty_secret_variable_is_no_secret(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_HMAC_SECRET", " , ")
+        assert has_problem(config_problems(), "no authentication is configured")
+
+    def test_a_misspelt_secret_variable_does_not_open_the_receiver(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("BRIDGE_SECRET", HMAC_SECRET)
+        assert has_problem(config_problems(), "no authentication is configured")
+
+    def test_explicit_none_is_accepted(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "none")
+        (receiver,) = resolve(load_settings(), environ={})
+        assert isinstance(receiver.verifier, NoAuth)
+        assert receiver.auth_method == "none"
+
+    @pytest.mark.parametrize(
+        ("environ", "problem"),
+        [
+            (
+                {"BRIDGE_AUTH_METHOD": "none", "BRIDGE_HMAC_SECRET": HMAC_SECRET},
+                "BRIDGE_AUTH_METHOD: 'none' contradicts BRIDGE_HMAC_SECRET, an hmac secret: set "
+                "BRIDGE_AUTH_METHOD=hmac (or leave it unset), or unset BRIDGE_HMAC_SECRET",
+            ),
+            (
+                {"BRIDGE_AUTH_METHOD": "basic", "BRIDGE_HMAC_SECRET": HMAC_SECRET},
+                "BRIDGE_AUTH_METHOD: 'basic' contradicts BRIDGE_HMAC_SECRET, an hmac secret: set "
+                "BRIDGE_AUTH_METHOD=hmac (or leave it unset), or give basic credentials in its "
+                "place",
+            ),
+            (
+                {"BRIDGE_AUTH_METHOD": "hmac", "BRIDGE_BASIC_CREDENTIALS": f"alm:{BASIC_PASSWORD}"},
+                "BRIDGE_AUTH_METHOD: 'hmac' contradicts BRIDGE_BASIC_CREDENTIALS, basic "
+                "credentials: set BRIDGE_AUTH_METHOD=basic (or leave it unset), or give an hmac "
+                "secret in its place",
+            ),
+            (
+                {"BRIDGE_AUTH_METHOD": "none", "BRIDGE_BASIC_CREDENTIALS_FILE": "/run/creds"},
+                "BRIDGE_AUTH_METHOD: 'none' contradicts BRIDGE_BASIC_CREDENTIALS_FILE, basic "
+                "credentials: set BRIDGE_AUTH_METHOD=basic (or leave it unset), or unset "
+                "BRIDGE_BASIC_CREDENTIALS_FILE",
+            ),
+            (
+                {"BRIDGE_HMAC_SECRET": HMAC_SECRET, "BRIDGE_BASIC_CREDENTIALS": "alm:pw"},
+                "BRIDGE_HMAC_SECRET (hmac) and BRIDGE_BASIC_CREDENTIALS (basic) are both set: a "
+                "receiver authenticates one way; keep only the one its ALM webhook uses",
+            ),
+            (
+                {
+                    "BRIDGE_AUTH_METHOD": "hmac",
+                    "BRIDGE_HMAC_SECRET_FILE": "/run/secret",
+                    "BRIDGE_BASIC_CREDENTIALS": "alm:pw",
+                },
+                "BRIDGE_HMAC_SECRET_FILE (hmac) and BRIDGE_BASIC_CREDENTIALS (basic) are both set",
+            ),
+        ],
+    )
+    def test_a_contradiction_is_one_problem_naming_the_variables(
+        self, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], problem: str
+    ) -> None:
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        problems = config_problems()
+        assert len(problems) == 1
+        assert problems[0].startswith(problem)
+        assert HMAC_SECRET not in problems[0]
+        assert BASIC_PASSWORD not in problems[0]
+
+    @pytest.mark.parametrize(
+        ("auth", "method"),
+        [
+            ("{secrets: [s3cret-a]}", "hmac"),
+            ("{secret_envs: [PROD_SECRET]}", "hmac"),
+            ("{secretKeys: [signing-secret]}", "hmac"),
+            ("{secret_files: [/run/secret], header: X-Signature}", "hmac"),
+            ("{credentials: ['alm:pw']}", "basic"),
+            ("{credentialKeys: [credentials], secretKeys: []}", "basic"),
+            ("{method: '', credential_envs: [PROD_CREDENTIALS]}", "basic"),
+            ("{method: none}", "none"),
+        ],
+    )
+    def test_receiver_credentials_in_the_file_imply_the_method(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str, method: str
+    ) -> None:
+        write_config(tmp_path, monkeypatch, f"receivers:\n  - name: prod\n    auth: {auth}\n")
+        (spec,) = load_settings().effective_receivers()
+        assert spec.auth.method == method
+
+    def test_a_receiver_in_the_file_without_authentication_is_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_config(
+            tmp_path,
+            monkeypatch,
+            "receivers:\n  - name: prod\n  - name: open\n    auth: {method: none}\n"
+            "  - name: signed\n    auth: {secrets: [s3cret-a]}\n",
+        )
+        problems = config_problems()
+        assert problems == [
+            "receiver 'prod': no authentication is configured: give auth a secret "
+            "(secret_files, secret_envs, secrets or secret_keys) or basic credentials "
+            "(credential_files, credential_envs, credentials or credential_keys), or set "
+            "auth: {method: none} to accept unauthenticated batches deliberately"
+        ]
+
+    @pytest.mark.parametrize(
+        ("auth", "problem"),
+        [
+            (
+                "{method: none, secretKeys: [signing-secret]}",
+                "auth: method 'none' contradicts secretKeys, an hmac secret: set method hmac "
+                "(or leave it out), or remove secretKeys",
+            ),
+            (
+                "{method: basic, secrets: [nested-secret-42]}",
+                "auth: method 'basic' contradicts secrets, an hmac secret: set method hmac "
+                "(or leave it out), or give basic credentials in its place",
+            ),
+            (
+                "{method: hmac, credential_files: [/run/creds]}",
+                "auth: method 'hmac' contradicts credential_files, basic credentials: set "
+                "method basic (or leave it out), or give an hmac secret in its place",
+            ),
+            (
+                "{secret_envs: [A], credentials: ['alm:nested-secret-42']}",
+                "auth: secret_envs (hmac) and credentials (basic) are both given: a receiver "
+                "authenticates one way; keep only the one its ALM webhook uses",
+            ),
+        ],
+    )
+    def test_a_contradiction_in_the_file_names_the_receiver_and_the_keys(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str, problem: str
+    ) -> None:
+        path = write_config(
+            tmp_path, monkeypatch, f"receivers:\n  - name: prod\n    auth: {auth}\n"
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        assert caught.value.problems == [f"receiver 'prod' in {path}: {problem}"]
+        assert "nested-secret-42" not in str(caught.value)
+
+
+class TestSuggestions:
+    """An unknown BRIDGE_* variable names the setting the operator most likely meant."""
+
+    @pytest.mark.parametrize(
+        ("name", "meant"),
+        [
+            ("BRIDGE_SECRET", "BRIDGE_HMAC_SECRET"),
+            ("BRIDGE_HMAC", "BRIDGE_HMAC_SECRET"),
+            ("BRIDGE_SIGNING_SECRET", "BRIDGE_HMAC_SECRET"),
+            ("BRIDGE_WEBHOOK_SECRET", "BRIDGE_HMAC_SECRET"),
+            ("BRIDGE_HMAC_KEY", "BRIDGE_HMAC_SECRET"),
+            ("BRIDGE_SECRET_FILE", "BRIDGE_HMAC_SECRET_FILE"),
+            ("BRIDGE_PASSWORD", "BRIDGE_BASIC_CREDENTIALS"),
+            ("BRIDGE_USERNAME", "BRIDGE_BASIC_CREDENTIALS"),
+            ("BRIDGE_BASIC_AUTH", "BRIDGE_BASIC_CREDENTIALS"),
+            ("BRIDGE_CREDENTIALS_FILE", "BRIDGE_BASIC_CREDENTIALS_FILE"),
+            ("BRIDGE_AUTH", "BRIDGE_AUTH_METHOD"),
+            ("BRIDGE_AUTH_TYPE", "BRIDGE_AUTH_METHOD"),
+            ("BRIDGE_AUTHENTICATION", "BRIDGE_AUTH_METHOD"),
+            # Typos of real settings keep their suggestion.
+            ("BRIDGE_SECRETS_DIRS", "BRIDGE_SECRETS_DIR"),
+            ("BRIDGE_HMAC_SECRT", "BRIDGE_HMAC_SECRET"),
+            ("BRIDGE_KAFKA_SASL_PASWORD", "BRIDGE_KAFKA_SASL_PASSWORD"),
+            ("BRIDGE_PROT", "BRIDGE_PORT"),
+        ],
+    )
+    def test_the_intended_variable_is_suggested(self, name: str, meant: str) -> None:
+        known = [f"BRIDGE_{field.upper()}" for field in Settings.model_fields]
+        assert unknown_variable(name, known) == (
+            f"{name} is not a setting and is ignored; did you mean {meant}?"
+        )
+        assert unknown_environment({name: "x"}) == [name]
+
+    def test_a_top_level_key_of_the_file_gets_the_intended_setting(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = write_config(tmp_path, monkeypatch, "secret: s3cret-a\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        assert caught.value.problems == [
+            f"secret in {path}: unknown key; did you mean 'hmac_secret'?"
+        ]
 
 
 YAML_TWO_RECEIVERS = """\
@@ -501,14 +742,21 @@ receivers:
 class TestSecretsStayHidden:
     SECRETS = (HMAC_SECRET, INLINE_SECRET, BASIC_PASSWORD, SASL_PASSWORD, "env-secret-a77")
 
-    def test_masked_and_repr_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("BRIDGE_AUTH_METHOD", "hmac")
-        monkeypatch.setenv("BRIDGE_HMAC_SECRET", f"env-secret-a77,{HMAC_SECRET}")
-        monkeypatch.setenv("BRIDGE_BASIC_CREDENTIALS", f"alm:{BASIC_PASSWORD}")
+    @pytest.mark.parametrize(
+        ("variable", "value", "method"),
+        [
+            ("BRIDGE_HMAC_SECRET", f"env-secret-a77,{HMAC_SECRET}", "hmac"),
+            ("BRIDGE_BASIC_CREDENTIALS", f"alm:{BASIC_PASSWORD}", "basic"),
+        ],
+    )
+    def test_masked_and_repr_from_environment(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, method: str
+    ) -> None:
+        monkeypatch.setenv(variable, value)
         monkeypatch.setenv("BRIDGE_KAFKA_SASL_PASSWORD", SASL_PASSWORD)
         settings = load_settings()
         self.assert_hidden(settings)
-        assert settings.masked()["receivers"][0]["auth"]["method"] == "hmac"
+        assert settings.masked()["receivers"][0]["auth"]["method"] == method
 
     def test_masked_and_repr_from_yaml(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -99,6 +99,22 @@ values.
 {{- end }}
 
 {{/*
+A receiver's authentication method (the receiver is the context): auth.method, else the one
+its keys imply (secretKeys: hmac, credentialKeys: basic), else nothing, which the chart and
+the bridge refuse. Accepting unauthenticated batches takes an explicit auth.method none.
+*/}}
+{{- define "alm-kafka-bridge.authMethod" -}}
+{{- $auth := .auth | default dict }}
+{{- if $auth.method }}
+{{- $auth.method }}
+{{- else if and $auth.secretKeys (not $auth.credentialKeys) }}
+{{- print "hmac" }}
+{{- else if and $auth.credentialKeys (not $auth.secretKeys) }}
+{{- print "basic" }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks that cannot be expressed in values.schema.json. Included by the Deployment so that
 `helm template`, `helm lint` and `helm install` all stop with a clear message.
 */}}
@@ -119,7 +135,22 @@ Checks that cannot be expressed in values.schema.json. Included by the Deploymen
 {{- end }}
 {{- $_ := set $seen .name true }}
 {{- $auth := .auth | default dict }}
-{{- $method := $auth.method | default "none" }}
+{{- $method := include "alm-kafka-bridge.authMethod" . }}
+{{- if and $auth.secretKeys $auth.credentialKeys }}
+{{- fail (printf "receivers[%s]: auth.secretKeys (hmac) and auth.credentialKeys (basic) are both set: a receiver authenticates one way; keep only the one its ALM webhook uses" .name) }}
+{{- end }}
+{{- if not $method }}
+{{- fail (printf "receivers[%s]: no authentication is configured: set auth.existingSecret and auth.secretKeys (hmac, ALM's \"Signature\") or auth.credentialKeys (basic), or auth.method: none to accept unauthenticated batches deliberately" .name) }}
+{{- end }}
+{{- if and (eq $method "none") (or $auth.secretKeys $auth.credentialKeys) }}
+{{- fail (printf "receivers[%s]: auth.method none contradicts auth.%s: remove auth.method (the keys imply it), or the keys to accept unauthenticated batches" .name (ternary "secretKeys" "credentialKeys" (not (empty $auth.secretKeys)))) }}
+{{- end }}
+{{- if and (eq $method "basic") $auth.secretKeys }}
+{{- fail (printf "receivers[%s]: auth.method basic contradicts auth.secretKeys (hmac secrets): set auth.method hmac (or leave it empty), or give auth.credentialKeys in their place" .name) }}
+{{- end }}
+{{- if and (eq $method "hmac") $auth.credentialKeys }}
+{{- fail (printf "receivers[%s]: auth.method hmac contradicts auth.credentialKeys (basic credentials): set auth.method basic (or leave it empty), or give auth.secretKeys in their place" .name) }}
+{{- end }}
 {{- if and (eq $method "hmac") (not (and $auth.existingSecret $auth.secretKeys)) }}
 {{- fail (printf "receivers[%s]: auth.method hmac needs auth.existingSecret and auth.secretKeys" .name) }}
 {{- end }}
