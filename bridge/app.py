@@ -180,6 +180,7 @@ class _Connection(RequestHandler):
         if limits is None or not data or self._force_close:
             super().data_received(data)
             return
+        charge = None
         if self._payload is None or self._payload.is_eof():  # between requests: headers
             charge = self._header_charge
             if charge is None:
@@ -187,9 +188,6 @@ class _Connection(RequestHandler):
                 self._header_deadline = self._loop.call_later(
                     limits.timeout_seconds, self._cut, "header_timeout"
                 )
-            if charge.nbytes + len(data) > limits.max_bytes:
-                self._cut("header_too_large")
-                return
             try:
                 limits.budget.grow(charge, len(data))
             except BudgetFull:
@@ -200,6 +198,10 @@ class _Connection(RequestHandler):
         if self._request_count != count and self._messages:
             self._payload = self._messages[-1][1]
             self._headers_done()
+        elif charge is not None and charge.nbytes > limits.max_bytes:
+            # Still no complete head (the bytes may end with the start of a body only
+            # when the head is complete, so these are all header bytes).
+            self._cut("header_too_large")
 
     def _headers_done(self) -> None:
         if self._header_deadline is not None:
@@ -274,6 +276,10 @@ def _handler_args(settings: Settings) -> dict[str, object]:
         "max_headers": MAX_HEADER_FIELDS,
         "keepalive_timeout": settings.http_idle_timeout_seconds,
         "auto_decompress": False,
+        # What aiohttp buffers of a body its handler has not read yet (it pauses reading
+        # past twice this): 16 KiB rather than 64 KiB keeps strangers' bodies that no
+        # handler wants small.
+        "read_bufsize": 16 * 1024,
         # A request answered before its body was read closes the connection at once
         # rather than reading the rest of an unwanted body.
         "lingering_time": 1.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import random
 from collections import Counter
@@ -261,7 +262,7 @@ async def _partner_flood(
                 try:
                     async with session.post(
                         url,
-                        data=body,
+                        data=io.BytesIO(body),
                         headers={"Content-Type": "application/json"},
                         timeout=aiohttp.ClientTimeout(total=10),
                     ) as response:
@@ -311,7 +312,9 @@ async def test_a_batch_too_costly_to_parse_is_dead_lettered_unparsed(
         async with (
             aiohttp.ClientSession(headers=PARTNER_AUTH) as session,
             session.post(
-                partner_url, data=body, headers={"Content-Type": "application/json"}
+                partner_url,
+                data=io.BytesIO(body),
+                headers={"Content-Type": "application/json"},
             ) as response,
         ):
             return response.status, await response.json()
