@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``send``, ``check-config``, ``asyncapi``; nothing else lives here."""
+"""Command line: ``serve``, ``send``, ``tail``, ``check-config``, ``asyncapi``; nothing else."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bridge import __version__
 from bridge.config_problems import unknown_variable
 from bridge.errors import ConfigError, KafkaStartError, StartupError
 from bridge.receivers import resolve
-from bridge.settings import Settings, load_settings, unknown_environment
+from bridge.settings import Settings, kafka_problems, load_settings, unknown_environment
 
 
 class _Commands(TyperGroup):
@@ -154,6 +154,110 @@ def check_config(config: ConfigOption = None) -> None:
         resolved = next(r for r in receivers if r.name == spec["name"])
         spec["url_path"] = f"/webhooks/{resolved.name}"
     sys.stdout.write(orjson.dumps(effective, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command("tail")
+def tail_command(
+    topics: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="TOPIC",
+            help="Topics to read. Default: every topic the configured receivers publish to.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--pattern",
+            "-p",
+            help="Read every topic whose name matches this regular expression (e.g. '^alm\\.').",
+            show_default=False,
+        ),
+    ] = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning",
+            help="Start at the oldest record kept (default: only records published from now on).",
+        ),
+    ] = False,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="Read as this consumer group and commit what was printed "
+            "(default: no group, nothing committed).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object a line instead of text for people.")
+    ] = False,
+    max_records: Annotated[
+        int | None,
+        typer.Option(
+            "--max-records",
+            "-n",
+            min=1,
+            help="Stop after printing this many records (default: no limit).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            help="Stop after this many seconds without a new record (default: follow forever).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the records in Kafka (key, headers, value), with the bridge's Kafka settings.
+
+    Reads with the same bootstrap servers, TLS and SASL settings as serve
+    (BRIDGE_KAFKA_* or the YAML file). Exits 0 when a bound is reached, 3 when Kafka cannot
+    be read, 130 on Ctrl-C.
+    """
+    from bridge.tail import TailError, TailOptions, tail
+
+    if topics and pattern is not None:
+        raise typer.BadParameter("give topics or --pattern, not both", param_hint="--pattern")
+    _warn_unknown_environment()
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        # Only what reading Kafka needs: a receiver's secrets are not read here.
+        settings.effective_receivers()
+        problems = kafka_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    options = TailOptions(
+        topics=tuple(topics or ()),
+        pattern=pattern,
+        from_beginning=from_beginning,
+        group=group,
+        as_json=as_json,
+        max_records=max_records,
+        idle_seconds=timeout,
+    )
+
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        _run(tail(settings, options, emit))
+    except TailError as exc:
+        typer.echo(f"alm-bridge: {exc.detail}", err=True)
+        raise typer.Exit(code=3) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
 
 
 @app.command("asyncapi")
