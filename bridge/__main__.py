@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``send``, ``tail``, ``check-config``, ``asyncapi``; nothing else."""
+"""Command line: serve, send, tail, diagnose, check-config, asyncapi; nothing else lives here."""
 
 from __future__ import annotations
 
@@ -154,6 +154,78 @@ def check_config(config: ConfigOption = None) -> None:
         resolved = next(r for r in receivers if r.name == spec["name"])
         spec["url_path"] = f"/webhooks/{resolved.name}"
     sys.stdout.write(orjson.dumps(effective, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command("diagnose")
+def diagnose(
+    headers_file: Annotated[
+        Path,
+        typer.Option(
+            "--headers",
+            help="The captured request's headers: 'Name: value' lines (a request line "
+            "first is skipped) or a JSON object.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            show_default=False,
+        ),
+    ],
+    body_file: Annotated[
+        Path,
+        typer.Option(
+            "--body",
+            help="The captured request's body, byte for byte.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            show_default=False,
+        ),
+    ],
+    config: ConfigOption = None,
+    receiver_name: Annotated[
+        str | None,
+        typer.Option(
+            "--receiver",
+            "-r",
+            help="The receiver to check against (default: the only one configured).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Check a captured request against a receiver's authentication, and say what to set.
+
+    Names the headers that arrived and, for an HMAC receiver, which header verifies with the
+    configured secret under which algorithm and encoding. Exits 0 when the receiver accepts
+    the request as configured, 1 when it refuses it.
+    """
+    from bridge.diagnosis import offline_report, parse_headers
+
+    _warn_unknown_environment()
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        receivers = resolve(settings)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    if receiver_name is None and len(receivers) > 1:
+        names = ", ".join(r.name for r in receivers)
+        raise typer.BadParameter(f"several receivers ({names}): name one", param_hint="--receiver")
+    chosen = [r for r in receivers if receiver_name in (None, r.name)]
+    if not chosen:
+        names = ", ".join(r.name for r in receivers)
+        raise typer.BadParameter(
+            f"no receiver {receiver_name!r} (configured: {names})", param_hint="--receiver"
+        )
+    try:
+        headers = parse_headers(headers_file.read_text(encoding="utf-8", errors="surrogateescape"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--headers") from None
+    receiver = chosen[0]
+    accepted, lines = offline_report(receiver.verifier, headers, body_file.read_bytes())
+    typer.echo(f"receiver {receiver.name} ({receiver.auth_method}):")
+    for line in lines:
+        typer.echo(f"  {line}")
+    raise typer.Exit(code=0 if accepted else 1)
 
 
 @app.command("tail")
