@@ -90,10 +90,37 @@ def _check_config_file(config: Path | None) -> None:
         raise ConfigError([f"--config {config}: permission denied"])
 
 
+# Well-known variables of other Kafka tools that the bridge does not read, and its own names.
+FOREIGN_VARIABLES = {
+    name: f"BRIDGE_{name}"
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CAFILE",
+    )
+}
+
+
+def foreign_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """Warnings for well-known variables the bridge ignores, naming the one it reads."""
+    env = dict(os.environ) if environ is None else environ
+    return [
+        f"{name} is ignored by the bridge; it reads {ours}"
+        + (f" (set to {env[ours]!r})" if name != "KAFKA_SASL_PASSWORD" and ours in env else "")
+        for name, ours in FOREIGN_VARIABLES.items()
+        if name in env
+    ]
+
+
 def _warn_unknown_environment() -> None:
     known = [f"BRIDGE_{name.upper()}" for name in Settings.model_fields]
     for name in unknown_environment():
         typer.echo(f"alm-bridge: warning: {unknown_variable(name, known)}", err=True)
+    for warning in foreign_variables():
+        typer.echo(f"alm-bridge: warning: {warning}", err=True)
 
 
 def _fail(exc: ConfigError) -> typer.Exit:

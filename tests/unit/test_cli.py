@@ -88,3 +88,20 @@ def test_a_misspelt_receiver_key_names_the_receiver(tmp_path: Path) -> None:
         "alm-bridge: invalid configuration:",
         f"  - receiver 'prod' in {config}: acounts: unknown key; did you mean 'accounts'?",
     ]
+
+
+def test_foreign_kafka_variables_are_named_with_the_bridges_own() -> None:
+    from bridge.__main__ import foreign_variables
+
+    warnings = foreign_variables(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+            "KAFKA_SASL_PASSWORD": "pw",
+            "BRIDGE_KAFKA_SASL_PASSWORD": "other",
+        }
+    )
+    assert warnings == [
+        "KAFKA_BOOTSTRAP_SERVERS is ignored by the bridge; it reads BRIDGE_KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_SASL_PASSWORD is ignored by the bridge; it reads BRIDGE_KAFKA_SASL_PASSWORD",
+    ]
+    assert foreign_variables({}) == []
