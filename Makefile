@@ -85,20 +85,24 @@ k8s-down:
 image: tools
 	bash scripts/image.sh build
 
-run: $(RUN_STAMP) kafka-up
+# The bridge runs against the broker of .local/kafka: one started here is stopped with it
+# (Ctrl-C), one already running (make kafka-up) is used and left running, and one running at
+# another port than KAFKA_PORT is refused with one line.
+run: $(RUN_STAMP)
 	@echo
 	@echo "Webhook URL (receiver 'alm', HMAC-SHA256 secret '$(DEV_SECRET)'):"
 	@echo "  http://127.0.0.1:$(BRIDGE_PORT)/webhooks/alm"
-	@echo "In another terminal, play ALM against it:"
-	@echo "  $(BIN)/alm-bridge send http://127.0.0.1:$(BRIDGE_PORT)/webhooks/alm --auth hmac --secret $(DEV_SECRET) --sample all"
-	@echo "Stop with Ctrl-C; 'make kafka-down' stops the broker."
+	@echo "In another terminal, play ALM against it, then read what arrived:"
+	@echo "  $(BIN)/alm-bridge send http://127.0.0.1:$(BRIDGE_PORT)/webhooks/alm --secret $(DEV_SECRET) --sample all"
+	@echo "  BRIDGE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(BIN)/alm-bridge tail --from-beginning"
+	@echo "Stop with Ctrl-C."
 	@echo
 	@# The development secret only for hmac: the bridge refuses a secret that contradicts
 	@# the method (BRIDGE_AUTH_METHOD=none or basic make run).
-	method=$${BRIDGE_AUTH_METHOD:-hmac}; \
+	@method=$${BRIDGE_AUTH_METHOD:-hmac}; \
 	if [ "$$method" = hmac ]; then export BRIDGE_HMAC_SECRET="$${BRIDGE_HMAC_SECRET:-$(DEV_SECRET)}"; fi; \
-	BRIDGE_PORT=$(BRIDGE_PORT) BRIDGE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
-	BRIDGE_AUTH_METHOD=$$method $(BIN)/alm-bridge serve
+	BRIDGE_PORT=$(BRIDGE_PORT) BRIDGE_AUTH_METHOD=$$method \
+	$(LOCALKAFKA) run -- $(BIN)/alm-bridge serve
 
 # The consumers' contract for the default configuration (tests/unit/test_asyncapi.py checks
 # that these copies match the code). BRIDGE_* variables of this shell are left out.

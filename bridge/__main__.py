@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``send``, ``check-config``, ``asyncapi``; nothing else lives here."""
+"""Command line: serve, send, tail, diagnose, check-config, asyncapi; nothing else lives here."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bridge import __version__
 from bridge.config_problems import unknown_variable
 from bridge.errors import ConfigError, KafkaStartError, StartupError
 from bridge.receivers import resolve
-from bridge.settings import Settings, load_settings, unknown_environment
+from bridge.settings import Settings, kafka_problems, load_settings, unknown_environment
 
 
 class _Commands(TyperGroup):
@@ -90,10 +90,37 @@ def _check_config_file(config: Path | None) -> None:
         raise ConfigError([f"--config {config}: permission denied"])
 
 
+# Well-known variables of other Kafka tools that the bridge does not read, and its own names.
+FOREIGN_VARIABLES = {
+    name: f"BRIDGE_{name}"
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CAFILE",
+    )
+}
+
+
+def foreign_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """Warnings for well-known variables the bridge ignores, naming the one it reads."""
+    env = dict(os.environ) if environ is None else environ
+    return [
+        f"{name} is ignored by the bridge; it reads {ours}"
+        + (f" (set to {env[ours]!r})" if name != "KAFKA_SASL_PASSWORD" and ours in env else "")
+        for name, ours in FOREIGN_VARIABLES.items()
+        if name in env
+    ]
+
+
 def _warn_unknown_environment() -> None:
     known = [f"BRIDGE_{name.upper()}" for name in Settings.model_fields]
     for name in unknown_environment():
         typer.echo(f"alm-bridge: warning: {unknown_variable(name, known)}", err=True)
+    for warning in foreign_variables():
+        typer.echo(f"alm-bridge: warning: {warning}", err=True)
 
 
 def _fail(exc: ConfigError) -> typer.Exit:
@@ -154,6 +181,182 @@ def check_config(config: ConfigOption = None) -> None:
         resolved = next(r for r in receivers if r.name == spec["name"])
         spec["url_path"] = f"/webhooks/{resolved.name}"
     sys.stdout.write(orjson.dumps(effective, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command("diagnose")
+def diagnose(
+    headers_file: Annotated[
+        Path,
+        typer.Option(
+            "--headers",
+            help="The captured request's headers: 'Name: value' lines (a request line "
+            "first is skipped) or a JSON object.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            show_default=False,
+        ),
+    ],
+    body_file: Annotated[
+        Path,
+        typer.Option(
+            "--body",
+            help="The captured request's body, byte for byte.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            show_default=False,
+        ),
+    ],
+    config: ConfigOption = None,
+    receiver_name: Annotated[
+        str | None,
+        typer.Option(
+            "--receiver",
+            "-r",
+            help="The receiver to check against (default: the only one configured).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Check a captured request against a receiver's authentication, and say what to set.
+
+    Names the headers that arrived and, for an HMAC receiver, which header verifies with the
+    configured secret under which algorithm and encoding. Exits 0 when the receiver accepts
+    the request as configured, 1 when it refuses it.
+    """
+    from bridge.diagnosis import offline_report, parse_headers
+
+    _warn_unknown_environment()
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        receivers = resolve(settings)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    if receiver_name is None and len(receivers) > 1:
+        names = ", ".join(r.name for r in receivers)
+        raise typer.BadParameter(f"several receivers ({names}): name one", param_hint="--receiver")
+    chosen = [r for r in receivers if receiver_name in (None, r.name)]
+    if not chosen:
+        names = ", ".join(r.name for r in receivers)
+        raise typer.BadParameter(
+            f"no receiver {receiver_name!r} (configured: {names})", param_hint="--receiver"
+        )
+    try:
+        headers = parse_headers(headers_file.read_text(encoding="utf-8", errors="surrogateescape"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--headers") from None
+    receiver = chosen[0]
+    accepted, lines = offline_report(receiver.verifier, headers, body_file.read_bytes())
+    typer.echo(f"receiver {receiver.name} ({receiver.auth_method}):")
+    for line in lines:
+        typer.echo(f"  {line}")
+    raise typer.Exit(code=0 if accepted else 1)
+
+
+@app.command("tail")
+def tail_command(
+    topics: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="TOPIC",
+            help="Topics to read. Default: every topic the configured receivers publish to.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--pattern",
+            "-p",
+            help="Read every topic whose name matches this regular expression (e.g. '^alm\\.').",
+            show_default=False,
+        ),
+    ] = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning",
+            help="Start at the oldest record kept (default: only records published from now on).",
+        ),
+    ] = False,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="Read as this consumer group and commit what was printed "
+            "(default: no group, nothing committed).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object a line instead of text for people.")
+    ] = False,
+    max_records: Annotated[
+        int | None,
+        typer.Option(
+            "--max-records",
+            "-n",
+            min=1,
+            help="Stop after printing this many records (default: no limit).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            help="Stop after this many seconds without a new record (default: follow forever).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the records in Kafka (key, headers, value), with the bridge's Kafka settings.
+
+    Reads with the same bootstrap servers, TLS and SASL settings as serve
+    (BRIDGE_KAFKA_* or the YAML file). Exits 0 when a bound is reached, 3 when Kafka cannot
+    be read, 130 on Ctrl-C.
+    """
+    from bridge.tail import TailError, TailOptions, tail
+
+    if topics and pattern is not None:
+        raise typer.BadParameter("give topics or --pattern, not both", param_hint="--pattern")
+    _warn_unknown_environment()
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        # Only what reading Kafka needs: a receiver's secrets are not read here.
+        settings.effective_receivers()
+        problems = kafka_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    options = TailOptions(
+        topics=tuple(topics or ()),
+        pattern=pattern,
+        from_beginning=from_beginning,
+        group=group,
+        as_json=as_json,
+        max_records=max_records,
+        idle_seconds=timeout,
+    )
+
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        _run(tail(settings, options, emit))
+    except TailError as exc:
+        typer.echo(f"alm-bridge: {exc.detail}", err=True)
+        raise typer.Exit(code=3) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
 
 
 @app.command("asyncapi")

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, get_args
 
@@ -235,3 +235,181 @@ def _secret_from_json(parsed: object) -> bytes:
             + ", ".join(_SECRET_FIELDS)
         )
     raise ValueError("the JSON secret file is neither an object nor a string")
+
+
+# -- First-delivery diagnosis -------------------------------------------------------------
+# Headers that never carry a webhook signature: not tried as candidates.
+_NOT_SIGNATURES: Final = frozenset(
+    name.lower()
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Connection",
+        "Content-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "Cookie",
+        "Date",
+        "Expect",
+        "Host",
+        "Origin",
+        "Referer",
+        "Traceparent",
+        "Tracestate",
+        "Transfer-Encoding",
+        "User-Agent",
+        "X-Forwarded-For",
+        "X-Forwarded-Host",
+        "X-Forwarded-Port",
+        "X-Forwarded-Proto",
+        "X-Real-Ip",
+        "X-Request-Id",
+    )
+)
+# Bounds on what a stranger's request can make the diagnosis do.
+MAX_DIAGNOSED_HEADERS: Final = 64
+_MAX_SIGNATURE_CHARS: Final = 256
+_NAME_PREFIX = re.compile(r"^\s*([A-Za-z0-9_.-]{1,32})\s*=\s*(\S.*)$", re.DOTALL)
+_DIGEST_SIZES: Final = {hashlib.new(a).digest_size: a for a in ALGORITHMS}
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureMatch:
+    """A header whose value is the HMAC of the body with a configured secret."""
+
+    header: str
+    algorithm: Algorithm
+    encoding: Encoding
+    prefix: str | None  # e.g. "sha256" for ``sha256=<digest>``; None when bare
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Why an HMAC receiver refused a request, in words an operator can act on.
+
+    Never holds a header's value or a secret: header names, and what to set.
+    """
+
+    header_names: tuple[str, ...]
+    matches: tuple[SignatureMatch, ...]
+    # Headers whose value decodes to a digest of a supported size but that match no secret.
+    lookalikes: tuple[tuple[str, Algorithm, Encoding], ...]
+    hint: str
+
+
+def _decodings(value: str) -> list[tuple[str | None, Encoding, bytes]]:
+    """Every way ``value`` reads as a digest: (prefix, encoding, bytes) of supported sizes."""
+    text = value.strip()
+    if not text or len(text) > _MAX_SIGNATURE_CHARS:
+        return []
+    forms: list[tuple[str | None, str]] = [(None, text)]
+    prefixed = _NAME_PREFIX.match(text)
+    if prefixed is not None:
+        forms.append((prefixed.group(1), prefixed.group(2).strip()))
+    found: list[tuple[str | None, Encoding, bytes]] = []
+    for prefix, digest_text in forms:
+        for encoding in ENCODINGS:
+            try:
+                if encoding == "hex":
+                    raw = bytes.fromhex(digest_text)
+                else:
+                    raw = base64.b64decode(digest_text, validate=True)
+            except (ValueError, binascii.Error):
+                continue
+            if len(raw) in _DIGEST_SIZES:
+                found.append((prefix, encoding, raw))
+    return found
+
+
+def _changes(match: SignatureMatch, configured: HmacAuth) -> list[tuple[str, str, str]]:
+    """(environment variable, YAML field, value) to set so ``configured`` accepts ``match``."""
+    changes: list[tuple[str, str, str]] = []
+    if match.header.lower() != configured.header.lower():
+        changes.append(("BRIDGE_HMAC_HEADER", "header", match.header))
+    if match.algorithm != configured.algorithm:
+        changes.append(("BRIDGE_HMAC_ALGORITHM", "algorithm", match.algorithm))
+    if match.encoding != configured.encoding:
+        changes.append(("BRIDGE_HMAC_ENCODING", "encoding", match.encoding))
+    return changes
+
+
+def _match_hint(match: SignatureMatch, configured: HmacAuth) -> str:
+    form = f"{match.algorithm}/{match.encoding}"
+    if match.prefix is not None:
+        form += f" after a '{match.prefix}=' prefix"
+    hint = f"header {match.header} verifies with {form}"
+    if match.prefix is not None and match.prefix.lower() != match.algorithm:
+        return hint + (
+            f"; the bridge reads only a prefix that names the algorithm ({match.algorithm}=),"
+            " not this one"
+        )
+    changes = _changes(match, configured)
+    if not changes:
+        return hint + "; the configuration already says so"
+    env = " ".join(f"{variable}={value}" for variable, _, value in changes)
+    yaml = ", ".join(f"{field_name}: {value}" for _, field_name, value in changes)
+    return f"{hint}; set {env} (or auth: {{{yaml}}} in the receiver's YAML)"
+
+
+def diagnose_hmac(
+    headers: Iterable[tuple[str, str]],
+    body: bytes | None,
+    verifier: HmacAuth,
+) -> Diagnosis:
+    """Which header would verify ``body`` with the receiver's secrets, and how.
+
+    Tries every header that is not a well-known non-signature one (at most
+    :data:`MAX_DIAGNOSED_HEADERS`), bare or after a ``name=`` prefix, as hex and base64, with
+    sha1, sha256 and sha512 (the digest's size says which). Costs one HMAC of the body per
+    secret and algorithm whose size a candidate has. ``body`` None: the body was not read,
+    only the header names are told.
+    """
+    names: list[str] = []
+    candidates: list[tuple[str, str | None, Encoding, bytes]] = []
+    for name, value in headers:
+        if len(names) >= MAX_DIAGNOSED_HEADERS:
+            break
+        if name not in names:
+            names.append(name)
+        if name.lower() in _NOT_SIGNATURES or name.lower() == "authorization":
+            continue
+        for prefix, encoding, raw in _decodings(value):
+            candidates.append((name, prefix, encoding, raw))
+    if body is None:
+        hint = (
+            "the body was not read, so no header was checked against the secret; "
+            "capture the request and run alm-bridge diagnose"
+        )
+        return Diagnosis(tuple(names), (), (), hint)
+    digests: dict[Algorithm, list[bytes]] = {}
+    matches: list[SignatureMatch] = []
+    lookalikes: list[tuple[str, Algorithm, Encoding]] = []
+    for name, prefix, encoding, raw in candidates:
+        algorithm = _DIGEST_SIZES[len(raw)]
+        if algorithm not in digests:
+            digests[algorithm] = [hmac.new(s, body, algorithm).digest() for s in verifier.secrets]
+        matched = False
+        for expected in digests[algorithm]:
+            matched |= hmac.compare_digest(raw, expected)
+        if matched:
+            match = SignatureMatch(name, algorithm, encoding, prefix)
+            if match not in matches:
+                matches.append(match)
+        elif (name, algorithm, encoding) not in lookalikes:
+            lookalikes.append((name, algorithm, encoding))
+    if matches:
+        hint = "; ".join(_match_hint(m, verifier) for m in matches[:3])
+    elif lookalikes:
+        shown = ", ".join(f"{n} ({a}/{e})" for n, a, e in lookalikes[:3])
+        hint = (
+            f"no header verifies with the configured secret; {shown} looks like a signature: "
+            "check that the secret is the one ALM signs with (a JSON file from ALM: give the "
+            "file itself) and that nothing between ALM and the bridge changes the body"
+        )
+    else:
+        hint = (
+            "no header holds a hex or base64 digest of sha1, sha256 or sha512: ALM sent no "
+            "signature (is its signing method on?)"
+        )
+    return Diagnosis(tuple(names), tuple(matches), tuple(lookalikes), hint)

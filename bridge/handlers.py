@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots, inflate
 from bridge.alm import Challenge, check_challenge, estimated_memory
+from bridge.diagnosis import Throttle, log_refusal
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.ingest import Ingestor
 from bridge.logs import Sampler, escaped, get_logger, valid_text
@@ -57,6 +58,8 @@ class State:
     # Request lines of requests anyone can send without credentials: sampled per receiver,
     # status and error (refusals) or outcome (probes, challenges).
     sampled_lines: Sampler = field(default_factory=Sampler)
+    # At most one auth_diagnosis line per receiver per few seconds.
+    diagnoses: Throttle = field(default_factory=Throttle)
 
     @property
     def inflight(self) -> int:
@@ -270,10 +273,11 @@ async def webhook_post(request: web.Request) -> web.Response:
         _bind(outcome="rejected", error=code)
         return error_response(status, code, detail, close=close)
 
-    def unauthorized(exc: AuthError) -> web.Response:
+    def unauthorized(exc: AuthError, body: bytes | None = None) -> web.Response:
         batches(name, "unauthorized").inc()
         state.metrics.auth_failures.labels(name, exc.reason).inc()
         _bind(outcome="unauthorized", auth_reason=exc.reason)
+        log_refusal(state.diagnoses, name, receiver.verifier, request.headers.items(), body)
         return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail, close=True)
 
     if state.shutting_down:
@@ -388,7 +392,7 @@ async def webhook_post(request: web.Request) -> web.Response:
             auth_error = exc
     if auth_error is not None:
         challenge = _unauthenticated_challenge(state, receiver, body)
-        return _challenge_reply(challenge) if challenge else unauthorized(auth_error)
+        return _challenge_reply(challenge) if challenge else unauthorized(auth_error, body)
     # Authenticated: only now may the request take a publishing slot, charged with what
     # the batch will hold while it is parsed and published.
     cost = estimated_memory(body)

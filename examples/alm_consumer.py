@@ -15,9 +15,15 @@ What it does, and why:
   handler. Its records are raw batches (or single events) that the bridge could not
   publish; they need a person or a replay, not the business logic.
 
-Run it against the local broker of ``make kafka-up``::
+Run it against the local broker of ``make run`` or ``make kafka-up``, with the project's
+virtualenv (which has aiokafka)::
 
-    python examples/alm_consumer.py --bootstrap 127.0.0.1:9092 --group my-service
+    .venv/bin/python examples/alm_consumer.py --bootstrap 127.0.0.1:9092 --group my-service
+
+On a fresh broker, the group coordinator needs a moment to exist (Kafka creates its offsets
+topic on the first group's request), and the dead-letter topic exists once the bridge has
+started: aiokafka's retries meanwhile are logged at INFO (:class:`TransientCoordinatorFilter`),
+not ERROR.
 
 The contract (topics, headers, keys, value schemas) is in docs/asyncapi.md.
 """
@@ -44,6 +50,34 @@ from aiokafka.structs import ConsumerRecord
 log = logging.getLogger("alm_consumer")
 
 DEFAULT_PATTERN = r"^alm\.(?!deadletter$)"
+# aiokafka's loggers whose ERROR lines a fresh broker causes and aiokafka itself retries.
+_TRANSIENT_LOGGERS = ("aiokafka.consumer.group_coordinator", "aiokafka.cluster")
+
+
+class TransientCoordinatorFilter(logging.Filter):
+    """aiokafka's ERROR lines for what a fresh broker answers and aiokafka retries, at INFO.
+
+    Until its offsets topic exists, a fresh broker has no group coordinator: aiokafka logs
+    "Group Coordinator Request failed" at ERROR each time it retries the lookup. Until the
+    bridge has started once, the dead-letter topic does not exist: aiokafka logs "Topic ...
+    not found in cluster metadata" at ERROR and waits for it. An error aiokafka does not
+    retry keeps its level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR:
+            return True
+        first = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if record.msg == "Group Coordinator Request failed: %s":
+            if getattr(first, "retriable", False):
+                record.msg = "waiting for the group coordinator (%s); retrying"
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        elif record.msg == "Topic %s not found in cluster metadata":
+            record.msg = "topic %s does not exist yet (the bridge creates it); waiting for it"
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 DEFAULT_DEAD_LETTER_TOPIC = "alm.deadletter"
 
 
@@ -332,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     re.compile(args.pattern)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for name in _TRANSIENT_LOGGERS:
+        logging.getLogger(name).addFilter(TransientCoordinatorFilter())
     window = SeenWindow(
         max_entries=args.dedupe_max_entries, max_age_seconds=args.dedupe_max_age_seconds
     )

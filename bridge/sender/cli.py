@@ -72,7 +72,7 @@ def _parameter(name: str, info: FieldInfo, declared: Flag | Positional) -> inspe
         )
     # The option's own default stays None ("not given"), so the model's default applies;
     # the help text shows that default.
-    default = _default_text(info.default)
+    default = declared.shown_default or _default_text(info.default)
     option = typer.Option(
         declared.name,
         help=declared.help if default is None else f"{declared.help}  [default: {default}]",

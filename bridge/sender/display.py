@@ -57,21 +57,39 @@ def summary_table(summary: SendSummary) -> Table:
     )
     rows.extend(
         [
-            ("timeouts", str(summary.timeouts)),
-            ("connection errors", str(summary.connection_errors)),
+            (
+                "timeouts",
+                _with_reasons(summary.timeouts, summary.error_reasons.get("timeout", {})),
+            ),
+            (
+                "connection errors",
+                _with_reasons(
+                    summary.connection_errors, summary.error_reasons.get("connection_error", {})
+                ),
+            ),
         ]
     )
     if summary.client_errors:
-        rows.append(("other client errors", str(summary.client_errors)))
+        rows.append(
+            (
+                "other client errors",
+                _with_reasons(summary.client_errors, summary.error_reasons.get("client_error", {})),
+            )
+        )
     rows.extend(
         [
             ("batches acknowledged", f"{summary.batches_acknowledged}/{summary.batches}"),
             ("events acknowledged", str(summary.events_acknowledged)),
             ("published (reported)", str(summary.reported.get("published", 0))),
             ("duplicates (reported)", str(summary.duplicates_reported)),
-            ("dead-lettered (reported)", str(summary.reported.get("deadLettered", 0))),
+            (
+                "dead-lettered (reported)",
+                _with_reasons(summary.reported.get("deadLettered", 0), summary.dead_letter_reasons),
+            ),
         ]
     )
+    if summary.unsent:
+        rows.append(("not sent (--max-run-seconds reached)", str(summary.unsent)))
     if summary.resent_batches:
         rows.append(
             (

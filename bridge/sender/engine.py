@@ -1,7 +1,9 @@
 """The async engine of ``send``: ALM-like senders, retries, rate limit, the challenge.
 
 Each sender waits for the answer to one batch before sending the next, like ALM; with
-``retry_until_acknowledged`` a batch is re-sent with exponential backoff until a 2xx.
+``retry_until_acknowledged`` a batch is re-sent with exponential backoff until a 2xx, unless
+the answer is one no re-send can change (:data:`NOT_RETRIED`). ``max_run_seconds`` bounds the
+whole run: no request starts after it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 import aiohttp
 import orjson
@@ -31,6 +34,10 @@ from bridge.sender.results import (
     summarize,
 )
 from bridge.sender.sources import SourcePlan
+
+# Answers a re-send of the same bytes cannot change: wrong credentials, an unknown receiver,
+# a body too large, a content type refused. ALM's own retry would hit them again too.
+NOT_RETRIED: Final = frozenset({401, 403, 404, 413, 415})
 
 
 class _RateLimiter:
@@ -82,7 +89,8 @@ async def _request(
             status = response.status
     except TimeoutError:
         # aiohttp's own timeout errors are TimeoutError subclasses as well.
-        return _Answer(None, b"", "timeout", None, _elapsed_ms(started))
+        detail = f"no answer within {timeout_seconds:g} s"
+        return _Answer(None, b"", "timeout", detail, _elapsed_ms(started))
     except aiohttp.ClientConnectionError as exc:
         detail = f"{type(exc).__name__}: {exc}"
         return _Answer(None, b"", "connection_error", detail, _elapsed_ms(started))
@@ -110,6 +118,18 @@ class _Run:
         self.record = record
         self.limiter = _RateLimiter(options.rate)
         self.started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        self.deadline = (
+            loop.time() + options.max_run_seconds if options.max_run_seconds > 0 else None
+        )
+        # Batches never sent because the run's time was up.
+        self.unsent = 0
+
+    def time_is_up(self, after: float = 0.0) -> bool:
+        """True when the run's time is up now, or would be ``after`` seconds from now."""
+        if self.deadline is None:
+            return False
+        return asyncio.get_running_loop().time() + after >= self.deadline
 
     async def phase(self, phase: Phase, indices: Sequence[int]) -> None:
         pending: Iterator[int] = iter(indices)
@@ -121,13 +141,16 @@ class _Run:
     async def _sender(self, phase: Phase, pending: Iterator[int]) -> None:
         # Like ALM, each sender waits for the answer to a batch before the next one.
         for index in pending:
+            if self.time_is_up():
+                self.unsent += 1
+                continue
             await self._deliver(phase, index)
 
     async def _deliver(self, phase: Phase, index: int) -> None:
         options = self.options
         batch = self.plan.body(index)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + options.max_retry_seconds
+        deadline = loop.time() + options.max_batch_retry_seconds
         delay = options.retry_backoff_base_seconds
         attempt = 0
         while True:
@@ -146,9 +169,11 @@ class _Run:
             retry = (
                 options.retry_until_acknowledged
                 and not acknowledged
+                and answer.status not in NOT_RETRIED
                 and loop.time() + delay <= deadline
+                and not self.time_is_up(after=delay)
             )
-            counts, response_error = response_fields(answer.body)
+            fields = response_fields(answer.body)
             self.record(
                 RequestResult(
                     index=index,
@@ -163,8 +188,10 @@ class _Run:
                     error_detail=answer.error_detail,
                     latency_ms=answer.latency_ms,
                     sent_at_seconds=sent_at,
-                    response_counts=counts,
-                    response_error=response_error,
+                    response_counts=fields.counts,
+                    response_error=fields.error,
+                    response_detail=fields.detail,
+                    dead_letter_reasons=fields.dead_letter_reasons,
                 )
             )
             if not retry:
@@ -231,6 +258,7 @@ async def run_send(
         url=options.url,
         seed=chosen_seed,
         elapsed_seconds=time.perf_counter() - run.started,
+        unsent=run.unsent,
     )
 
 

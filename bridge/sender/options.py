@@ -50,7 +50,8 @@ class Flag:
     """How a field is set from the command line: ``--name METAVAR``, help text.
 
     ``repeatable`` options collect every occurrence; ``negative`` names the switch that
-    turns a boolean off. The default shown in ``--help`` is the field's own default.
+    turns a boolean off. The default shown in ``--help`` is the field's own default, or
+    ``shown_default`` when the default depends on other options.
     """
 
     name: str
@@ -58,6 +59,8 @@ class Flag:
     metavar: str = ""
     repeatable: bool = False
     negative: str | None = None
+    # What ``--help`` shows as the default when the field's own default would mislead.
+    shown_default: str | None = None
 
     @property
     def parameter(self) -> str:
@@ -187,9 +190,10 @@ class SendOptions(BaseModel):
         AuthMethod,
         Flag(
             "--auth",
-            "Credentials to send (default: hmac if a secret is given, basic if --user is, "
-            "else none).",
+            "Credentials to send.",
             _choices(AuthMethod),
+            shown_default="hmac when --secret or --secret-file is given, basic when --user "
+            "is, else none",
         ),
     ] = "none"
     basic_user: Annotated[
@@ -251,11 +255,27 @@ class SendOptions(BaseModel):
             "Like ALM, resend a batch with backoff until it gets a 2xx.",
         ),
     ] = False
-    max_retry_seconds: Annotated[
+    max_batch_retry_seconds: Annotated[
         float,
         Field(ge=0),
-        Flag("--max-retry-seconds", "Give a batch up after this long.", "SECONDS"),
+        Flag(
+            "--max-batch-retry-seconds",
+            "With --retry-until-acknowledged: give each batch up after retrying it this long "
+            "(per batch; --max-run-seconds bounds the whole run).",
+            "SECONDS",
+        ),
     ] = 60.0
+    # 0: no bound. A run stops starting requests (first sends and retries) once it is up.
+    max_run_seconds: Annotated[
+        float,
+        Field(ge=0),
+        Flag(
+            "--max-run-seconds",
+            "Stop the whole run after this long: no request is started later, batches not "
+            "sent by then count as failed (0 = no limit).",
+            "SECONDS",
+        ),
+    ] = 3600.0
     retry_backoff_base_seconds: Annotated[
         float,
         Field(gt=0),

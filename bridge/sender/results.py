@@ -38,6 +38,9 @@ class RequestResult:
     sent_at_seconds: float
     response_counts: Mapping[str, int] | None = None
     response_error: str | None = None
+    # The bridge's words for a refusal ("detail"), and why events were dead-lettered.
+    response_detail: str | None = None
+    dead_letter_reasons: Mapping[str, int] | None = None
 
     @property
     def acknowledged(self) -> bool:
@@ -65,6 +68,10 @@ class RequestResult:
             "event_ids": list(self.event_ids),
             "response": dict(self.response_counts) if self.response_counts is not None else None,
             "response_error": self.response_error,
+            "response_detail": self.response_detail,
+            "dead_letter_reasons": (
+                dict(self.dead_letter_reasons) if self.dead_letter_reasons is not None else None
+            ),
         }
 
 
@@ -130,6 +137,13 @@ class SendSummary:
     # The reason codes the bridge gave (its answer's "error"), counted per status:
     # {401: {"auth_mismatch": 3}}.
     reasons: dict[int, dict[str, int]] = field(default_factory=dict)
+    # Why requests got no answer, per error: {"connection_error": {"ClientConnectorError:
+    # Cannot connect to host ...": 3}}.
+    error_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Why events were dead-lettered, as the bridge's 2xx answers said, in events.
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    # Batches never sent because the run's time (max_run_seconds) was up.
+    unsent: int = 0
 
     @property
     def duplicates_reported(self) -> int:
@@ -138,7 +152,12 @@ class SendSummary:
     @property
     def all_acknowledged(self) -> bool:
         finals = [r for r in self.results if r.final]
-        return not self.interrupted and bool(finals) and all(r.acknowledged for r in finals)
+        return (
+            not self.interrupted
+            and not self.unsent
+            and bool(finals)
+            and all(r.acknowledged for r in finals)
+        )
 
     @property
     def exit_code(self) -> int:
@@ -169,6 +188,9 @@ class SendSummary:
             "status_classes": dict(sorted(self.status_classes.items())),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "reasons": {str(k): dict(v) for k, v in sorted(self.reasons.items())},
+            "error_reasons": {k: dict(v) for k, v in sorted(self.error_reasons.items())},
+            "dead_letter_reasons": dict(self.dead_letter_reasons),
+            "batches_not_sent": self.unsent,
             "timeouts": self.timeouts,
             "connection_errors": self.connection_errors,
             "client_errors": self.client_errors,
@@ -200,12 +222,15 @@ def summarize(
     seed: int,
     elapsed_seconds: float,
     interrupted: bool = False,
+    unsent: int = 0,
 ) -> SendSummary:
     """The summary of a run's requests (a pure function, usable on a partial run)."""
     statuses: Counter[int] = Counter()
     reasons: dict[int, Counter[str]] = {}
     classes: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    error_reasons: dict[str, Counter[str]] = {}
+    dead_letter_reasons: Counter[str] = Counter()
     reported: Counter[str] = Counter({name: 0 for name in _RESPONSE_COUNT_FIELDS})
     latencies: list[float] = []
     sent_batches: set[int] = set()
@@ -226,8 +251,12 @@ def summarize(
                 reasons.setdefault(result.status, Counter())[result.response_error] += 1
         if result.error is not None:
             errors[result.error] += 1
+            detail = result.error_detail or "no reason given"
+            error_reasons.setdefault(result.error, Counter())[detail] += 1
         if result.acknowledged and result.response_counts is not None:
             reported.update(result.response_counts)
+        if result.acknowledged and result.dead_letter_reasons:
+            dead_letter_reasons.update(result.dead_letter_reasons)
         if result.phase == "send":
             sent_batches.add(result.index)
             if result.final and result.acknowledged:
@@ -264,24 +293,54 @@ def summarize(
         results=tuple(results),
         interrupted=interrupted,
         reasons={status: dict(counts.most_common()) for status, counts in reasons.items()},
+        error_reasons={kind: dict(c.most_common()) for kind, c in error_reasons.items()},
+        dead_letter_reasons=dict(dead_letter_reasons.most_common()),
+        unsent=unsent,
     )
 
 
-def response_fields(body: bytes) -> tuple[dict[str, int] | None, str | None]:
-    """The counts of a bridge's 2xx answer and the reason code (``error``) of any answer."""
+@dataclass(frozen=True, slots=True)
+class ResponseFields:
+    """What a bridge's answer says: its counts, reason code, detail and dead-letter reasons."""
+
+    counts: dict[str, int] | None = None
+    error: str | None = None
+    detail: str | None = None
+    dead_letter_reasons: dict[str, int] | None = None
+
+
+def response_fields(body: bytes) -> ResponseFields:
+    """The counts of a bridge's 2xx answer, the reason code (``error``) and ``detail`` of
+    any answer, and why events were dead-lettered (``deadLetterReasons``, or
+    ``deadLetterReason`` for all ``deadLettered`` events)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None, None
+        return ResponseFields()
     if not isinstance(doc, dict):
-        return None, None
+        return ResponseFields()
     counts = {
         name: value
         for name in _RESPONSE_COUNT_FIELDS
         if isinstance(value := doc.get(name), int) and not isinstance(value, bool)
     }
     error = doc.get("error")
-    return (counts or None), (error if isinstance(error, str) else None)
+    detail = doc.get("detail")
+    reasons: dict[str, int] | None = None
+    many = doc.get("deadLetterReasons")
+    one = doc.get("deadLetterReason")
+    if isinstance(many, dict):
+        reasons = {
+            str(k): v for k, v in many.items() if isinstance(v, int) and not isinstance(v, bool)
+        }
+    elif isinstance(one, str):
+        reasons = {one: counts.get("deadLettered", 0)}
+    return ResponseFields(
+        counts=counts or None,
+        error=error if isinstance(error, str) else None,
+        detail=detail if isinstance(detail, str) else None,
+        dead_letter_reasons=reasons or None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -901,7 +901,105 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("down", parents=[common], help="stop the broker")
     sub.add_parser("status", parents=[common], help="exit 0 and print the address if running")
     sub.add_parser("classpath", parents=[common], help="print the Kafka jars classpath")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a command against the broker (started and stopped around it if not running)",
+    )
+    run.add_argument("run_command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     return parser
+
+
+def conflict(kafka: LocalKafka) -> str | None:
+    """One line when a broker of this state dir runs at another address than asked for."""
+    pid = kafka.pid()
+    if pid is None:
+        return None
+    running = kafka.recorded_bootstrap() or kafka.bootstrap
+    if running == kafka.bootstrap:
+        return None
+    port = running.rpartition(":")[2]
+    return (
+        f"Kafka already runs at {running} (pid {pid}, state in {kafka.state_dir}), not at "
+        f"{kafka.bootstrap}: use KAFKA_PORT={port}, or stop it first with 'make kafka-down' "
+        f"(KAFKA_PORT={port})"
+    )
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Ctrl-C is ignored while what was started is being stopped."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def start_or_undo(kafka: LocalKafka, timeout_s: float) -> bool:
+    """Start the broker; on Ctrl-C stop what was started and return False (no traceback).
+
+    The broker runs in its own session, so the terminal's Ctrl-C never reaches it: without
+    this, an interrupted start would leave its JVM running.
+    """
+    try:
+        kafka.start(timeout_s=timeout_s)
+    except KeyboardInterrupt:
+        with _no_interrupts():
+            kafka.stop()
+        print("localkafka: interrupted; the broker being started is stopped", file=sys.stderr)
+        return False
+    return True
+
+
+def run_with_broker(kafka: LocalKafka, command: list[str], timeout_s: float) -> int:
+    """Run ``command`` against the broker of ``kafka``'s state dir (``make run``).
+
+    A broker already running at another address is refused with one line. A broker
+    already running at this address is used and left running; one started here is stopped
+    when the command ends, however it ends (Ctrl-C included). The command gets the address
+    the broker actually listens on as ``BRIDGE_KAFKA_BOOTSTRAP_SERVERS``.
+    """
+    problem = conflict(kafka)
+    if problem is not None:
+        print(f"localkafka: {problem}", file=sys.stderr)
+        return 2
+    started_here = kafka.pid() is None
+    if started_here:
+        began = time.monotonic()
+        if not start_or_undo(kafka, timeout_s):
+            return 130
+    try:
+        if started_here:
+            print(
+                f"Kafka started in {time.monotonic() - began:.1f}s (pid {kafka.pid()}) at "
+                f"{kafka.bootstrap}; it stops with this command",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"Kafka already runs at {kafka.bootstrap} (pid {kafka.pid()}); it keeps "
+                "running afterwards ('make kafka-down' stops it)",
+                file=sys.stderr,
+            )
+        address = kafka.recorded_bootstrap() or kafka.bootstrap
+        env = {**os.environ, "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": address}
+        # Same process group: the terminal's Ctrl-C reaches the command itself, which shuts
+        # down on its own; this process only waits for it.
+        child = subprocess.Popen(command, env=env)
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:
+            with _no_interrupts():
+                code = child.wait()
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        if started_here:
+            with _no_interrupts():
+                kafka.stop()
+            print("Kafka stopped", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -923,14 +1021,27 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"Kafka is running (pid {pid}), state in {kafka.state_dir}", file=sys.stderr)
             print(kafka.recorded_bootstrap() or kafka.bootstrap)
+        elif args.command == "run":
+            command = [c for c in args.run_command if c != "--"] if args.run_command else []
+            if not command:
+                print(
+                    "localkafka: run needs a command, e.g. run -- alm-bridge serve", file=sys.stderr
+                )
+                return 2
+            return run_with_broker(kafka, command, args.timeout)
         elif args.command == "up":
+            problem = conflict(kafka)
+            if problem is not None:
+                print(f"localkafka: {problem}", file=sys.stderr)
+                return 2
             pid = kafka.pid()
             if pid is not None:
                 print(f"Kafka is already running (pid {pid})", file=sys.stderr)
                 print(kafka.recorded_bootstrap() or kafka.bootstrap)
                 return 0
             started = time.monotonic()
-            kafka.start(timeout_s=args.timeout)
+            if not start_or_undo(kafka, args.timeout):
+                return 130
             print(
                 f"Kafka started in {time.monotonic() - started:.1f}s (pid {kafka.pid()}), "
                 f"logs in {kafka.logs_dir}",
@@ -944,6 +1055,10 @@ def main(argv: list[str] | None = None) -> int:
     except LocalKafkaError as exc:
         print(f"localkafka: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # e.g. while the jars download: nothing is running yet.
+        print("localkafka: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

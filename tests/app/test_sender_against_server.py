@@ -287,7 +287,7 @@ async def test_retries_stop_when_the_time_is_up(
             running.url,
             count=1,
             retry_until_acknowledged=True,
-            max_retry_seconds=0.2,
+            max_batch_retry_seconds=0.2,
             retry_backoff_base_seconds=0.02,
             retry_backoff_max_seconds=0.04,
         )
@@ -502,3 +502,91 @@ async def test_cli_challenge(serve: Serve) -> None:
 
     assert code == 0, output
     assert "hello" in output
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 413, 415])
+async def test_answers_no_resend_can_fix_are_not_resent(serve: Serve, status: int) -> None:
+    running = await serve(FakeReceiver(schedule=(status,)))
+    secret = b"wrong" if status == 401 else SECRET
+
+    summary = await run_send(
+        _options(running.url, count=3, hmac_secret=secret, retry_until_acknowledged=True)
+    )
+
+    assert summary.requests == 3
+    assert summary.batches_failed == 3
+    assert all(r.final and r.attempt == 1 for r in summary.results)
+
+
+async def test_the_run_is_bounded_as_a_whole(serve: Serve) -> None:
+    running = await serve(FakeReceiver(schedule=(503,)))
+
+    summary = await run_send(
+        _options(
+            running.url,
+            count=50,
+            retry_until_acknowledged=True,
+            max_batch_retry_seconds=60,
+            max_run_seconds=0.3,
+            retry_backoff_base_seconds=0.02,
+            retry_backoff_max_seconds=0.04,
+        )
+    )
+
+    assert summary.elapsed_seconds < 2.0
+    assert summary.unsent > 0
+    assert summary.batches_failed + summary.unsent == 50
+    assert summary.exit_code == 1
+    assert summary.summary_dict()["batches_not_sent"] == summary.unsent
+
+
+async def test_connection_errors_keep_their_reason() -> None:
+    (port,) = free_ports(1)
+    summary = await run_send(_options(f"http://127.0.0.1:{port}/webhooks/alm", count=2))
+
+    assert summary.connection_errors == 2
+    [(reason, count)] = summary.error_reasons["connection_error"].items()
+    assert count == 2
+    assert reason.startswith("ClientConnectorError: Cannot connect to host 127.0.0.1")
+    assert summary.summary_dict()["error_reasons"] == {"connection_error": {reason: 2}}
+
+
+async def test_timeouts_say_how_long_was_waited(serve: Serve) -> None:
+    running = await serve(FakeReceiver(schedule=("slow",), slow_seconds=1.0))
+
+    summary = await run_send(_options(running.url, count=1, timeout_seconds=0.1))
+
+    assert summary.error_reasons == {"timeout": {"no answer within 0.1 s": 1}}
+
+
+async def test_json_keeps_the_refusal_detail_and_dead_letter_reasons(
+    serve: Serve, tmp_path: Path
+) -> None:
+    async def dead_lettering(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "received": 3,
+                "published": 1,
+                "duplicates": 0,
+                "deadLettered": 2,
+                "deadLetterReasons": {"unlisted_event": 2},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/webhooks/alm", dead_lettering)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        summary = await run_send(_options(str(server.make_url("/webhooks/alm")), count=2))
+    finally:
+        await server.close()
+    refused = await run_send(
+        _options((await serve(FakeReceiver())).url, count=1, hmac_secret=b"wrong")
+    )
+
+    data = summary.to_dict()
+    assert data["summary"]["dead_letter_reasons"] == {"unlisted_event": 4}
+    assert data["requests"][0]["dead_letter_reasons"] == {"unlisted_event": 2}
+    assert refused.to_dict()["requests"][0]["response_detail"] == "bad"
+    assert refused.to_dict()["requests"][0]["response_error"] == "unauthorized"

@@ -49,7 +49,12 @@ def test_troubleshooting_covers_the_usual_incidents() -> None:
         "Dead letters: inspect and replay",
     ):
         assert heading in headings, heading
-    for tool in ("kcat", "kafka-console-consumer", "helm upgrade --install", "alm-bridge send"):
+    for tool in (
+        "alm-bridge tail",
+        "alm-bridge diagnose",
+        "helm upgrade --install",
+        "alm-bridge send",
+    ):
         assert tool in doc, tool
 
 

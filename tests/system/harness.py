@@ -418,7 +418,7 @@ def load_options(
         # Longer than ALM's 5 s, so that a slow answer is measured rather than cut off.
         timeout_seconds=timeout_seconds,
         retry_until_acknowledged=retry,
-        max_retry_seconds=max_retry_seconds,
+        max_batch_retry_seconds=max_retry_seconds,
         retry_backoff_base_seconds=0.5,
         retry_backoff_max_seconds=5.0,
     )

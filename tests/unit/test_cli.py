@@ -169,3 +169,20 @@ def test_a_file_receiver_without_authentication_is_refused(tmp_path: Path) -> No
         "credential_envs, credentials or credential_keys), or set auth: {method: none} to "
         "accept unauthenticated batches deliberately",
     ]
+
+
+def test_foreign_kafka_variables_are_named_with_the_bridges_own() -> None:
+    from bridge.__main__ import foreign_variables
+
+    warnings = foreign_variables(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+            "KAFKA_SASL_PASSWORD": "pw",
+            "BRIDGE_KAFKA_SASL_PASSWORD": "other",
+        }
+    )
+    assert warnings == [
+        "KAFKA_BOOTSTRAP_SERVERS is ignored by the bridge; it reads BRIDGE_KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_SASL_PASSWORD is ignored by the bridge; it reads BRIDGE_KAFKA_SASL_PASSWORD",
+    ]
+    assert foreign_variables({}) == []

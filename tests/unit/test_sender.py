@@ -631,3 +631,59 @@ def test_the_summary_shows_the_reason_codes_the_bridge_gave() -> None:
     assert re.search(r"status 401[\s│]+auth_mismatch \N{MULTIPLICATION SIGN} 3", text), text
     assert re.search(r"status 200[\s│]+1\b", text), text
     assert summary.summary_dict()["reasons"] == {"401": {"auth_mismatch": 3}}
+
+
+def test_help_shows_the_auth_default_that_applies() -> None:
+    from bridge.__main__ import app
+
+    result = CliRunner().invoke(app, ["send", "--help"], env={"COLUMNS": "100"})
+
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert (
+        "--auth none|basic|hmac Credentials to send. [default: hmac when --secret or "
+        "--secret-file is given, basic when --user is, else none]"
+    ) in text
+    assert "--max-run-seconds" in result.output
+    assert "--max-batch-retry-seconds" in result.output
+    assert "--max-retry-seconds " not in result.output
+
+
+def test_a_secret_implies_hmac_and_the_run_is_bounded_by_default() -> None:
+    options = SendOptions(url=URL, hmac_secret=b"s")
+    assert options.auth == "hmac"
+    assert options.max_run_seconds == 3600
+    assert SendOptions(url=URL).auth == "none"
+
+
+def test_summary_counts_error_reasons_and_unsent_batches() -> None:
+    from bridge.sender.results import summarize
+
+    def failed(index: int, detail: str | None) -> RequestResult:
+        return RequestResult(
+            index=index,
+            phase="send",
+            attempt=1,
+            final=True,
+            source="generated",
+            account_id=1,
+            event_ids=("e",),
+            status=None,
+            error="connection_error",
+            error_detail=detail,
+            latency_ms=1.0,
+            sent_at_seconds=0.0,
+        )
+
+    summary = summarize(
+        [failed(0, "ClientConnectorError: refused"), failed(1, None)],
+        url=URL,
+        seed=1,
+        elapsed_seconds=1.0,
+        unsent=3,
+    )
+    assert summary.error_reasons == {
+        "connection_error": {"ClientConnectorError: refused": 1, "no reason given": 1}
+    }
+    assert summary.unsent == 3
+    assert summary.exit_code == 1
