@@ -221,6 +221,7 @@ class _Connection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._headers_done()
+        self._payload = None  # it refers back to this connection
         super().connection_lost(exc)
 
     def handle_error(
