@@ -519,7 +519,8 @@ async def test_answers_no_resend_can_fix_are_not_resent(serve: Serve, status: in
 
 
 async def test_the_run_is_bounded_as_a_whole(serve: Serve) -> None:
-    running = await serve(FakeReceiver(schedule=(503,)))
+    # Every answer takes 50 ms: 50 batches one after the other cannot all start in 0.3 s.
+    running = await serve(FakeReceiver(schedule=(503,), delay_seconds=0.05))
 
     summary = await run_send(
         _options(
