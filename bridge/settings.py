@@ -499,6 +499,68 @@ def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
     )
 
 
+def variable(field: str) -> str:
+    """The ``BRIDGE_*`` variable of a setting."""
+    return f"{config_problems.ENV_PREFIX}{field.upper()}"
+
+
+def _file_keys(path: Path | str | None) -> set[str]:
+    """The top-level keys of the YAML file (none if it cannot be read as a mapping)."""
+    if not path:
+        return set()
+    with contextlib.suppress(OSError, ValueError, yaml.YAMLError):
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            return {str(key) for key in data}
+    return set()
+
+
+def _source(settings: Settings, field: str, environ: Mapping[str, str] | None) -> str:
+    """``env``, ``file`` or ``default``: where the operator gave ``field``."""
+    env = os.environ if environ is None else environ
+    if variable(field) in env:
+        return "env"
+    if field in _file_keys(settings.config_file or env.get(CONFIG_FILE_ENV)):
+        return "file"
+    return "default"
+
+
+def _config_path(settings: Settings, environ: Mapping[str, str] | None) -> str:
+    env = os.environ if environ is None else environ
+    return str(settings.config_file or env.get(CONFIG_FILE_ENV) or "")
+
+
+def setting_name(
+    settings: Settings, field: str, *, environ: Mapping[str, str] | None = None
+) -> str:
+    """A setting as the operator wrote it: ``BRIDGE_X``, or ``x in <file>``."""
+    if _source(settings, field, environ) == "file":
+        return f"{field} in {_config_path(settings, environ)}"
+    return variable(field)
+
+
+def setting_said(
+    settings: Settings, field: str, *, environ: Mapping[str, str] | None = None
+) -> str:
+    """A setting and its value as the operator wrote them (``BRIDGE_X=value``, ``x: value
+    in <file>``), or ``BRIDGE_X=value (the default)``. Never for a secret's value."""
+    value = getattr(settings, field)
+    shown = "unset" if value is None else str(value)
+    source = _source(settings, field, environ)
+    if source == "file":
+        return f"{field}: {shown} in {_config_path(settings, environ)}"
+    return f"{variable(field)}={shown}" + (" (the default)" if source == "default" else "")
+
+
+def setting_to(
+    settings: Settings, field: str, value: str, *, environ: Mapping[str, str] | None = None
+) -> str:
+    """How to set ``field`` to ``value`` where the operator sets it."""
+    if _source(settings, field, environ) == "file":
+        return f"{field}: {value} in {_config_path(settings, environ)}"
+    return f"{variable(field)}={value}"
+
+
 def kafka_problems(settings: Settings) -> list[str]:
     problems: list[str] = []
     protocol = settings.kafka_security_protocol
