@@ -105,8 +105,9 @@ run: $(RUN_STAMP)
 	$(LOCALKAFKA) run -- $(BIN)/alm-bridge serve
 
 # The consumers' contract for the default configuration (tests/unit/test_asyncapi.py checks
-# that these copies match the code). BRIDGE_* variables of this shell are left out.
-asyncapi-docs: $(STAMP)
+# that these copies match the code). BRIDGE_* variables of this shell are left out. The
+# command needs the service's own dependencies only, like `make run`.
+asyncapi-docs: $(RUN_STAMP)
 	env $$(env | sed -n 's/^\(BRIDGE_[^=]*\)=.*/-u \1/p') $(BIN)/alm-bridge asyncapi -o docs/asyncapi.yaml
 	env $$(env | sed -n 's/^\(BRIDGE_[^=]*\)=.*/-u \1/p') $(BIN)/alm-bridge asyncapi --format markdown -o docs/asyncapi.md
 

@@ -10,13 +10,19 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from bridge import __version__
 from bridge.config_problems import unknown_variable
 from bridge.errors import ConfigError, KafkaStartError, StartupError
 from bridge.receivers import resolve
-from bridge.settings import Settings, kafka_problems, load_settings, unknown_environment
+from bridge.settings import (
+    Settings,
+    kafka_problems,
+    load_settings,
+    plaintext_secrets,
+    unknown_environment,
+)
 
 
 class _Commands(TyperGroup):
@@ -35,6 +41,49 @@ class _Commands(TyperGroup):
         from bridge.sender.cli import typer_app
 
         return typer.main.get_command(typer_app())
+
+
+# Settings whose value is a secret: never echoed back from a mistaken option.
+_SECRET_FIELDS = frozenset({"hmac_secret", "basic_credentials", "kafka_sasl_password"})
+
+
+def setting_for_option(option: str) -> str | None:
+    """The setting an option such as ``--port`` or ``--bootstrap-servers`` means, if any."""
+    field = option.lstrip("-").replace("-", "_").lower()
+    for candidate in (field, f"kafka_{field}"):
+        if candidate in Settings.model_fields and candidate != "config_file":
+            return candidate
+    return None
+
+
+class _ReadsSettings(TyperCommand):
+    """A command configured by ``BRIDGE_*`` variables: an option named like a setting
+    (``serve --port 9000``) is answered with the variable to set, not only "No such option"."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        known = {opt for param in self.params for opt in (*param.opts, *param.secondary_opts)}
+        for index, arg in enumerate(args):
+            if arg == "--":
+                break
+            name, equals, value = arg.partition("=")
+            if not name.startswith("--") or name in known:
+                continue
+            field = setting_for_option(name)
+            if field is None:
+                continue
+            if not equals:
+                following = args[index + 1] if index + 1 < len(args) else ""
+                value = following if following and not following.startswith("-") else "…"
+            if field in _SECRET_FIELDS:
+                value = "…"
+            typer.echo(
+                f"alm-bridge {ctx.info_name}: {name} is not an option; settings are read "
+                f"from BRIDGE_* variables (or the --config file): set "
+                f"BRIDGE_{field.upper()}={value} (or {field}: {value} in the file)",
+                err=True,
+            )
+            ctx.exit(2)
+        return list(super().parse_args(ctx, args))
 
 
 app = typer.Typer(
@@ -123,6 +172,11 @@ def _warn_unknown_environment() -> None:
         typer.echo(f"alm-bridge: warning: {warning}", err=True)
 
 
+def _warn_plaintext_secrets(settings: Settings) -> None:
+    for warning in plaintext_secrets(settings):
+        typer.echo(f"alm-bridge: warning: {warning}", err=True)
+
+
 def _fail(exc: ConfigError) -> typer.Exit:
     typer.echo("alm-bridge: invalid configuration:", err=True)
     for problem in exc.problems:
@@ -130,7 +184,7 @@ def _fail(exc: ConfigError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-@app.command()
+@app.command(cls=_ReadsSettings)
 def serve(config: ConfigOption = None) -> None:
     """Run the bridge until SIGTERM or SIGINT."""
     from bridge.app import serve as run_server
@@ -141,6 +195,7 @@ def serve(config: ConfigOption = None) -> None:
         try:
             _check_config_file(config)
             settings = load_settings(config)
+            _warn_plaintext_secrets(settings)
             resolve(settings)
         except ConfigError as exc:
             raise _fail(exc) from None
@@ -166,13 +221,14 @@ def _run(coro: object) -> int:
     return uvloop.run(coro)  # type: ignore[arg-type]
 
 
-@app.command("check-config")
+@app.command("check-config", cls=_ReadsSettings)
 def check_config(config: ConfigOption = None) -> None:
     """Validate the configuration and print it with secrets masked."""
     _warn_unknown_environment()
     try:
         _check_config_file(config)
         settings = load_settings(config)
+        _warn_plaintext_secrets(settings)
         receivers = resolve(settings)
     except ConfigError as exc:
         raise _fail(exc) from None
@@ -231,6 +287,7 @@ def diagnose(
     try:
         _check_config_file(config)
         settings = load_settings(config)
+        _warn_plaintext_secrets(settings)
         receivers = resolve(settings)
     except ConfigError as exc:
         raise _fail(exc) from None
@@ -255,7 +312,7 @@ def diagnose(
     raise typer.Exit(code=0 if accepted else 1)
 
 
-@app.command("tail")
+@app.command("tail", cls=_ReadsSettings)
 def tail_command(
     topics: Annotated[
         list[str] | None,

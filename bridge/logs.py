@@ -58,6 +58,43 @@ class ClientErrorFilter(logging.Filter):
         return True
 
 
+class NewLeaderFilter(logging.Filter):
+    """aiokafka's warning for a produce answer "no leader here yet", the first time, at INFO.
+
+    A topic the bridge has just created has no elected leader for a moment, so the first
+    batch to it is answered ``NotLeaderForPartitionError`` (or ``LeaderNotAvailableError``)
+    and aiokafka retries it, logging a WARNING that needs no action. The first such answer
+    for a partition becomes an INFO line; a partition that keeps answering it (a leader
+    that stays away) keeps its WARNING.
+    """
+
+    _MSG: Final = "Got error produce response on topic-partition %s, retrying. Error: %s"
+    _TRANSIENT: Final = frozenset({"NotLeaderForPartitionError", "LeaderNotAvailableError"})
+
+    def __init__(self, max_partitions: int = 10_000) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+        self._max = max_partitions
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self._MSG or not isinstance(record.args, tuple) or len(record.args) != 2:
+            return True
+        partition, error = record.args
+        name = error.__name__ if isinstance(error, type) else type(error).__name__
+        key = str(partition)
+        if name not in self._TRANSIENT or key in self._seen:
+            return True
+        if len(self._seen) >= self._max:
+            self._seen.clear()
+        self._seen.add(key)
+        record.msg = (
+            "partition %s has no leader yet (%s): a new topic's leader is being elected; retrying"
+        )
+        record.args = (partition, name)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class RepeatFilter(logging.Filter):
     """Lets a repeated message through once per window, then says how often it repeated.
 
@@ -363,6 +400,7 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None
     repeat = RepeatFilter()
     _REPEATS[:] = [repeat]
     handler.addFilter(ClientErrorFilter())
+    handler.addFilter(NewLeaderFilter())
     handler.addFilter(repeat)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
@@ -22,17 +23,21 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTo
 
 from bridge.batching import Handle, Lanes
 from bridge.errors import KafkaStartError, PublishUnavailable
+from bridge.listener import Listener, first_server, identify
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
 from bridge.routing import Record
-from bridge.settings import Settings, sasl_password
+from bridge.settings import Settings, sasl_password, setting_name, setting_said, setting_to
 from bridge.sink import PublishResult, Refusal
 from bridge.topics import BROKEN_PRODUCER, Topics, describe, metadata, refusal_of
 
 log = get_logger("bridge.publisher")
 T = TypeVar("T")
 
-_FATAL_NAMES = ("SaslAuthenticationFailed", "AuthenticationFailedError", "SSLError")
+_CREDENTIALS_REFUSED = ("SaslAuthenticationFailed", "AuthenticationFailedError")
+_FATAL_NAMES = (*_CREDENTIALS_REFUSED, "SSLError")
+# Errors that say the first bootstrap server was never reached: no listener to ask.
+_NOT_REACHED = (ConnectionRefusedError, socket.gaierror, TimeoutError)
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -85,14 +90,60 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 
 def is_fatal(exc: BaseException) -> bool:
     """Errors that a retry cannot fix: bad credentials, an untrusted certificate."""
-    seen: set[int] = set()
+    return any(
+        isinstance(each, ssl.SSLError) or type(each).__name__ in _FATAL_NAMES
+        for each in _chain(exc)
+    )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (or contexts), each once."""
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError) or type(current).__name__ in _FATAL_NAMES:
-            return True
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
-    return False
+    return chain
+
+
+def _in_chain(
+    exc: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+) -> bool:
+    return any(isinstance(each, kinds) for each in _chain(exc))
+
+
+def _not_reached(exc: BaseException) -> bool:
+    """The first bootstrap server was never reached: no listener to ask."""
+    return _in_chain(exc, _NOT_REACHED)
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """A certificate refused, or credentials: the listener's protocol was the right one."""
+    return _in_chain(exc, ssl.SSLCertVerificationError) or any(
+        type(each).__name__ in _CREDENTIALS_REFUSED for each in _chain(exc)
+    )
+
+
+def mismatch(settings: Settings, address: str, listener: Listener) -> str | None:
+    """Why the bridge's settings cannot work with ``listener``, in one line, or ``None``."""
+    protocol = settings.kafka_security_protocol
+    if listener.protocol != protocol:
+        article = "an" if listener.protocol == "SSL" else "a"
+        return (
+            f"{setting_said(settings, 'kafka_security_protocol')}, but {address} answered "
+            f"like {article} {listener.protocol} listener: set "
+            f"{setting_to(settings, 'kafka_security_protocol', listener.protocol)}, or point "
+            f"{setting_name(settings, 'kafka_bootstrap_servers')} at the broker's "
+            f"{protocol} listener"
+        )
+    mechanism = settings.kafka_sasl_mechanism
+    if protocol.startswith("SASL") and mechanism and mechanism not in listener.mechanisms:
+        offered = ", ".join(listener.mechanisms)
+        return (
+            f"{setting_said(settings, 'kafka_sasl_mechanism')}, but {address} offers only "
+            f"{offered}: set {setting_name(settings, 'kafka_sasl_mechanism')} to one of them"
+        )
+    return None
 
 
 __all__ = ["KafkaStartError", "PublishResult", "Publisher", "Refusal"]
@@ -160,6 +211,11 @@ class Publisher:
                 # aiokafka logs why bootstrapping failed and raises a generic error;
                 # one direct connection tells bad credentials from an unreachable cluster.
                 cause = await self._probe(min(timeout_seconds, 5.0)) or exc
+                if not _not_reached(cause) and not _untrusted(cause):
+                    # A TCP answer but no Kafka session: perhaps another security protocol.
+                    wrong = await self._wrong_protocol()
+                    if wrong is not None:
+                        raise KafkaStartError(wrong) from exc
                 if is_fatal(cause):
                     raise KafkaStartError(describe(cause)) from exc
                 raise PublishUnavailable(f"cannot reach Kafka: {describe(cause)}") from exc
@@ -199,6 +255,22 @@ class Publisher:
             return exc
         conn.close()
         return None
+
+    async def _wrong_protocol(self) -> str | None:
+        """Why the first bootstrap server cannot work with these settings, if it says so.
+
+        Only a listener that answered like Kafka (with another security protocol, or
+        without the SASL mechanism) gives a reason; anything else is left to the retries.
+        """
+        try:
+            host, port = first_server(self._settings.kafka_bootstrap_servers)
+        except ValueError:
+            return None
+        listener = await identify(host, port)
+        if listener is None:
+            return None
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return mismatch(self._settings, address, listener)
 
     async def stop(self, timeout_seconds: float) -> None:
         """Flush and stop; bounded, and safe to call twice or after a failed start."""

@@ -462,6 +462,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     path = str(config_file) if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
     if path and not Path(path).is_file():
         raise ConfigError([f"{CONFIG_FILE_ENV}: {path} is not a readable file"])
+    if path:
+        _check_top_level(path)
     try:
         if config_file is not None:
             return _reading(config_file)(**{"config_file": config_file, **overrides})
@@ -472,19 +474,49 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError([f"{path}: {exc}"]) from None
 
 
+def _check_top_level(path: str) -> None:
+    """A file whose top level is not a mapping of settings, as one line."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return  # named by the settings source itself
+    if data is None or isinstance(data, dict):
+        return
+    kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+    raise ConfigError(
+        [
+            f"{path}: the file must be a mapping of settings (key: value, e.g. "
+            f"'receivers:' at the top level), not {kind}"
+        ]
+    )
+
+
 def _file_problems(exc: ValidationError, path: str | None) -> list[str]:
     """Problems named by variable, or by key and receiver name in the YAML file."""
     data: Any = None
     if path:
         with contextlib.suppress(OSError, ValueError, yaml.YAMLError):
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return config_problems.describe(
+    file_data = data if isinstance(data, dict) else None
+    problems = config_problems.describe(
         exc,
         model=Settings,
         environ=os.environ,
         config_file=Path(path) if path else None,
-        file_data=data if isinstance(data, dict) else None,
+        file_data=file_data,
     )
+    return problems + duplicate_receivers(file_data, path)
+
+
+def duplicate_receivers(file_data: Mapping[str, Any] | None, path: str | None) -> list[str]:
+    """Receiver names given twice in the file, found even when other keys are invalid."""
+    receivers = (file_data or {}).get("receivers")
+    if not isinstance(receivers, list):
+        return []
+    names = [r.get("name") for r in receivers if isinstance(r, dict)]
+    twice = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    where = f" in {path}" if path else ""
+    return [f"receiver {name!r}{where}: the name is used twice" for name in twice]
 
 
 def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
@@ -499,28 +531,149 @@ def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
     )
 
 
-def kafka_problems(settings: Settings) -> list[str]:
+def variable(field: str) -> str:
+    """The ``BRIDGE_*`` variable of a setting."""
+    return f"{config_problems.ENV_PREFIX}{field.upper()}"
+
+
+def _file_keys(path: Path | str | None) -> set[str]:
+    """The top-level keys of the YAML file (none if it cannot be read as a mapping)."""
+    if not path:
+        return set()
+    with contextlib.suppress(OSError, ValueError, yaml.YAMLError):
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            return {str(key) for key in data}
+    return set()
+
+
+def _source(settings: Settings, field: str, environ: Mapping[str, str] | None) -> str:
+    """``env``, ``file`` or ``default``: where the operator gave ``field``."""
+    env = os.environ if environ is None else environ
+    if variable(field) in env:
+        return "env"
+    if field in _file_keys(settings.config_file or env.get(CONFIG_FILE_ENV)):
+        return "file"
+    return "default"
+
+
+def _config_path(settings: Settings, environ: Mapping[str, str] | None) -> str:
+    env = os.environ if environ is None else environ
+    return str(settings.config_file or env.get(CONFIG_FILE_ENV) or "")
+
+
+def setting_name(
+    settings: Settings, field: str, *, environ: Mapping[str, str] | None = None
+) -> str:
+    """A setting as the operator wrote it: ``BRIDGE_X``, or ``x in <file>``."""
+    if _source(settings, field, environ) == "file":
+        return f"{field} in {_config_path(settings, environ)}"
+    return variable(field)
+
+
+def setting_said(
+    settings: Settings, field: str, *, environ: Mapping[str, str] | None = None
+) -> str:
+    """A setting and its value as the operator wrote them (``BRIDGE_X=value``, ``x: value
+    in <file>``), or ``BRIDGE_X=value (the default)``. Never for a secret's value."""
+    value = getattr(settings, field)
+    shown = "unset" if value is None else str(value)
+    source = _source(settings, field, environ)
+    if source == "file":
+        return f"{field}: {shown} in {_config_path(settings, environ)}"
+    return f"{variable(field)}={shown}" + (" (the default)" if source == "default" else "")
+
+
+def setting_to(
+    settings: Settings, field: str, value: str, *, environ: Mapping[str, str] | None = None
+) -> str:
+    """How to set ``field`` to ``value`` where the operator sets it."""
+    if _source(settings, field, environ) == "file":
+        return f"{field}: {value} in {_config_path(settings, environ)}"
+    return f"{variable(field)}={value}"
+
+
+def kafka_problems(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The Kafka settings that cannot work together, each named as the operator wrote it."""
     problems: list[str] = []
     protocol = settings.kafka_security_protocol
+
+    def name(field: str) -> str:
+        return setting_name(settings, field, environ=environ)
+
+    def missing(field: str) -> str:
+        # A setting that was not given: its key in the file if the protocol came from
+        # there, else its variable.
+        if _source(settings, "kafka_security_protocol", environ) == "file":
+            return f"{field} in {_config_path(settings, environ)}"
+        return variable(field)
+
     if protocol.startswith("SASL"):
+        needs = (
+            f"required with {setting_said(settings, 'kafka_security_protocol', environ=environ)}"
+        )
         if settings.kafka_sasl_mechanism is None:
-            problems.append("kafka_sasl_mechanism: required with a SASL security protocol")
+            problems.append(
+                f"{missing('kafka_sasl_mechanism')}: {needs} (PLAIN, SCRAM-SHA-256 or "
+                "SCRAM-SHA-512)"
+            )
         if not settings.kafka_sasl_username:
-            problems.append("kafka_sasl_username: required with a SASL security protocol")
+            problems.append(f"{missing('kafka_sasl_username')}: {needs}")
         if settings.kafka_sasl_password is None and settings.kafka_sasl_password_file is None:
             problems.append(
-                "kafka_sasl_password: required with a SASL security protocol "
-                "(or kafka_sasl_password_file)"
+                f"{missing('kafka_sasl_password')}: {needs} "
+                f"(or {missing('kafka_sasl_password_file')})"
             )
-    for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
-        path = getattr(settings, name)
+    for field in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+        path = getattr(settings, field)
         if path is not None and not Path(path).is_file():
-            problems.append(f"{name}: {path} is not a readable file")
+            problems.append(f"{name(field)}: {path} is not a readable file")
     if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
-        problems.append("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        given, other = (
+            ("kafka_ssl_certfile", "kafka_ssl_keyfile")
+            if settings.kafka_ssl_keyfile is None
+            else ("kafka_ssl_keyfile", "kafka_ssl_certfile")
+        )
+        problems.append(f"{name(given)}: needs {missing(other)} too (they go together)")
     if not settings.kafka_bootstrap_servers.strip():
-        problems.append("kafka_bootstrap_servers: empty")
+        problems.append(f"{name('kafka_bootstrap_servers')}: empty")
     return problems
+
+
+# Settings that hold a secret's value, and where else the operator can keep it.
+_SECRET_SETTINGS: Final = {
+    "hmac_secret": "BRIDGE_HMAC_SECRET or hmac_secret_file",
+    "basic_credentials": "BRIDGE_BASIC_CREDENTIALS or basic_credentials_file",
+    "kafka_sasl_password": "BRIDGE_KAFKA_SASL_PASSWORD or kafka_sasl_password_file",
+}
+
+
+def plaintext_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warnings for secrets written into the configuration file itself (never their values)."""
+    path = _config_path(settings, environ)
+    where = f" in {path}" if path else ""
+    warnings = [
+        f"{field}{where} holds a secret in plain text; keep it in {instead} instead"
+        for field, instead in _SECRET_SETTINGS.items()
+        if _source(settings, field, environ) == "file"
+    ]
+    for receiver in settings.receivers:
+        auth = receiver.auth
+        for key, instead, given in (
+            ("secrets", "secret_files, secret_envs or secret_keys", auth.secrets),
+            (
+                "credentials",
+                "credential_files, credential_envs or credential_keys",
+                auth.credentials,
+            ),
+        ):
+            if given:
+                warnings.append(
+                    f"receiver {receiver.name!r}{where}: auth.{key} holds "
+                    f"{'a secret' if len(given) == 1 else f'{len(given)} secrets'} in plain "
+                    f"text; keep {'it' if len(given) == 1 else 'them'} in {instead} instead"
+                )
+    return warnings
 
 
 def sasl_password(settings: Settings) -> str | None:

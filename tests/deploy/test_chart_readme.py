@@ -73,3 +73,26 @@ def test_readme_examples_install(tmp_path: Path) -> None:
         layered = files[:1] if number == 0 else [files[0], files[number]]
         result = run(helm_template_args(layered))
         assert result.returncode == 0, f"example {number + 1}:\n{example}\n{result.stderr}"
+
+
+def test_the_install_section_walks_from_the_image_to_a_signed_batch() -> None:
+    """The first install in order: image, Secrets, install that waits, a signed test batch."""
+    text = README.read_text()
+    section = text[text.index("## Installing") : text.index("## Examples")]
+    steps = [
+        "docker build -f deploy/Dockerfile",
+        "docker push registry.example.com/platform/alm-kafka-bridge:",
+        "create secret generic alm-prod-webhook",
+        "create secret generic kafka-bridge-credentials",
+        "helm upgrade --install alm-bridge helm/alm-kafka-bridge",
+        "--wait",
+        "alm-bridge send http://127.0.0.1:8080/webhooks/prod",
+        "alm-bridge tail",
+    ]
+    positions = [section.find(step) for step in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions, strict=True) if p < 0]
+    assert positions == sorted(positions), "the install steps are out of order"
+    # The values name the Secrets created above, and the image pushed above.
+    assert "existingSecret: kafka-bridge-credentials" in section
+    assert "existingSecret: alm-prod-webhook" in section
+    assert "repository: registry.example.com/platform/alm-kafka-bridge" in section

@@ -362,3 +362,30 @@ def test_records_for_names_outside_the_documented_set_match_the_document(
 @functools.cache
 def _cached_contract(unlisted: str) -> Contract:
     return Contract(build_document(Settings(receivers=[_receiver("alm", unlisted=unlisted)])))
+
+
+def test_make_asyncapi_docs_needs_the_runtime_dependencies_only(tmp_path: Path) -> None:
+    """``make asyncapi-docs`` installs what ``make run`` installs, and that is enough."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    makefile = (root / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^asyncapi-docs: \$\(RUN_STAMP\)$", makefile, re.MULTILINE)
+    extras = ("pytest", "_pytest", "hypothesis", "mypy", "ruff", "matplotlib", "psutil")
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['alm-bridge', 'asyncapi', '-o', {str(tmp_path / 'a.yaml')!r}]\n"
+        "try:\n    runpy.run_module('bridge', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["PYTHONPATH"] = str(root)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert not set(done.stdout.split()) & set(extras)
+    assert (tmp_path / "a.yaml").stat().st_size > 0

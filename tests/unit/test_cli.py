@@ -186,3 +186,45 @@ def test_foreign_kafka_variables_are_named_with_the_bridges_own() -> None:
         "KAFKA_SASL_PASSWORD is ignored by the bridge; it reads BRIDGE_KAFKA_SASL_PASSWORD",
     ]
     assert foreign_variables({}) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["serve", "--port", "9000"], "BRIDGE_PORT=9000"),
+        (["serve", "--port=9000"], "BRIDGE_PORT=9000"),
+        (
+            ["check-config", "--bootstrap-servers", "k:9092"],
+            "BRIDGE_KAFKA_BOOTSTRAP_SERVERS=k:9092",
+        ),
+        (["serve", "--hmac-secret", "do-not-echo"], "BRIDGE_HMAC_SECRET=…"),
+    ],
+)
+def test_an_option_named_like_a_setting_points_to_its_variable(
+    args: list[str], variable: str
+) -> None:
+    code, out, err = run(*args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert f"{args[1].partition('=')[0]} is not an option" in err
+    assert f"set {variable} " in err
+    assert "do-not-echo" not in err
+
+
+def test_an_unknown_option_that_is_no_setting_is_clicks_error() -> None:
+    code, _, err = run("serve", "--nope")
+    assert code == 2
+    assert "No such option: --nope" in err
+
+
+def test_check_config_warns_about_a_secret_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text("receivers:\n  - name: alm\n    auth: {secrets: [inline-secret-0a1b2c3d]}\n")
+    code, out, err = run("check-config", "--config", str(path))
+    assert code == 0, err
+    assert err == (
+        f"alm-bridge: warning: receiver 'alm' in {path}: auth.secrets holds a secret in plain "
+        "text; keep it in secret_files, secret_envs or secret_keys instead\n"
+    )
+    assert "inline-secret-0a1b2c3d" not in out + err

@@ -304,3 +304,33 @@ def test_console_lines_with_odd_strings_are_written_escaped() -> None:
     assert "\x1b[2J" not in text
     assert "ok=café" in text
     assert "'v': 'ab\\udcffcd'" in text  # repr, as the console shows nested values
+
+
+def _produce_retry(partition: str, error: object) -> logging.LogRecord:
+    return logging.LogRecord(
+        "aiokafka.producer.sender",
+        logging.WARNING,
+        __file__,
+        1,
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        (partition, error),
+        None,
+    )
+
+
+def test_a_new_partitions_missing_leader_is_told_once_at_info() -> None:
+    from aiokafka.errors import NotLeaderForPartitionError, RequestTimedOutError
+
+    from bridge.logs import NewLeaderFilter
+
+    new_leader = NewLeaderFilter()
+    first = _produce_retry("TopicPartition(topic='alm.x', partition=0)", NotLeaderForPartitionError)
+    again = _produce_retry("TopicPartition(topic='alm.x', partition=0)", NotLeaderForPartitionError)
+    other = _produce_retry("TopicPartition(topic='alm.y', partition=0)", RequestTimedOutError())
+
+    assert all(new_leader.filter(record) for record in (first, again, other))
+
+    assert first.levelno == logging.INFO
+    assert "has no leader yet (NotLeaderForPartitionError)" in first.getMessage()
+    assert again.levelno == logging.WARNING  # a leader that stays away is still a warning
+    assert other.levelno == logging.WARNING

@@ -14,7 +14,9 @@ from bridge.receivers import Receiver, resolve
 from bridge.settings import (
     CONFIG_FILE_ENV,
     Settings,
+    kafka_problems,
     load_settings,
+    plaintext_secrets,
     sasl_password,
     unknown_environment,
 )
@@ -793,3 +795,86 @@ receivers:
         for receiver in receivers:
             for secret in self.SECRETS:
                 assert secret not in repr(receiver)
+
+
+def test_a_file_whose_top_level_is_a_list_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, monkeypatch, "- name: alm\n- name: other\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems == [
+        f"{path}: the file must be a mapping of settings (key: value, e.g. 'receivers:' at "
+        "the top level), not a list"
+    ]
+
+
+def test_a_name_used_twice_is_reported_with_the_other_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(
+        tmp_path,
+        monkeypatch,
+        "receivers:\n  - name: alm\n    typo_key: 1\n  - name: alm\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    problems = caught.value.problems
+    assert has_problem(problems, "'alm'", "typo_key", "unknown key")
+    assert f"receiver 'alm' in {path}: the name is used twice" in problems
+
+
+def test_sasl_problems_name_the_variables_that_were_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("BRIDGE_KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("BRIDGE_KAFKA_SSL_CAFILE", "/nonexistent/ca.pem")
+    problems = kafka_problems(load_settings())
+    assert problems == [
+        "BRIDGE_KAFKA_SASL_USERNAME: required with BRIDGE_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+        "BRIDGE_KAFKA_SASL_PASSWORD: required with BRIDGE_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
+        "(or BRIDGE_KAFKA_SASL_PASSWORD_FILE)",
+        "BRIDGE_KAFKA_SSL_CAFILE: /nonexistent/ca.pem is not a readable file",
+    ]
+    assert not any("kafka_sasl" in p for p in problems)
+
+
+def test_sasl_problems_name_the_keys_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, monkeypatch, "kafka_security_protocol: SASL_PLAINTEXT\n")
+    problems = kafka_problems(load_settings())
+    assert problems[0] == (
+        f"kafka_sasl_mechanism in {path}: required with kafka_security_protocol: "
+        f"SASL_PLAINTEXT in {path} (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+    )
+
+
+def test_secrets_written_in_the_file_are_warned_about_by_receiver_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(
+        tmp_path,
+        monkeypatch,
+        f"""\
+kafka_sasl_password: {SASL_PASSWORD}
+receivers:
+  - name: alm
+    auth: {{secrets: [{INLINE_SECRET}, {HMAC_SECRET}]}}
+  - name: partner
+    auth: {{credentials: ["user:{BASIC_PASSWORD}"]}}
+  - name: mounted
+    auth: {{secret_envs: [SOME_VARIABLE]}}
+""",
+    )
+    warnings = plaintext_secrets(load_settings())
+    assert warnings == [
+        f"kafka_sasl_password in {path} holds a secret in plain text; keep it in "
+        "BRIDGE_KAFKA_SASL_PASSWORD or kafka_sasl_password_file instead",
+        f"receiver 'alm' in {path}: auth.secrets holds 2 secrets in plain text; keep them in "
+        "secret_files, secret_envs or secret_keys instead",
+        f"receiver 'partner' in {path}: auth.credentials holds a secret in plain text; keep "
+        "it in credential_files, credential_envs or credential_keys instead",
+    ]
+    text = "\n".join(warnings)
+    for secret in (SASL_PASSWORD, INLINE_SECRET, HMAC_SECRET, BASIC_PASSWORD):
+        assert secret not in text
