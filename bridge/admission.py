@@ -47,7 +47,7 @@ MIN_READ_AGE_SECONDS: Final = 0.1
 SATURATED_LAG_SECONDS: Final = 0.1
 
 ReadFailure = Literal["timeout", "evicted", "busy"]
-Saturation = Literal["limit", "share", "delay", "too_large"]
+Saturation = Literal["limit", "share", "delay"]
 
 
 class BodyTooLarge(Exception):
@@ -209,13 +209,16 @@ class BodyReads:
         limit: int,
         timeout_seconds: float,
         expected: int | None = None,
+        authenticated: bool = False,
     ) -> bytes:
         """The whole body, at most ``limit`` bytes, within ``timeout_seconds``.
 
         ``expected`` (the ``Content-Length``) is charged to the byte budget before the
         first byte is read; without it the body is charged as it arrives. Raises
         :class:`BodyTooLarge` or :class:`BodyNotRead`. A body that has fully arrived with
-        the headers (the usual case) is taken without using a place.
+        the headers (the usual case) is taken without using a place, and so is the body
+        of an ``authenticated`` request (its headers proved who sent it; its bytes are
+        charged to its publishing slot instead).
         """
         if content.is_eof():
             body = content.read_nowait()
@@ -223,28 +226,51 @@ class BodyReads:
                 raise BodyTooLarge
             return body
         read = _Read()
+        if authenticated:
+            return await _read_all(content, read, limit=limit, timeout_seconds=timeout_seconds)
         charge = self._admit(read)
-        chunks: list[bytes] = []
-        size = 0
+
+        def grow(size: int) -> None:
+            if size > charge.nbytes:
+                self._grow(charge, max(size - charge.nbytes, _CHUNK))
+
         try:
             self._grow(charge, min(limit, expected) if expected is not None else _CHUNK)
-            async with asyncio.timeout(timeout_seconds) as timeout:
-                read.timeout = timeout
-                if read.evicted:  # pragma: no cover - evicted before its first wait
-                    timeout.reschedule(asyncio.get_running_loop().time())
-                async for chunk in content.iter_chunked(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise BodyTooLarge
-                    if size > charge.nbytes:
-                        self._grow(charge, max(size - charge.nbytes, _CHUNK))
-                    chunks.append(chunk)
-        except TimeoutError:
-            raise BodyNotRead("evicted" if read.evicted else "timeout") from None
+            return await _read_all(
+                content, read, limit=limit, timeout_seconds=timeout_seconds, grow=grow
+            )
         finally:
             self._reads.pop(charge.key, None)
             self.budget.release(charge)
-        return b"".join(chunks)
+
+
+async def _read_all(
+    content: StreamReader,
+    read: _Read,
+    *,
+    limit: int,
+    timeout_seconds: float,
+    grow: Callable[[int], None] | None = None,
+) -> bytes:
+    """Every chunk of ``content`` within ``timeout_seconds``; ``grow`` is told the size
+    read so far before each chunk is kept."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_seconds) as timeout:
+            read.timeout = timeout
+            if read.evicted:  # pragma: no cover - evicted before its first wait
+                timeout.reschedule(asyncio.get_running_loop().time())
+            async for chunk in content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                if grow is not None:
+                    grow(size)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyNotRead("evicted" if read.evicted else "timeout") from None
+    return b"".join(chunks)
 
 
 def inflate(body: bytes, encoding: str, *, limit: int, max_ratio: int, budget: ByteBudget) -> bytes:
@@ -390,13 +416,10 @@ class Slots:
     def saturated(self, receiver: str = "", cost: int = 0) -> Saturation | None:
         """Why a new batch of ``receiver`` costing ``cost`` bytes must wait, or None.
 
-        ``too_large``: it costs more than it ever could be given (it can never enter);
         ``limit``: the process's bound; ``share``: room kept for other receivers;
         ``delay``: the process is out of CPU and this receiver holds at least an equal
         part of the batches in flight.
         """
-        if cost > self.reachable_bytes():
-            return "too_large"
         total = len(self._batches)
         if total >= self.max_inflight or self._total_bytes + cost > self.max_bytes:
             return "limit"
@@ -424,6 +447,15 @@ class Slots:
         self._total_bytes += cost
         self.idle.clear()
         return slot
+
+    def resize(self, slot: int, cost: int) -> None:
+        """Charge ``slot`` ``cost`` bytes instead of what it entered with (a batch whose
+        estimate is known only once its body has been read)."""
+        batch = self._batches[slot]
+        change = cost - batch.cost
+        batch.cost = cost
+        self._bytes[batch.receiver] += change
+        self._total_bytes += change
 
     def leave(self, slot: int) -> None:
         batch = self._batches.pop(slot, None)

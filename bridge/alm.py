@@ -225,7 +225,12 @@ def estimated_memory(body: bytes) -> int:
     their size, a body of many small JSON values (``[{},{},...]``) about 35 times.
     """
     values = body.count(b",") + body.count(b"{") + body.count(b"[")
-    return MEMORY_PER_BATCH + MEMORY_PER_BODY_BYTE * len(body) + MEMORY_PER_VALUE * values
+    return estimated_memory_of_size(len(body)) + MEMORY_PER_VALUE * values
+
+
+def estimated_memory_of_size(size: int) -> int:
+    """The part of :func:`estimated_memory` known from a body's size alone."""
+    return MEMORY_PER_BATCH + MEMORY_PER_BODY_BYTE * size
 
 
 def leading_account_id(body: bytes) -> int | None:

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots, inflate
-from bridge.alm import Challenge, check_challenge, estimated_memory
+from bridge.alm import Challenge, check_challenge, estimated_memory, estimated_memory_of_size
 from bridge.diagnosis import Throttle, log_refusal
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.ingest import Ingestor
@@ -331,106 +331,145 @@ async def webhook_post(request: web.Request) -> web.Response:
     ):
         return unauthorized(auth_error)
     limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
-    body_timeout = min(settings.body_timeout_ms / 1000, max(0.0, deadline - time.monotonic()))
-    try:
-        body = await state.reads.read(
-            request.content, limit=limit, timeout_seconds=body_timeout, expected=length
+    # A request its headers already authenticate (Basic, or none) takes its publishing slot
+    # before its body is read: the body is charged to its receiver's share, never to the
+    # budget strangers share, and is never cut short to make room for them.
+    slot: int | None = None
+    if auth_error is None and not verifier.needs_body:
+        provisional = min(
+            estimated_memory_of_size(settings.max_body_bytes if length is None else length),
+            state.slots.reachable_bytes(),
         )
-        if encoding != "identity":
-            body = inflate(
-                body,
-                encoding,
+        throttled = _throttled(state, name, provisional, body_unread=True)
+        if throttled is not None:
+            return throttled
+        slot = _enter(state, name, provisional)
+    try:
+        body_timeout = min(settings.body_timeout_ms / 1000, max(0.0, deadline - time.monotonic()))
+        try:
+            body = await state.reads.read(
+                request.content,
                 limit=limit,
-                max_ratio=MAX_INFLATE_RATIO,
-                budget=state.reads.budget,
+                timeout_seconds=body_timeout,
+                expected=length,
+                authenticated=slot is not None,
             )
-    except BodyNotRead as exc:
-        state.metrics.body_reads_cut.labels(exc.outcome).inc()
-        if auth_error is not None:
-            return unauthorized(auth_error)
-        if exc.outcome == "busy":
-            batches(name, "throttled").inc()
-            _bind(outcome="throttled", error="too_many_body_reads")
-            return error_response(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "too_many_body_reads",
-                "too many request bodies are being read; send again",
-                retry_after=settings.retry_after_seconds,
+            if encoding != "identity":
+                body = inflate(
+                    body,
+                    encoding,
+                    limit=limit,
+                    max_ratio=MAX_INFLATE_RATIO,
+                    budget=state.reads.budget,
+                )
+        except BodyNotRead as exc:
+            state.metrics.body_reads_cut.labels(exc.outcome).inc()
+            if auth_error is not None:
+                return unauthorized(auth_error)
+            if exc.outcome == "busy":
+                batches(name, "throttled").inc()
+                _bind(outcome="throttled", error="too_many_body_reads")
+                return error_response(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    "too_many_body_reads",
+                    "too many request bodies are being read; send again",
+                    retry_after=settings.retry_after_seconds,
+                    close=True,
+                )
+            return rejected(
+                HTTPStatus.REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
                 close=True,
             )
-        return rejected(
-            HTTPStatus.REQUEST_TIMEOUT,
-            "body_timeout",
-            "the body did not arrive in time",
-            close=True,
-        )
-    except (ConnectionError, ClientPayloadError) as exc:
-        # aiohttp keeps this error in the request's stream, and its traceback holds the
-        # frames that hold the stream: dropped, so the request is freed without waiting for
-        # a full garbage collection.
-        exc.__traceback__ = None
-        return rejected(
-            HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early", close=True
-        )
-    except BodyTooLarge:
+        except (ConnectionError, ClientPayloadError) as exc:
+            # aiohttp keeps this error in the request's stream, and its traceback holds the
+            # frames that hold the stream: dropped, so the request is freed without waiting
+            # for a full garbage collection.
+            exc.__traceback__ = None
+            return rejected(
+                HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early", close=True
+            )
+        except BodyTooLarge:
+            if auth_error is not None:
+                return unauthorized(auth_error)
+            return rejected(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "body_too_large",
+                f"body is larger than {settings.max_body_bytes} bytes"
+                + (
+                    ""
+                    if encoding == "identity"
+                    else f" or {MAX_INFLATE_RATIO} times its compressed size"
+                ),
+                close=True,
+            )
+        except ValueError as exc:  # a compressed body that does not inflate
+            if auth_error is not None:
+                return unauthorized(auth_error)
+            return rejected(
+                HTTPStatus.BAD_REQUEST,
+                "invalid_content_encoding",
+                f"{encoding}: {exc}",
+                close=True,
+            )
+        if auth_error is None:
+            try:
+                verifier.verify(request.headers, body)
+            except AuthError as exc:
+                auth_error = exc.with_traceback(None)
         if auth_error is not None:
-            return unauthorized(auth_error)
-        return rejected(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            "body_too_large",
-            f"body is larger than {settings.max_body_bytes} bytes"
-            + (
-                ""
-                if encoding == "identity"
-                else f" or {MAX_INFLATE_RATIO} times its compressed size"
-            ),
-            close=True,
-        )
-    except ValueError as exc:  # a compressed body that does not inflate
-        if auth_error is not None:
-            return unauthorized(auth_error)
-        return rejected(
-            HTTPStatus.BAD_REQUEST, "invalid_content_encoding", f"{encoding}: {exc}", close=True
-        )
-    if auth_error is None:
-        try:
-            verifier.verify(request.headers, body)
-        except AuthError as exc:
-            auth_error = exc.with_traceback(None)
-    if auth_error is not None:
-        challenge = _unauthenticated_challenge(state, receiver, body)
-        return _challenge_reply(challenge) if challenge else unauthorized(auth_error, body)
-    # Authenticated: only now may the request take a publishing slot, charged with what
-    # the batch will hold while it is parsed and published.
-    cost = estimated_memory(body)
-    refuse: InvalidBatch | None = None
-    saturated = state.slots.saturated(name, cost)
-    if saturated == "too_large":
-        # It could never be given room: dead-lettered as it is, never parsed.
-        refuse = InvalidBatch(
-            f"the batch would need about {cost // 1_048_576} MiB to parse, more than "
-            f"the {state.slots.reachable_bytes() // 1_048_576} MiB one batch may hold "
-            "(BRIDGE_MAX_INFLIGHT_BYTES)",
-            code="batch_too_complex",
-        )
-        cost = len(body)
-        saturated = state.slots.saturated(name, cost)
-    if saturated is not None:
-        batches(name, "throttled").inc()
-        _bind(outcome="throttled", saturation=saturated)
-        return error_response(
-            HTTPStatus.TOO_MANY_REQUESTS,
-            "too_many_batches",
-            _THROTTLED[saturated].format(settings=settings),
-            retry_after=1,
-        )
-    slot = state.slots.enter(name, cost)
-    state.metrics.inflight.inc()
-    try:
+            challenge = _unauthenticated_challenge(state, receiver, body)
+            return _challenge_reply(challenge) if challenge else unauthorized(auth_error, body)
+        # Authenticated: the batch is charged what it will hold while it is parsed and
+        # published.
+        cost = estimated_memory(body)
+        refuse: InvalidBatch | None = None
+        if cost > state.slots.reachable_bytes():
+            # It could never be given room: dead-lettered as it is, never parsed.
+            refuse = InvalidBatch(
+                f"the batch would need about {cost // 1_048_576} MiB to parse, more than "
+                f"the {state.slots.reachable_bytes() // 1_048_576} MiB one batch may hold "
+                "(BRIDGE_MAX_INFLIGHT_BYTES)",
+                code="batch_too_complex",
+            )
+            cost = len(body)
+        if slot is None:
+            throttled = _throttled(state, name, cost)
+            if throttled is not None:
+                return throttled
+            slot = _enter(state, name, cost)
+        else:
+            state.slots.resize(slot, cost)
         return await _ingest(state, receiver, body, deadline, refuse)
     finally:
-        state.slots.leave(slot)
-        state.metrics.inflight.dec()
+        if slot is not None:
+            state.slots.leave(slot)
+            state.metrics.inflight.dec()
+
+
+def _throttled(
+    state: State, receiver: str, cost: int, *, body_unread: bool = False
+) -> web.Response | None:
+    """429 when a batch of ``receiver`` costing ``cost`` bytes may not enter now; before
+    its body was read, the connection is closed rather than the body read for nothing."""
+    saturated = state.slots.saturated(receiver, cost)
+    if saturated is None:
+        return None
+    state.metrics.batches_by(receiver, "throttled").inc()
+    _bind(outcome="throttled", saturation=saturated)
+    return error_response(
+        HTTPStatus.TOO_MANY_REQUESTS,
+        "too_many_batches",
+        _THROTTLED[saturated].format(settings=state.ingestor.settings),
+        retry_after=1,
+        close=body_unread,
+    )
+
+
+def _enter(state: State, receiver: str, cost: int) -> int:
+    state.metrics.inflight.inc()
+    return state.slots.enter(receiver, cost)
 
 
 _THROTTLED: Final = {
@@ -438,7 +477,6 @@ _THROTTLED: Final = {
     "{settings.max_inflight_bytes} bytes in flight",
     "share": "the rest of the capacity is kept for other receivers",
     "delay": "batches in flight have queued for more than {settings.max_queue_delay_ms} ms",
-    "too_large": "the batch is larger than the capacity",
 }
 
 
