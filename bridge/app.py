@@ -164,7 +164,7 @@ class _Connection(RequestHandler):
     headers must be complete within the header deadline, or the connection is closed.
     The keep-alive idle timer is aiohttp's and stays as it is. Uses aiohttp's private
     ``_request_count``, ``_messages`` and ``_force_close`` (checked by
-    tests/unit/test_connection_limits.py against the pinned release).
+    tests/app/test_connection_limits.py against the pinned release).
 
     aiohttp's own answers (400 for a request it cannot parse) carry nosniff too: aiohttp
     writes them before any route, middleware or signal of the application runs.
