@@ -337,6 +337,17 @@ async def test_a_batch_too_costly_to_parse_is_dead_lettered_unparsed(
 
     (status, answer), _, _ = await asyncio.gather(post(), sender.run_for(3.0), sampler.run_for(3.0))
 
+    report_attack(
+        AttackRow(
+            attack=f"a batch too costly to parse (peak RSS {sampler.peak_mib:.0f} MiB)",
+            attacker_requests=1,
+            attacker_answers=f"{status}:{answer.get('deadLetterReason')}",
+            legit_sent=len(sender.answers),
+            legit_ok=sum(a.ok for a in sender.answers),
+            legit_max_ms=sender.max_latency_ms,
+            log_lines=0,
+        )
+    )
     assert status == 200, answer
     assert answer["deadLettered"] == 1
     assert answer["deadLetterReason"] == "batch_too_complex"
