@@ -15,7 +15,7 @@ from typer.core import TyperCommand, TyperGroup
 from bridge import __version__
 from bridge.config_problems import unknown_variable
 from bridge.errors import ConfigError, KafkaStartError, StartupError
-from bridge.receivers import resolve
+from bridge.receivers import Receiver, resolve
 from bridge.settings import (
     Settings,
     kafka_problems,
@@ -184,6 +184,17 @@ def _fail(exc: ConfigError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _load_and_resolve(config: Path | None) -> tuple[Settings, list[Receiver]]:
+    """The settings and the receivers they describe, or exit 2 with one line a problem."""
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        _warn_plaintext_secrets(settings)
+        return settings, resolve(settings)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+
+
 @app.command(cls=_ReadsSettings)
 def serve(config: ConfigOption = None) -> None:
     """Run the bridge until SIGTERM or SIGINT."""
@@ -192,13 +203,7 @@ def serve(config: ConfigOption = None) -> None:
 
     try:
         _warn_unknown_environment()
-        try:
-            _check_config_file(config)
-            settings = load_settings(config)
-            _warn_plaintext_secrets(settings)
-            resolve(settings)
-        except ConfigError as exc:
-            raise _fail(exc) from None
+        settings, _ = _load_and_resolve(config)
         configure(settings.log_level, settings.log_format)
         code = _run(run_server(settings))
     except KafkaStartError as exc:
@@ -225,13 +230,7 @@ def _run(coro: object) -> int:
 def check_config(config: ConfigOption = None) -> None:
     """Validate the configuration and print it with secrets masked."""
     _warn_unknown_environment()
-    try:
-        _check_config_file(config)
-        settings = load_settings(config)
-        _warn_plaintext_secrets(settings)
-        receivers = resolve(settings)
-    except ConfigError as exc:
-        raise _fail(exc) from None
+    settings, receivers = _load_and_resolve(config)
     effective = settings.masked()
     for spec in effective["receivers"]:
         resolved = next(r for r in receivers if r.name == spec["name"])
@@ -284,13 +283,7 @@ def diagnose(
     from bridge.diagnosis import offline_report, parse_headers
 
     _warn_unknown_environment()
-    try:
-        _check_config_file(config)
-        settings = load_settings(config)
-        _warn_plaintext_secrets(settings)
-        receivers = resolve(settings)
-    except ConfigError as exc:
-        raise _fail(exc) from None
+    _, receivers = _load_and_resolve(config)
     if receiver_name is None and len(receivers) > 1:
         names = ", ".join(r.name for r in receivers)
         raise typer.BadParameter(f"several receivers ({names}): name one", param_hint="--receiver")

@@ -493,30 +493,7 @@ class PartialHeaders(_Attack):
             f"POST {self.args.path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
             "Content-Type: application/json\r\n"
         ).encode()
-        loop = asyncio.get_running_loop()
-        while self.remaining() > 0:
-            pair = await self.connect()
-            if pair is None:
-                await asyncio.sleep(0.05)
-                continue
-            reader, writer = pair
-            self.open += 1
-            try:
-                writer.write(partial)
-                await writer.drain()
-                sent_at = loop.time()
-                self.result.requests += 1
-                wait = max(self.remaining(), 0.0) + self.args.close_grace
-                if await wait_closed_by_server(reader, wait):
-                    self.result.closed_after_s.append(loop.time() - sent_at)
-                    self.result.statuses["closed_by_server"] += 1
-                else:
-                    self.result.statuses["still_open"] += 1
-            except ConnectionError:
-                self.result.statuses["reset"] += 1
-            finally:
-                self.open -= 1
-                await _close(writer)
+        await self.until_closed(partial)
 
 
 class Malformed(_Attack):
@@ -967,30 +944,3 @@ def write_figures(path: Path, rows: Sequence[AttackRow], *, note: str) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_main(sys.argv[1:]))
-
-
-# ------------------------------------------------------------------------- memory
-
-
-@dataclass
-class RssSampler:
-    """The resident memory of a process, sampled until stopped; its peak in MiB."""
-
-    pid: int
-    interval_s: float = 0.02
-    samples: list[int] = field(default_factory=list)
-
-    async def run_for(self, seconds: float) -> None:
-        import psutil
-
-        process = psutil.Process(self.pid)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while loop.time() < end:
-            with contextlib.suppress(psutil.Error):
-                self.samples.append(process.memory_info().rss)
-            await asyncio.sleep(self.interval_s)
-
-    @property
-    def peak_mib(self) -> float:
-        return max(self.samples, default=0) / 2**20

@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -325,6 +325,25 @@ class BridgeFactory:
     def stop_all(self) -> None:
         for process in self.processes:
             process.stop()
+
+
+@contextlib.contextmanager
+def serving(
+    folder: Path, bootstrap: str, *, prefix: str, env: Mapping[str, str]
+) -> Iterator[BridgeProcess]:
+    """One bridge for the life of the block (a module's fixture), stopped by its pid."""
+    factory = BridgeFactory(folder)
+    try:
+        yield factory.spawn(bootstrap, prefix=prefix, env=env)
+    finally:
+        factory.stop_all()
+
+
+async def ready(process: BridgeProcess) -> BridgeProcess:
+    """``process``, still running and ready (for each test of a module's bridge)."""
+    assert process.running(), f"the bridge exited:\n{process.log_tail()}"
+    await process.wait_ready()
+    return process
 
 
 # ------------------------------------------------------------------------------ the load

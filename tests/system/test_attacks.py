@@ -56,6 +56,8 @@ from tests.system.harness import (
     BridgeFactory,
     BridgeProcess,
     env_seconds,
+    ready,
+    serving,
     unique_prefix,
 )
 
@@ -95,19 +97,16 @@ def attacked(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BridgeProcess]:
     """One bridge for the HTTP attacks, each attack read back from the run's topics."""
-    factory = BridgeFactory(tmp_path_factory.mktemp("attacks"))
     prefix = unique_prefix("attacks")
-    try:
-        yield factory.spawn(kafka_bootstrap, prefix=prefix, env=_env(prefix))
-    finally:
-        factory.stop_all()
+    with serving(
+        tmp_path_factory.mktemp("attacks"), kafka_bootstrap, prefix=prefix, env=_env(prefix)
+    ) as process:
+        yield process
 
 
 @pytest.fixture
 async def bridge(attacked: BridgeProcess) -> BridgeProcess:
-    assert attacked.running(), f"the bridge exited:\n{attacked.log_tail()}"
-    await attacked.wait_ready()
-    return attacked
+    return await ready(attacked)
 
 
 # Every legitimate sender of the module: together, all that may be in the run's topics.

@@ -28,7 +28,6 @@ from tests.system.attacks import (
     AttackProcess,
     AttackRow,
     LegitSender,
-    RssSampler,
     log_delta,
     log_size,
     read_run,
@@ -39,9 +38,12 @@ from tests.system.harness import (
     HOST,
     REPO_ROOT,
     SECRET,
-    BridgeFactory,
     BridgeProcess,
+    RssProbe,
+    background,
     env_seconds,
+    ready,
+    serving,
     unique_prefix,
 )
 from tests.system.test_attacks import (
@@ -81,52 +83,54 @@ def defaults(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BridgeProcess]:
     """One bridge with every limit at its default."""
-    factory = BridgeFactory(tmp_path_factory.mktemp("memory"))
     prefix = unique_prefix("memory")
     env = {"BRIDGE_CATCHALL_TOPIC": f"{prefix}.other", "BRIDGE_ACCOUNT_IDS": str(ACCOUNT)}
-    try:
-        yield factory.spawn(kafka_bootstrap, prefix=prefix, env=env)
-    finally:
-        factory.stop_all()
+    with serving(
+        tmp_path_factory.mktemp("memory"), kafka_bootstrap, prefix=prefix, env=env
+    ) as process:
+        yield process
 
 
 @pytest.fixture
 async def bridge(defaults: BridgeProcess) -> BridgeProcess:
-    assert defaults.running(), f"the bridge exited:\n{defaults.log_tail()}"
-    await defaults.wait_ready()
-    return defaults
+    return await ready(defaults)
 
 
 async def _attack_measured(
     bridge: BridgeProcess, sender: LegitSender, argv: list[str]
-) -> tuple[RssSampler, dict[str, int], int, int]:
+) -> tuple[RssProbe, dict[str, int], int, int]:
     """The attacker, the signed sender and the memory sampler side by side."""
     await _warm(sender)
     since = log_size(bridge.log_path)
-    sampler = RssSampler(bridge.pid)
+    rss = RssProbe(bridge, interval_s=0.02)
     attacker = AttackProcess(
         [*argv, "--port", str(bridge.port), "--seconds", str(ATTACK_SECONDS)], REPO_ROOT
     )
     await attacker.start()
     try:
-        await asyncio.gather(sender.run_for(ATTACK_SECONDS), sampler.run_for(ATTACK_SECONDS + 2.0))
-        result = await attacker.result(ATTACK_SECONDS + 60)
+        async with background(rss.run()):
+            await sender.run_for(ATTACK_SECONDS)
+            result = await attacker.result(ATTACK_SECONDS + 60)
     finally:
         attacker.kill()
     delta = log_delta(bridge.log_path, since)
-    _row(f"{argv[0]} (peak RSS {sampler.peak_mib:.0f} MiB)", result, sender, delta)
+    _row(f"{argv[0]} (peak RSS {_mib(rss)} MiB)", result, sender, delta)
     assert delta.tracebacks == 0, "\n".join(delta.new_lines[:5])
     assert delta.per_request(result.requests) <= MAX_LOG_LINES_PER_ATTACK_REQUEST, (
         f"{delta.lines} log lines for {result.requests} attacking requests"
     )
-    return sampler, dict(result.statuses), result.requests, result.connections
+    return rss, dict(result.statuses), result.requests, result.connections
 
 
-def _assert_memory_bounded(sampler: RssSampler) -> None:
+def _mib(rss: RssProbe) -> str:
+    return f"{rss.peak_kib / 1024:.0f}"
+
+
+def _assert_memory_bounded(rss: RssProbe) -> None:
     limit = chart_memory_limit_mib()
-    assert sampler.samples, "the bridge's memory was never sampled"
-    assert sampler.peak_mib < limit, (
-        f"peak RSS {sampler.peak_mib:.0f} MiB, the chart's memory limit is {limit:.0f} MiB"
+    assert rss.samples, "the bridge's memory was never sampled"
+    assert rss.peak_kib / 1024 < limit, (
+        f"peak RSS {_mib(rss)} MiB, the chart's memory limit is {limit:.0f} MiB"
     )
 
 
@@ -135,12 +139,12 @@ async def test_nearly_whole_bodies_with_a_wrong_signature_cannot_exhaust_memory(
     bridge: BridgeProcess,
 ) -> None:
     sender = _sender(bridge, "nearly-whole-body")
-    sampler, statuses, _requests, connections = await _attack_measured(
+    rss, statuses, _requests, connections = await _attack_measured(
         bridge, sender, ["nearly-whole-body", "--connections", "256"]
     )
 
     assert connections >= 256, statuses
-    _assert_memory_bounded(sampler)
+    _assert_memory_bounded(rss)
     _assert_legit_unharmed(sender)
     await _assert_kafka_clean(bridge, [sender])
     assert not [s for s in statuses if s.startswith("2")], statuses
@@ -149,13 +153,13 @@ async def test_nearly_whole_bodies_with_a_wrong_signature_cannot_exhaust_memory(
 @pytest.mark.timeout(TEST_TIMEOUT)
 async def test_stalled_compressed_bodies_are_refused_at_once(bridge: BridgeProcess) -> None:
     sender = _sender(bridge, "gzip-stall")
-    sampler, statuses, requests, _ = await _attack_measured(
+    rss, statuses, requests, _ = await _attack_measured(
         bridge, sender, ["gzip-stall", "--connections", "200"]
     )
 
     assert requests >= 200, statuses
     assert statuses.get("415", 0) >= requests * 0.9, statuses
-    _assert_memory_bounded(sampler)
+    _assert_memory_bounded(rss)
     _assert_legit_unharmed(sender)
     await _assert_kafka_clean(bridge, [sender])
 
@@ -163,7 +167,7 @@ async def test_stalled_compressed_bodies_are_refused_at_once(bridge: BridgeProce
 @pytest.mark.timeout(TEST_TIMEOUT + HEADER_CLOSE_BOUND_SECONDS)
 async def test_large_unfinished_headers_are_bounded_and_closed(bridge: BridgeProcess) -> None:
     sender = _sender(bridge, "big-headers")
-    sampler, statuses, _requests, connections = await _attack_measured(
+    rss, statuses, _requests, connections = await _attack_measured(
         bridge,
         sender,
         [
@@ -177,7 +181,7 @@ async def test_large_unfinished_headers_are_bounded_and_closed(bridge: BridgePro
 
     assert connections >= 300, statuses
     assert statuses.get("still_open", 0) == 0, statuses
-    _assert_memory_bounded(sampler)
+    _assert_memory_bounded(rss)
     _assert_legit_unharmed(sender)
     await _assert_kafka_clean(bridge, [sender])
 
@@ -216,23 +220,18 @@ def two_receivers(
             }
         )
     )
-    factory = BridgeFactory(folder)
     env = {
         "BRIDGE_CONFIG_FILE": str(config),
         "PROD_SECRET": SECRET,
         "PARTNER_CREDENTIALS": f"{PARTNER_USER}:{PARTNER_PASSWORD}",
     }
-    try:
-        yield factory.spawn(kafka_bootstrap, prefix=prefix, env=env)
-    finally:
-        factory.stop_all()
+    with serving(folder, kafka_bootstrap, prefix=prefix, env=env) as process:
+        yield process
 
 
 @pytest.fixture
 async def tenants(two_receivers: BridgeProcess) -> BridgeProcess:
-    assert two_receivers.running(), f"the bridge exited:\n{two_receivers.log_tail()}"
-    await two_receivers.wait_ready()
-    return two_receivers
+    return await ready(two_receivers)
 
 
 def _large_batches(count: int, events: int) -> list[bytes]:
@@ -285,17 +284,17 @@ async def test_a_receivers_large_batches_never_throttle_another(tenants: BridgeP
     await _warm(sender)
     bodies = _large_batches(4, 5000)
     assert min(map(len, bodies)) > 4_500_000
-    sampler = RssSampler(tenants.pid)
+    rss = RssProbe(tenants, interval_s=0.02)
     partner_url = f"http://{HOST}:{tenants.port}/webhooks/partner"
-    statuses, _, _ = await asyncio.gather(
-        _partner_flood(partner_url, bodies, 24, ATTACK_SECONDS),
-        sender.run_for(ATTACK_SECONDS),
-        sampler.run_for(ATTACK_SECONDS + 2.0),
-    )
+    async with background(rss.run()):
+        statuses, _ = await asyncio.gather(
+            _partner_flood(partner_url, bodies, 24, ATTACK_SECONDS),
+            sender.run_for(ATTACK_SECONDS),
+        )
 
     report_attack(
         AttackRow(
-            attack=f"another receiver's 4.6 MiB batches (peak RSS {sampler.peak_mib:.0f} MiB)",
+            attack=f"another receiver's 4.6 MiB batches (peak RSS {_mib(rss)} MiB)",
             attacker_requests=sum(statuses.values()),
             attacker_answers=summarize_statuses(statuses),
             legit_sent=len(sender.answers),
@@ -307,7 +306,7 @@ async def test_a_receivers_large_batches_never_throttle_another(tenants: BridgeP
     # The partner is served too (its batches enter, within its share), not locked out.
     assert sum(n for status, n in statuses.items() if status != "429") >= 1, statuses
     _assert_legit_unharmed(sender)
-    _assert_memory_bounded(sampler)
+    _assert_memory_bounded(rss)
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
@@ -322,7 +321,7 @@ async def test_a_batch_too_costly_to_parse_is_dead_lettered_unparsed(
     ]
     body = json.dumps({"accountId": 777, "events": events}, separators=(",", ":")).encode()
     partner_url = f"http://{HOST}:{tenants.port}/webhooks/partner"
-    sampler = RssSampler(tenants.pid)
+    rss = RssProbe(tenants, interval_s=0.02)
 
     async def post() -> tuple[int, dict[str, object]]:
         async with (
@@ -335,11 +334,12 @@ async def test_a_batch_too_costly_to_parse_is_dead_lettered_unparsed(
         ):
             return response.status, await response.json()
 
-    (status, answer), _, _ = await asyncio.gather(post(), sender.run_for(3.0), sampler.run_for(3.0))
+    async with background(rss.run()):
+        (status, answer), _ = await asyncio.gather(post(), sender.run_for(3.0))
 
     report_attack(
         AttackRow(
-            attack=f"a batch too costly to parse (peak RSS {sampler.peak_mib:.0f} MiB)",
+            attack=f"a batch too costly to parse (peak RSS {_mib(rss)} MiB)",
             attacker_requests=1,
             attacker_answers=f"{status}:{answer.get('deadLetterReason')}",
             legit_sent=len(sender.answers),
@@ -352,7 +352,7 @@ async def test_a_batch_too_costly_to_parse_is_dead_lettered_unparsed(
     assert answer["deadLettered"] == 1
     assert answer["deadLetterReason"] == "batch_too_complex"
     _assert_legit_unharmed(sender)
-    _assert_memory_bounded(sampler)
+    _assert_memory_bounded(rss)
     letters = [
         r
         for r in await read_run(tenants.bootstrap, tenants.prefix)
