@@ -180,27 +180,30 @@ class _Connection(RequestHandler):
         if limits is None or not data or self._force_close:
             super().data_received(data)
             return
-        charge = None
-        if self._payload is None or self._payload.is_eof():  # between requests: headers
-            charge = self._header_charge
-            if charge is None:
-                charge = self._header_charge = limits.budget.open(lambda: self._cut("evicted"))
-                self._header_deadline = self._loop.call_later(
-                    limits.timeout_seconds, self._cut, "header_timeout"
-                )
-            try:
-                limits.budget.grow(charge, len(data))
-            except BudgetFull:
-                self._cut("busy")
-                return
+        in_head = self._payload is None or self._payload.is_eof()  # between requests
         count = self._request_count
         super().data_received(data)
         if self._request_count != count and self._messages:
+            # A complete head (nearly always in its first read): nothing to charge.
             self._payload = self._messages[-1][1]
-            self._headers_done()
-        elif charge is not None and charge.nbytes > limits.max_bytes:
-            # Still no complete head (the bytes may end with the start of a body only
-            # when the head is complete, so these are all header bytes).
+            if self._header_charge is not None:
+                self._headers_done()
+            return
+        if not in_head or self._force_close:
+            return
+        # The head is still incomplete: what the parser holds of it is charged, and timed.
+        charge = self._header_charge
+        if charge is None:
+            charge = self._header_charge = limits.budget.open(lambda: self._cut("evicted"))
+            self._header_deadline = self._loop.call_later(
+                limits.timeout_seconds, self._cut, "header_timeout"
+            )
+        try:
+            limits.budget.grow(charge, len(data))
+        except BudgetFull:
+            self._cut("busy")
+            return
+        if charge.nbytes > limits.max_bytes:
             self._cut("header_too_large")
 
     def _headers_done(self) -> None:
