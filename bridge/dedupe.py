@@ -4,14 +4,20 @@ One window per receiver, bounded by count and by age, and each entry is a fixed-
 digest, so memory stays bounded whatever ALM sends and however long its ids are. It
 lives in one process: it suppresses the re-sends ALM makes after a timeout or a 503 to
 the same replica, not every duplicate (see the README's "Duplicates" section).
+
+:class:`InFlight` covers the other half of a re-send: an event handed to Kafka by an
+attempt that was answered 503 is still in the producer, and may yet be stored. A re-send
+of it joins that attempt instead of producing it again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 DIGEST_BYTES: Final = 16
@@ -111,3 +117,56 @@ class SeenWindow:
         horizon = now - self.max_age_seconds
         while order and seen[order[0]] < horizon:
             del seen[order.popleft()]
+
+
+Outcome = asyncio.Future[None]
+
+
+class InFlight:
+    """Events handed to the producer and not yet settled, by key (:func:`digest`).
+
+    Each key points at the future of its record's outcome (shared by the records of one
+    Kafka batch), and leaves when that future settles, acknowledged or failed. So its size
+    is bounded by what the producer holds, which the producer's own buffer bounds; an
+    entry is a key and a reference (about 100 bytes).
+
+    A re-sent event whose key is here joins that outcome: one attempt chain, one copy in
+    Kafka, unless the earlier attempt fails after all (then the key is gone and the next
+    attempt produces the event again).
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: dict[bytes, Outcome] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def get(self, key: bytes) -> Outcome | None:
+        """The outcome an attempt still waits for, if ``key`` is in flight."""
+        return self._pending.get(key)
+
+    def tracker(
+        self, keys: Sequence[bytes | None]
+    ) -> Callable[[Sequence[tuple[int, Outcome]]], None]:
+        """A callback that records ``(index, outcome)`` pairs, indexes into ``keys``."""
+        return functools.partial(self.track, keys)
+
+    def track(self, keys: Sequence[bytes | None], produced: Sequence[tuple[int, Outcome]]) -> None:
+        pending = self._pending
+        by_outcome: dict[Outcome, list[bytes]] = {}
+        for index, outcome in produced:
+            key = keys[index]
+            if key is None or outcome.done():
+                continue
+            pending[key] = outcome
+            by_outcome.setdefault(outcome, []).append(key)
+        for outcome, settled in by_outcome.items():
+            outcome.add_done_callback(functools.partial(self._settled, settled))
+
+    def _settled(self, keys: list[bytes], outcome: Outcome) -> None:
+        pending = self._pending
+        for key in keys:
+            if pending.get(key) is outcome:
+                del pending[key]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bridge.alm import Batch, Challenge, Limits, leading_account_id, parse_body
-from bridge.dedupe import SeenWindow, digest
+from bridge.dedupe import InFlight, Outcome, SeenWindow, digest
 from bridge.errors import AccountNotAccepted, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
@@ -105,6 +105,8 @@ class Ingestor:
             )
             for name in receivers
         }
+        # Events an earlier attempt handed to Kafka and that are not settled yet.
+        self.in_flight = {name: InFlight() for name in receivers}
         self.limits = Limits(
             max_events=settings.max_events_per_batch,
             max_depth=settings.max_json_depth,
@@ -170,12 +172,21 @@ class Ingestor:
             self.metrics.topic_fallbacks.labels(receiver.name, reason).inc(count)
         account_id = parsed.account_id
         seen = self.windows[receiver.name]
-        fresh, keys = _without_duplicates(seen, account_id, plan.records, summary)
+        in_flight = self.in_flight[receiver.name]
+        fresh, keys, joined = _without_duplicates(
+            seen, in_flight, account_id, plan.records, summary
+        )
         # The parsed events are several times the size of their records: let them go
         # before waiting for Kafka, so that a batch in flight holds only its records.
         del parsed, plan
         if fresh:
             await self._publish(receiver, router, seen, fresh, keys, summary, deadline)
+        if joined:
+            self.metrics.events_joined.labels(receiver.name).inc(len(joined))
+            await _join(joined, deadline)
+            for record, _ in joined:
+                _count_published(summary, record)
+            _total(summary)
         for fam, count in summary.families.items():
             self.metrics.events_published_by(receiver.name, fam).inc(count)
         if summary.duplicates:
@@ -220,7 +231,10 @@ class Ingestor:
                 topic, refusal = next(iter(refused_topics.items()))
                 raise InvalidBatch(f"topic {topic}: {refusal.detail}", code=refusal.reason)
         result = await publisher.publish(
-            records, timeout_seconds=_remaining(deadline), on_ack=_marker(seen, keys)
+            records,
+            timeout_seconds=_remaining(deadline),
+            on_ack=_marker(seen, keys),
+            on_produced=self.in_flight[receiver.name].tracker(keys),
         )
         self.metrics.publish_duration.observe(result.duration_seconds)
         self.metrics.last_publish.set(time.time())
@@ -246,14 +260,10 @@ class Ingestor:
                     receiver.routing.dead_letter_topic, next(iter(again.refused.values()))
                 )
         for record in (r for i, r in enumerate(records) if i not in result.refused):
-            if record.dead_letter:
-                _count(summary.dead_letter_reasons, record.reason or "unlisted_event")
-            else:
-                _count(summary.families, record.family)
+            _count_published(summary, record)
         for record in letters:
             _count(summary.dead_letter_reasons, record.reason or "kafka_refused")
-        summary.dead_lettered = sum(summary.dead_letter_reasons.values())
-        summary.published = sum(summary.families.values())
+        _total(summary)
 
     def _letter(self, router: Router, record: Record, refusal: Refusal) -> Record:
         keep = (
@@ -303,15 +313,22 @@ def _judge_account_unparsed(body: bytes, accounts: frozenset[int]) -> None:
 
 
 def _without_duplicates(
-    seen: SeenWindow, account_id: int, records: tuple[Record, ...], summary: Summary
-) -> tuple[list[Record], list[bytes | None]]:
-    """The records not yet acknowledged nor repeated in the batch, with their window keys.
+    seen: SeenWindow,
+    in_flight: InFlight,
+    account_id: int,
+    records: tuple[Record, ...],
+    summary: Summary,
+) -> tuple[list[Record], list[bytes | None], list[tuple[Record, Outcome]]]:
+    """The records to produce, with their window keys, and those that join an attempt.
 
-    Each key is computed once, here, and entered into the window as Kafka acknowledges
-    its record.
+    A record already acknowledged, or repeated in the batch, is a duplicate. A record an
+    earlier attempt handed to Kafka and that is not settled yet joins that attempt: it
+    is not produced again. Each key is computed once, here, and entered into the window
+    as Kafka acknowledges its record.
     """
     fresh: list[Record] = []
     fresh_keys: list[bytes | None] = []
+    joined: list[tuple[Record, Outcome]] = []
     keys = [None if r.event_id is None else digest(account_id, r.event_id) for r in records]
     in_batch = seen.known_keys(keys)
     for record, key in zip(records, keys, strict=True):
@@ -320,9 +337,38 @@ def _without_duplicates(
                 summary.duplicates += 1
                 continue
             in_batch.add(key)
+            if in_flight:
+                outcome = in_flight.get(key)
+                if outcome is not None:
+                    joined.append((record, outcome))
+                    continue
         fresh.append(record)
         fresh_keys.append(key)
-    return fresh, fresh_keys
+    return fresh, fresh_keys, joined
+
+
+async def _join(joined: Sequence[tuple[Record, Outcome]], deadline: float) -> None:
+    """Wait for the earlier attempts of re-sent records, within this attempt's deadline.
+
+    ``asyncio.wait`` never cancels what it waits for: the outcomes are shared with the
+    producer and with the attempt that produced them.
+    """
+    outcomes = {outcome for _, outcome in joined}
+    pending = {o for o in outcomes if not o.done()}
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=_remaining(deadline))
+    if pending:
+        waiting = sum(1 for _, outcome in joined if outcome in pending)
+        raise PublishUnavailable(
+            f"Kafka has not acknowledged {waiting} events of an earlier attempt yet"
+        )
+    for _, outcome in joined:
+        failure = None if outcome.cancelled() else outcome.exception()
+        if outcome.cancelled() or failure is not None:
+            # The next attempt produces them again: a failed outcome leaves InFlight.
+            raise PublishUnavailable(
+                f"Kafka did not store the events of an earlier attempt: {failure or 'cancelled'}"
+            )
 
 
 def _marker(seen: SeenWindow, keys: Sequence[bytes | None]) -> Callable[[Sequence[int]], None]:
@@ -338,6 +384,19 @@ def _remaining(deadline: float) -> float:
 
 def _count(counts: dict[str, int], key: str) -> None:
     counts[key] = counts.get(key, 0) + 1
+
+
+def _count_published(summary: Summary, record: Record) -> None:
+    """Count a record Kafka stored: an event of its family, or a dead letter and why."""
+    if record.dead_letter:
+        _count(summary.dead_letter_reasons, record.reason or "unlisted_event")
+    else:
+        _count(summary.families, record.family)
+
+
+def _total(summary: Summary) -> None:
+    summary.dead_lettered = sum(summary.dead_letter_reasons.values())
+    summary.published = sum(summary.families.values())
 
 
 def _dead_letter_unavailable(topic: str, refusal: Refusal) -> PublishUnavailable:

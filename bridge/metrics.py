@@ -155,6 +155,13 @@ class Metrics:
             ["receiver"],
             registry=r,
         )
+        self.events_joined = Counter(
+            "almbridge_resent_events_joined",
+            "Re-sent events not produced again because an earlier attempt still had them in "
+            "flight: the re-send waits for that attempt's acknowledgement instead.",
+            ["receiver"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "almbridge_dead_letters",
             "Records written to the dead-letter topic, by reason.",
@@ -243,6 +250,7 @@ class Metrics:
         for reason in AUTH_REASONS:
             self.auth_failures.labels(receiver, reason)
         self.duplicates.labels(receiver)
+        self.events_joined.labels(receiver)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(receiver, reason)
         for reason in FALLBACK_REASONS:

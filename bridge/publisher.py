@@ -361,6 +361,7 @@ class Publisher:
         *,
         timeout_seconds: float,
         on_ack: Callable[[Sequence[int]], None] | None = None,
+        on_produced: Callable[[Sequence[tuple[int, Handle]]], None] | None = None,
     ) -> PublishResult:
         """Produce ``records`` in order and wait until Kafka acknowledged or refused each.
 
@@ -369,6 +370,9 @@ class Publisher:
         is not acknowledged within the deadline. ``on_ack(indexes)`` is called with the
         records Kafka acknowledged on every path, also after the deadline and when an
         exception is raised, so that whatever Kafka stored counts as seen.
+        ``on_produced`` learns, before any wait for Kafka, the outcome future of every
+        record handed to the producer: a record stays there after a deadline, and a
+        re-send of it can wait for that outcome instead of producing it again.
         """
         producer, lanes = self._producer, self._lanes
         if producer is None or lanes is None:
@@ -454,6 +458,8 @@ class Publisher:
         finally:
             # Also when giving up: what was added goes out (and may still be acknowledged).
             lanes.flush()
+            if on_produced is not None and handles:
+                on_produced(handles)
         acknowledged = 0
         if handles:
             pending = await _settled({h for _, h in handles}, deadline)

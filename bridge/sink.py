@@ -8,6 +8,7 @@ while the tests that must see real records keep the real broker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -72,9 +73,12 @@ class Sink(Protocol):
         *,
         timeout_seconds: float,
         on_ack: Callable[[Sequence[int]], None] | None = None,
+        on_produced: Callable[[Sequence[tuple[int, asyncio.Future[None]]]], None] | None = None,
     ) -> PublishResult:
         """Produce in order; every record acknowledged or refused, else ``PublishUnavailable``.
 
-        ``on_ack`` learns the indexes of acknowledged records on every path.
+        ``on_ack`` learns the indexes of acknowledged records on every path;
+        ``on_produced`` learns, before the wait, each produced record's outcome future,
+        which settles also after ``PublishUnavailable`` was raised.
         """
         ...

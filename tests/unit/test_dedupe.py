@@ -1,8 +1,9 @@
 """The seen-event window, driven by a fake clock."""
 
+import asyncio
 import tracemalloc
 
-from bridge.dedupe import DIGEST_BYTES, SeenWindow, digest
+from bridge.dedupe import DIGEST_BYTES, InFlight, SeenWindow, digest
 
 
 class Clock:
@@ -173,3 +174,50 @@ def test_memory_per_entry_does_not_depend_on_the_length_of_the_id() -> None:
         assert len(window) == count
     assert used["long"] / count < BYTES_PER_ENTRY_BOUND, used
     assert abs(used["long"] - used["short"]) < count, used  # under a byte per entry apart
+
+
+async def test_in_flight_keys_leave_when_their_outcome_settles() -> None:
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+    second: asyncio.Future[None] = loop.create_future()
+    keys = [digest(1, "a"), None, digest(1, "b"), digest(1, "c")]
+    in_flight = InFlight()
+
+    in_flight.tracker(keys)([(0, first), (1, first), (2, first), (3, second)])
+
+    assert len(in_flight) == 3, "an event without an id cannot be joined"
+    assert in_flight.get(digest(1, "a")) is first
+    assert in_flight.get(digest(1, "c")) is second
+    first.set_result(None)
+    second.set_exception(RuntimeError("expired"))
+    second.exception()
+    await asyncio.sleep(0)  # done callbacks run on the next turn of the loop
+    assert len(in_flight) == 0
+
+
+async def test_a_key_produced_again_follows_its_latest_outcome() -> None:
+    loop = asyncio.get_running_loop()
+    old: asyncio.Future[None] = loop.create_future()
+    new: asyncio.Future[None] = loop.create_future()
+    key = digest(7, "x")
+    in_flight = InFlight()
+    in_flight.track([key], [(0, old)])
+    in_flight.track([key], [(0, new)])
+
+    old.set_exception(RuntimeError("failed"))
+    old.exception()
+    await asyncio.sleep(0)
+
+    assert in_flight.get(key) is new, "the older outcome settling removed the newer entry"
+
+
+def test_settled_outcomes_are_not_tracked() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        done: asyncio.Future[None] = loop.create_future()
+        done.set_result(None)
+        in_flight = InFlight()
+        in_flight.track([digest(1, "a")], [(0, done)])
+        assert len(in_flight) == 0
+    finally:
+        loop.close()

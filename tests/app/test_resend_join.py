@@ -1,0 +1,122 @@
+"""A re-send while an earlier attempt is still in the producer: one attempt chain, one copy.
+
+ALM re-sends a batch answered 503. When the 503 came from a cluster that could not
+acknowledge in time (below its in-sync replicas, a leader election), the earlier
+attempt's records are still in the producer and may yet be stored. These tests hold
+records in flight with the in-memory Kafka and check that a re-send waits for them
+instead of producing them again, that a late acknowledgement makes the next re-send a
+duplicate, and that an attempt that fails after all is produced again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.app.conftest import MakeBridge, sample
+
+# Short, so that a held attempt is answered 503 quickly.
+TIMEOUT_MS = 300
+
+
+def _with_event(body: bytes, event_id: str) -> bytes:
+    batch = json.loads(body)
+    extra = dict(batch["events"][0], eventId=event_id)
+    batch["events"].append(extra)
+    return json.dumps(batch).encode()
+
+
+async def test_resend_of_an_unsettled_attempt_is_not_produced_again(
+    make_offline_bridge: MakeBridge,
+) -> None:
+    bridge = await make_offline_bridge(publish_timeout_ms=TIMEOUT_MS)
+    assert bridge.sink is not None
+    sink = bridge.sink
+    body = sample("enrollment-batch")
+    sink.hold = True
+
+    first = await bridge.post(body)
+    second = await bridge.post(body)
+
+    assert (first.status, second.status) == (503, 503)
+    assert sink.produced == 2, "the re-send produced its events again"
+    sink.release()
+    third = await bridge.post(body)
+
+    assert third.status == 200
+    answer = await third.json()
+    assert answer["duplicates"] == 2, "the late acknowledgement did not mark the events seen"
+    assert answer["published"] == 0
+    assert len(bridge.stored()) == 2
+
+
+async def test_resend_waits_for_the_earlier_attempt_and_counts_its_events(
+    make_offline_bridge: MakeBridge,
+) -> None:
+    bridge = await make_offline_bridge(publish_timeout_ms=2000)
+    assert bridge.sink is not None
+    sink = bridge.sink
+    body = sample("enrollment-batch")
+    sink.hold = True
+    first = asyncio.create_task(bridge.post(body))
+    await sink.holding.wait()
+
+    resend = asyncio.create_task(bridge.post(body))
+    while bridge.metric("almbridge_resent_events_joined_total", receiver="alm") < 2:
+        assert not resend.done(), await resend.result().text()
+        await asyncio.sleep(0.01)
+    sink.release()
+    answers = [await first, await resend]
+
+    assert [a.status for a in answers] == [200, 200]
+    joined = await answers[1].json()
+    assert joined["published"] == 2, joined
+    assert sink.produced == 2
+    assert len(bridge.stored()) == 2
+    published = bridge.metric(
+        "almbridge_events_published_total", receiver="alm", family="enrollment"
+    )
+    assert published == 4, "each answer counts the events it saw stored"
+
+
+async def test_an_attempt_that_fails_after_all_is_produced_again(
+    make_offline_bridge: MakeBridge,
+) -> None:
+    bridge = await make_offline_bridge(publish_timeout_ms=TIMEOUT_MS)
+    assert bridge.sink is not None
+    sink = bridge.sink
+    body = sample("enrollment-batch")
+    sink.hold = True
+    assert (await bridge.post(body)).status == 503
+    sink.fail_held()
+    sink.hold = False
+
+    again = await bridge.post(body)
+
+    assert again.status == 200
+    assert (await again.json())["published"] == 2
+    assert sink.produced == 4
+    assert len(bridge.stored()) == 2
+
+
+async def test_only_the_events_in_flight_join(make_offline_bridge: MakeBridge) -> None:
+    bridge = await make_offline_bridge(publish_timeout_ms=TIMEOUT_MS)
+    assert bridge.sink is not None
+    sink = bridge.sink
+    body = sample("enrollment-batch")
+    sink.hold = True
+    assert (await bridge.post(body)).status == 503
+    sink.hold = False
+    sink.release()
+    grown = _with_event(body, "7c0e4a52-0000-4000-8000-000000000001")
+
+    answer = await bridge.post(grown)
+
+    assert answer.status == 200
+    assert await answer.json() == {
+        "received": 3,
+        "published": 1,
+        "duplicates": 2,
+        "deadLettered": 0,
+    }
+    assert sink.produced == 3
