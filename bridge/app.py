@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, cast
@@ -39,6 +40,7 @@ from bridge.publisher import Publisher
 from bridge.receivers import Receiver, resolve
 from bridge.settings import Settings
 from bridge.sink import Sink
+from bridge.tls import ServerCertificate
 
 log = get_logger("bridge.app")
 
@@ -374,6 +376,7 @@ async def _serve_until_stopped(
     settings: Settings, app: web.Application, stop: asyncio.Event
 ) -> int:
     state = app[STATE]
+    certificate = _certificate(settings, state)
     ports = [(settings.port, "BRIDGE_PORT")]
     if settings.metrics_port:
         ports.append((settings.metrics_port, "BRIDGE_METRICS_PORT"))
@@ -399,6 +402,8 @@ async def _serve_until_stopped(
         metrics_app.router.add_get("/metrics", metrics)
         metrics_runner = _Runner(metrics_app, handle_signals=False, access_log=None)
     runners = [r for r in (runner, metrics_runner) if r is not None]
+    tls_servers: list[asyncio.AbstractServer] = []
+    background: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         for each in runners:
@@ -406,10 +411,15 @@ async def _serve_until_stopped(
         for each, sockets, (port, setting) in zip(runners, listeners, ports, strict=True):
             for sock in sockets:
                 try:
-                    await web.SockSite(each, sock, backlog=1024).start()
+                    if certificate is not None and each is runner:
+                        tls_servers.append(await _serve_tls(runner, sock, certificate, settings))
+                    else:
+                        await web.SockSite(each, sock, backlog=1024).start()
                 except OSError as exc:
                     # Another process bound the port (without listening) at the same time.
                     raise _listen_error(settings.host, port, setting, exc) from None
+        if certificate is not None:
+            background.append(asyncio.create_task(certificate.watch(), name="tls-files"))
 
     starting = asyncio.create_task(start(), name="start-up")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -432,6 +442,11 @@ async def _serve_until_stopped(
                     log.warning("shutdown_drain_timed_out", inflight=state.inflight)
     finally:
         stopping.cancel()
+        for task in background:
+            task.cancel()
+        for server in tls_servers:
+            # Stop accepting; the runner's cleanup then drains the connections it serves.
+            server.close()
         for each in runners:
             await each.cleanup()
         for sockets in listeners:
@@ -440,6 +455,51 @@ async def _serve_until_stopped(
     if error is not None and not stop.is_set():
         raise error
     return 0
+
+
+def _certificate(settings: Settings, state: State) -> ServerCertificate | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    metrics = state.metrics
+
+    def on_reload(ok: bool) -> None:
+        metrics.tls_reloads.labels("loaded" if ok else "refused").inc()
+        if ok:
+            metrics.tls_loaded.set_to_current_time()
+
+    try:
+        certificate = ServerCertificate(
+            settings.tls_cert_file, settings.tls_key_file, on_reload=on_reload
+        )
+    except (OSError, ssl.SSLError) as exc:
+        # Checked with the configuration; the files changed since.
+        raise StartupError(f"cannot serve HTTPS: {exc}") from None
+    metrics.tls_loaded.set_to_current_time()
+    return certificate
+
+
+async def _serve_tls(
+    runner: web.AppRunner, sock: socket.socket, certificate: ServerCertificate, settings: Settings
+) -> asyncio.AbstractServer:
+    """Serve the runner's connections over TLS on ``sock``.
+
+    Through the event loop rather than :class:`aiohttp.web.SockSite`, whose server has no
+    handshake deadline of its own: asyncio's default lets a client that never finishes
+    its handshake hold a connection, and OpenSSL's buffers, for 60 s. A handshake gets
+    the same time as the request head that follows it.
+    """
+    server = runner.server
+    if server is None:
+        raise RuntimeError("the runner is not set up")
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        server,
+        sock=sock,
+        ssl=certificate.context,
+        backlog=1024,
+        ssl_handshake_timeout=settings.header_timeout_ms / 1000,
+        ssl_shutdown_timeout=5.0,
+    )
 
 
 def warn_unauthenticated(receivers: Iterable[Receiver]) -> None:
@@ -468,7 +528,8 @@ def _after_start(settings: Settings, listeners: list[list[socket.socket]]) -> No
     gc.set_threshold(50_000, 50, 100)
     port = listeners[0][0].getsockname()[1]
     metrics_port = listeners[1][0].getsockname()[1] if len(listeners) > 1 else port
-    log.info("listening", url=f"http://{settings.host}:{port}", metrics_port=metrics_port)
+    scheme = "https" if settings.tls_cert_file is not None else "http"
+    log.info("listening", url=f"{scheme}://{settings.host}:{port}", metrics_port=metrics_port)
 
 
 def bind_listeners(host: str, port: int, setting: str) -> list[socket.socket]:

@@ -212,6 +212,20 @@ class Metrics:
         )
         for reason in HEADER_CUTS:
             self.connections_cut.labels(reason)
+        self.tls_reloads = Counter(
+            "almbridge_tls_certificate_reloads",
+            "Changes of the TLS certificate files: loaded (new connections get the new "
+            "certificate) or refused (the previous one keeps serving).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("loaded", "refused"):
+            self.tls_reloads.labels(result)
+        self.tls_loaded = Gauge(
+            "almbridge_tls_certificate_loaded_timestamp_seconds",
+            "When the TLS certificate now served was loaded (0 without TLS).",
+            registry=r,
+        )
         self.last_publish = Gauge(
             "almbridge_last_publish_timestamp_seconds",
             "Unix time of the last batch Kafka fully acknowledged.",

@@ -19,6 +19,7 @@ from bridge.auth import BasicAuth, HmacAuth, NoAuth, Verifier, secret_from_text
 from bridge.errors import ConfigError
 from bridge.routing import RoutingPolicy, validate_topics
 from bridge.settings import AuthSettings, ReceiverSettings, Settings, kafka_problems
+from bridge.tls import tls_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
     if not receivers and not problems:
         problems.append("no receiver is configured")
     problems.extend(kafka_problems(settings))
+    problems.extend(tls_problems(settings))
     if problems:
         raise ConfigError(problems)
     return receivers

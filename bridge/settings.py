@@ -246,6 +246,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Both set: the webhook port serves HTTPS, following renewals of these files.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     config_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final
 
 import aiohttp
@@ -211,9 +213,20 @@ def _resend_indices(results: Sequence[RequestResult], count: int, seed: int) -> 
 
 def _own_session(options: SendOptions) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=max(options.concurrency, 1)),
+        connector=aiohttp.TCPConnector(
+            limit=max(options.concurrency, 1), ssl=client_context(options.ca_file)
+        ),
         raise_for_status=False,
     )
+
+
+def client_context(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """Verified HTTPS: the system's CAs, plus ``ca_file``'s when given."""
+    if ca_file is None:
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 def resolve_seed(options: SendOptions) -> int:

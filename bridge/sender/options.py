@@ -225,6 +225,15 @@ class SendOptions(BaseModel):
         tuple[tuple[str, str], ...],
         Flag("--header", "Extra request header 'Name: value' (repeatable).", "'NAME: VALUE'", True),
     ] = ()
+    ca_file: Annotated[
+        Path | None,
+        Flag(
+            "--ca-file",
+            "Trust the HTTPS certificates signed by the CA in this PEM file (as well as the "
+            "system's).",
+            "PATH",
+        ),
+    ] = None
     concurrency: Annotated[
         int,
         Field(ge=1),

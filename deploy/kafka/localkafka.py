@@ -267,6 +267,43 @@ def _openssl(*args: str) -> None:
         raise LocalKafkaError(f"openssl {args[0]} failed: {done.stderr.strip()}")
 
 
+def issue_certificate(
+    tls_dir: Path, name: str, *, cn: str = "localhost", extensions: str = "server_ext"
+) -> tuple[Path, Path]:
+    """A new key and certificate ``<name>.key``/``<name>.pem`` signed by the CA in ``tls_dir``.
+
+    ``server_ext`` certificates are for 127.0.0.1 and localhost. Returns (certificate, key).
+    """
+    cnf, ca_key, ca_pem = (tls_dir / f for f in ("openssl.cnf", "ca.key", "ca.pem"))
+    key, csr, pem = (tls_dir / f"{name}.{suffix}" for suffix in ("key", "csr", "pem"))
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
+    _openssl(
+        "req", "-new", "-config", str(cnf), "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr)
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca_pem),
+        "-CAkey",
+        str(ca_key),
+        "-set_serial",
+        f"0x{secrets.token_hex(16)}",
+        "-days",
+        "825",
+        "-extfile",
+        str(cnf),
+        "-extensions",
+        extensions,
+        "-out",
+        str(pem),
+    )
+    csr.unlink()
+    return pem, key
+
+
 def make_tls_material(tls_dir: Path) -> None:
     """A throw-away CA plus a server cert for 127.0.0.1/localhost and a client cert (PEM)."""
     if shutil.which("openssl") is None:
@@ -300,43 +337,7 @@ def make_tls_material(tls_dir: Path) -> None:
         ("server", "localhost", "server_ext"),
         ("client", "client", "client_ext"),
     ):
-        key, csr, pem = (tls_dir / f"{name}.{suffix}" for suffix in ("key", "csr", "pem"))
-        _openssl(
-            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)
-        )
-        _openssl(
-            "req",
-            "-new",
-            "-config",
-            str(cnf),
-            "-key",
-            str(key),
-            "-subj",
-            f"/CN={cn}",
-            "-out",
-            str(csr),
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_pem),
-            "-CAkey",
-            str(ca_key),
-            "-set_serial",
-            f"0x{secrets.token_hex(16)}",
-            "-days",
-            "825",
-            "-extfile",
-            str(cnf),
-            "-extensions",
-            ext,
-            "-out",
-            str(pem),
-        )
-        csr.unlink()
+        issue_certificate(tls_dir, name, cn=cn, extensions=ext)
     # Kafka's PEM key store wants the PKCS#8 key and the chain in one file.
     keystore = tls_dir / "server-keystore.pem"
     keystore.write_text(

@@ -21,6 +21,7 @@ from bridge.settings import (
     Settings,
     load_settings,
 )
+from deploy.kafka.localkafka import make_tls_material
 from tests.deploy.toolbox import (
     ALERTS,
     CHART,
@@ -276,11 +277,38 @@ def test_mutual_tls_mounts_ca_cert_and_key() -> None:
     assert "BRIDGE_KAFKA_SASL_PASSWORD" not in env
 
 
+def test_https_serves_the_certificate_of_a_whole_secret_mount() -> None:
+    docs = render(MTLS)
+    container = bridge_container(docs)
+    env = env_of(container)
+    mounted = _mounts_by_path(docs)
+    for name in ("BRIDGE_TLS_CERT_FILE", "BRIDGE_TLS_KEY_FILE"):
+        assert _assert_secret_file(mounted, env[name]["value"]) == "webhook-tls"
+    # A subPath mount would never see a renewal.
+    assert not [m for m in container["volumeMounts"] if m.get("subPath")]
+    off = env_of(bridge_container(render(DEFAULTS)))
+    assert "BRIDGE_TLS_CERT_FILE" not in off
+
+
+def test_metrics_on_the_https_port_are_scraped_over_https() -> None:
+    sets = {"serviceMonitor.enabled": "true", "config.metricsPort": "0"}
+    [endpoint] = only(render(MTLS, sets), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["scheme"] == "https"
+    [endpoint] = only(render(EVERYTHING_ON), "ServiceMonitor")["spec"]["endpoints"]
+    assert "scheme" not in endpoint, "metricsPort serves plain HTTP"
+    refused = run(helm_template_args(MTLS, {"https.existingSecret": ""}))
+    assert refused.returncode != 0
+    assert "existingSecret" in refused.stderr
+
+
 def test_probes_use_health_endpoints(values_files: tuple[Path, ...]) -> None:
     container = bridge_container(render(values_files))
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    https = "BRIDGE_TLS_CERT_FILE" in env_of(container)
+    scheme = {"scheme": "HTTPS"} if https else {}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", **scheme}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", **scheme}
     assert str(ports["http"]) == env_of(container)["BRIDGE_PORT"]["value"]
 
 
@@ -588,6 +616,13 @@ def _materialize_secret_files(receivers: dict[str, Any], env: dict[str, str]) ->
         if name in env:
             Path(env[name]).parent.mkdir(parents=True, exist_ok=True)
             Path(env[name]).write_text("-----BEGIN CERTIFICATE-----\n")
+    if "BRIDGE_TLS_CERT_FILE" in env:
+        # The bridge loads the serving certificate with its configuration: a real one.
+        cert, key = Path(env["BRIDGE_TLS_CERT_FILE"]), Path(env["BRIDGE_TLS_KEY_FILE"])
+        material = cert.parent / "pki"
+        make_tls_material(material)
+        cert.write_bytes((material / "server.pem").read_bytes())
+        key.write_bytes((material / "server.key").read_bytes())
 
 
 def test_bridge_accepts_the_rendered_configuration(

@@ -44,6 +44,7 @@ from bridge.sender import (
     generate_batch,
     run_send,
 )
+from bridge.sender.engine import client_context
 from bridge.settings import Settings
 from tests.contract import Contract, contract_for
 from tests.kafka_fixtures import free_ports
@@ -391,7 +392,9 @@ class Load:
 
         trace.on_request_end.append(on_request_end)
 
-        connector = aiohttp.TCPConnector(limit=self.options.concurrency)
+        connector = aiohttp.TCPConnector(
+            limit=self.options.concurrency, ssl=client_context(self.options.ca_file)
+        )
         async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
             return await run_send(
                 self.options, session=session, on_result=self.results.append, seed=SEED

@@ -86,6 +86,7 @@ Where things are mounted in the container.
 {{- define "alm-kafka-bridge.configFile" -}}{{ include "alm-kafka-bridge.configDir" . }}/receivers.yaml{{- end }}
 {{- define "alm-kafka-bridge.secretsDir" -}}/etc/alm-bridge/secrets{{- end }}
 {{- define "alm-kafka-bridge.kafkaTlsDir" -}}/etc/alm-bridge/kafka-tls{{- end }}
+{{- define "alm-kafka-bridge.httpsDir" -}}/etc/alm-bridge/https{{- end }}
 
 {{/*
 The receivers file (BRIDGE_CONFIG_FILE): the receivers values as they are, which the bridge
