@@ -38,6 +38,7 @@ from bridge.logs import drain_repeats, get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
 from bridge.receivers import Receiver, resolve
+from bridge.reload import Configuration, Reloader
 from bridge.settings import Settings
 from bridge.sink import Sink
 from bridge.tls import ServerCertificate
@@ -364,16 +365,18 @@ async def serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloader = _reloader(settings, state)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload, "SIGHUP")
     log.info("starting", version=__version__, kafka=settings.kafka_bootstrap_servers)
     try:
-        return await _serve_until_stopped(settings, app, stop)
+        return await _serve_until_stopped(settings, app, stop, reloader)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
 
 async def _serve_until_stopped(
-    settings: Settings, app: web.Application, stop: asyncio.Event
+    settings: Settings, app: web.Application, stop: asyncio.Event, reloader: Reloader
 ) -> int:
     state = app[STATE]
     certificate = _certificate(settings, state)
@@ -420,6 +423,7 @@ async def _serve_until_stopped(
                     raise _listen_error(settings.host, port, setting, exc) from None
         if certificate is not None:
             background.append(asyncio.create_task(certificate.watch(), name="tls-files"))
+        background.append(asyncio.create_task(reloader.watch(), name="config-files"))
 
     starting = asyncio.create_task(start(), name="start-up")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -500,6 +504,32 @@ async def _serve_tls(
         ssl_handshake_timeout=settings.header_timeout_ms / 1000,
         ssl_shutdown_timeout=5.0,
     )
+
+
+def reconfigure(state: State, configuration: Configuration) -> None:
+    """Serve a reloaded configuration: receivers, metrics series, shares of capacity."""
+    by_name = {r.name: r for r in configuration.receivers}
+    before = set(state.ingestor.receivers)
+    for name in by_name:
+        state.metrics.add_receiver(name)
+    state.ingestor.settings = configuration.settings
+    state.ingestor.reconfigure(by_name)
+    state.slots.receivers = tuple(by_name)
+    warn_unauthenticated(r for r in configuration.receivers if r.name not in before)
+    state.metrics.config_generation.set(configuration.generation)
+
+
+def _reloader(settings: Settings, state: State) -> Reloader:
+    metrics = state.metrics
+
+    def on_result(ok: bool) -> None:
+        metrics.config_reloads.labels("loaded" if ok else "refused").inc()
+        metrics.config_last_reload_successful.set(1 if ok else 0)
+        if ok:
+            metrics.config_loaded.set_to_current_time()
+
+    current = Configuration(settings, tuple(state.ingestor.receivers.values()))
+    return Reloader(current, apply=lambda c: reconfigure(state, c), on_result=on_result)
 
 
 def warn_unauthenticated(receivers: Iterable[Receiver]) -> None:

@@ -28,6 +28,7 @@ from bridge.ingest import Ingestor
 from bridge.logs import Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
+from bridge.routing import Router
 
 log = get_logger("bridge.http")
 
@@ -259,6 +260,8 @@ async def webhook_post(request: web.Request) -> web.Response:
     receiver = _receiver(request)
     if receiver is None:
         return _not_found(request)
+    # Taken with the receiver: the request is served under the configuration it found.
+    router = state.ingestor.routers[receiver.name]
     _bind(receiver=receiver.name)
     settings = state.ingestor.settings
     started = time.monotonic()
@@ -441,7 +444,7 @@ async def webhook_post(request: web.Request) -> web.Response:
             slot = _enter(state, name, cost)
         else:
             state.slots.resize(slot, cost)
-        return await _ingest(state, receiver, body, deadline, refuse)
+        return await _ingest(state, receiver, router, body, deadline, refuse)
     finally:
         if slot is not None:
             state.slots.leave(slot)
@@ -481,7 +484,12 @@ _THROTTLED: Final = {
 
 
 async def _ingest(
-    state: State, receiver: Receiver, body: bytes, deadline: float, refuse: InvalidBatch | None
+    state: State,
+    receiver: Receiver,
+    router: Router,
+    body: bytes,
+    deadline: float,
+    refuse: InvalidBatch | None,
 ) -> web.Response:
     settings = state.ingestor.settings
     batches = state.metrics.batches_by
@@ -493,7 +501,9 @@ async def _ingest(
         return error_response(status, code, detail)
 
     try:
-        summary = await state.ingestor.ingest(receiver, body, deadline=deadline, refuse=refuse)
+        summary = await state.ingestor.ingest(
+            receiver, body, deadline=deadline, refuse=refuse, router=router
+        )
     except AccountNotAccepted as exc:
         return rejected(HTTPStatus.FORBIDDEN, exc.code, exc.detail)
     except InvalidBatch as exc:

@@ -84,29 +84,16 @@ class Ingestor:
         metrics: Metrics,
     ) -> None:
         self.settings = settings
-        self.receivers = dict(receivers)
-        # Every receiver's reserved topics are known before any event arrives; each
-        # receiver then has its own budget of topics for the names nobody reserved.
-        topics = TopicRegistry(r.routing for r in receivers.values())
-        for receiver, topic, taken in topics.conflicts:
-            log.warning("reserved_topic_conflict", receiver=receiver, topic=topic, taken_by=taken)
-        self.topics = topics
-        self.routers = {
-            name: Router(r.routing, topics, max_topics=settings.kafka_max_topics)
-            for name, r in receivers.items()
-        }
         self.publisher = publisher
         self.metrics = metrics
+        self.receivers: dict[str, Receiver] = {}
+        self.topics = TopicRegistry()
+        self.routers: dict[str, Router] = {}
         # One window per receiver: one receiver's events never evict another's.
-        self.windows = {
-            name: SeenWindow(
-                max_entries=settings.dedupe_max_entries,
-                max_age_seconds=settings.dedupe_max_age_seconds,
-            )
-            for name in receivers
-        }
+        self.windows: dict[str, SeenWindow] = {}
         # Events an earlier attempt handed to Kafka and that are not settled yet.
-        self.in_flight = {name: InFlight() for name in receivers}
+        self.in_flight: dict[str, InFlight] = {}
+        self.reconfigure(receivers)
         self.limits = Limits(
             max_events=settings.max_events_per_batch,
             max_depth=settings.max_json_depth,
@@ -114,6 +101,35 @@ class Ingestor:
         )
         self.timeout_seconds = settings.publish_timeout_ms / 1000
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+
+    def reconfigure(self, receivers: Mapping[str, Receiver]) -> None:
+        """Serve ``receivers`` from now on (at start, and on a reload).
+
+        Every receiver's reserved topics are known before any event arrives; each receiver
+        then has its own budget of topics for the names nobody reserved. A receiver that
+        stays keeps its duplicates window, its attempts in flight, its budget and the
+        topics derived so far; requests already started keep the receiver and router they
+        were given.
+        """
+        topics = TopicRegistry(r.routing for r in receivers.values())
+        for receiver, topic, taken in topics.conflicts:
+            log.warning("reserved_topic_conflict", receiver=receiver, topic=topic, taken_by=taken)
+        topics.inherit(self.topics)
+        max_topics = self.settings.kafka_max_topics
+        routers = {}
+        for name, r in receivers.items():
+            earlier = self.routers.get(name)
+            budget = earlier.budget if earlier is not None else None
+            routers[name] = Router(r.routing, topics, max_topics=max_topics, budget=budget)
+        for name in receivers:
+            if name not in self.windows:
+                self.windows[name] = SeenWindow(
+                    max_entries=self.settings.dedupe_max_entries,
+                    max_age_seconds=self.settings.dedupe_max_age_seconds,
+                )
+                self.in_flight[name] = InFlight()
+        # In one step, with no await: a request sees the old receivers or the new ones.
+        self.receivers, self.topics, self.routers = dict(receivers), topics, routers
 
     def parse(self, body: bytes, accounts: frozenset[int] = frozenset()) -> Batch | Challenge:
         return parse_body(body, self.limits, accounts=accounts)
@@ -136,6 +152,7 @@ class Ingestor:
         *,
         deadline: float,
         refuse: InvalidBatch | None = None,
+        router: Router | None = None,
     ) -> Summary | Challenge:
         """Publish a verified body, or return the challenge it carries.
 
@@ -143,8 +160,11 @@ class Ingestor:
         the "reject" policy (and for a malformed challenge), and PublishUnavailable.
         ``refuse`` is a verdict reached before parsing (a batch too costly to parse): the
         body is dead-lettered (or rejected) as it is, once its account is judged.
+        ``router`` is the receiver's when the request started (a reload may have replaced
+        it since).
         """
-        router = self.routers[receiver.name]
+        if router is None:
+            router = self.routers[receiver.name]
         try:
             if refuse is not None:
                 _judge_account_unparsed(body, receiver.accounts)

@@ -226,6 +226,35 @@ class Metrics:
             "When the TLS certificate now served was loaded (0 without TLS).",
             registry=r,
         )
+        self.config_reloads = Counter(
+            "almbridge_config_reloads",
+            "Reloads of the receivers' configuration and secrets (on a file change or "
+            "SIGHUP): loaded, or refused as a whole (the running configuration keeps "
+            "serving).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("loaded", "refused"):
+            self.config_reloads.labels(result)
+        self.config_generation = Gauge(
+            "almbridge_config_generation",
+            "Which configuration serves: 1 from the start, one more for each applied reload.",
+            registry=r,
+        )
+        self.config_generation.set(1)
+        self.config_last_reload_successful = Gauge(
+            "almbridge_config_last_reload_successful",
+            "1 when the last reload attempt was applied (or none was made), 0 when it was "
+            "refused: the files now hold a configuration the bridge does not serve.",
+            registry=r,
+        )
+        self.config_last_reload_successful.set(1)
+        self.config_loaded = Gauge(
+            "almbridge_config_last_reload_success_timestamp_seconds",
+            "When the configuration that serves was loaded (the start, or the last reload).",
+            registry=r,
+        )
+        self.config_loaded.set_to_current_time()
         self.last_publish = Gauge(
             "almbridge_last_publish_timestamp_seconds",
             "Unix time of the last batch Kafka fully acknowledged.",
@@ -249,9 +278,10 @@ class Metrics:
         self.batches_by = children(self.batches)
         self.events_published_by = children(self.events_published)
         for name in [*receivers, UNKNOWN_RECEIVER]:
-            self._precreate(name)
+            self.add_receiver(name)
 
-    def _precreate(self, receiver: str) -> None:
+    def add_receiver(self, receiver: str) -> None:
+        """Every series of ``receiver`` at zero (at start, and for one a reload adds)."""
         for status_class in STATUS_CLASSES:
             self.http_requests.labels(receiver, status_class)
         self.request_duration.labels(receiver)

@@ -215,6 +215,13 @@ class TopicRegistry:
                 else:
                     self.conflicts.append((policy.receiver, topic, owner[0]))
 
+    def inherit(self, earlier: TopicRegistry) -> None:
+        """Keep the topics ``earlier`` derived (a reload): a topic in use keeps its
+        collision key, unless the new configuration reserves it."""
+        for key, topic in earlier._derived.items():
+            if key not in self._operator and key not in self._reserved:
+                self._derived.setdefault(key, topic)
+
     def claim(self, receiver: str, topic: str, budget: TopicBudget) -> FallbackReason | None:
         """None when ``receiver`` may publish to template topic ``topic``, else why not."""
         key = collision_key(topic)
@@ -355,11 +362,13 @@ class Router:
         topics: TopicRegistry | None = None,
         *,
         max_topics: int = 1_000,
+        budget: TopicBudget | None = None,
     ) -> None:
-        """``topics`` is the process's registry, built from every receiver's policy."""
+        """``topics`` is the process's registry, built from every receiver's policy;
+        ``budget`` the receiver's topics derived so far (kept across a reload)."""
         self.policy = policy
         self.topics = topics if topics is not None else TopicRegistry([policy])
-        self.budget = TopicBudget(max_topics)
+        self.budget = budget if budget is not None else TopicBudget(max_topics)
         self._names: dict[str, _NameInfo] = {}
         self._receiver = policy.receiver.encode()
         self._pattern = re.compile(policy.event_name_pattern)

@@ -16,12 +16,12 @@ connections already open keep the certificate they started with.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from bridge.files import Identity, identities
 from bridge.logs import get_logger
 from bridge.settings import Settings
 
@@ -70,17 +70,6 @@ def _why(exc: OSError | ssl.SSLError) -> str:
     return exc.strerror or str(exc)
 
 
-def _identity(path: Path) -> tuple[str, int, int, int]:
-    """What changes when a file is replaced, rewritten or re-pointed by a symlink swap.
-
-    Kubernetes updates a mounted Secret by swapping a ``..data`` symlink, so the path
-    resolves to another file (another inode) while the name stays.
-    """
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    return (real, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-
 class ServerCertificate:
     """The listening socket's context, and the newest good certificate behind it."""
 
@@ -105,14 +94,15 @@ class ServerCertificate:
     def _choose(self, connection: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
         connection.context = self.current
 
-    def _files(self) -> tuple[tuple[str, int, int, int], ...] | None:
-        try:
-            return (_identity(self.cert_file), _identity(self.key_file))
-        except OSError:
-            return None
+    def _files(self) -> tuple[tuple[str, Identity], ...] | None:
+        files = identities((self.cert_file, self.key_file))
+        return None if any(found is None for _, found in files) else files
 
     def reload_if_changed(self) -> bool | None:
-        """Load the files again if they changed: True loaded, False refused, None unchanged."""
+        """Load the files again if they changed: True loaded, False refused, None unchanged.
+
+        A swapped ``..data`` symlink (Kubernetes' update of a mounted Secret) is a change.
+        """
         files = self._files()
         if files is None or files == self._identity:
             return None

@@ -23,6 +23,7 @@ EXPECTED_ALERTS = {
     "AlmBridgeAuthFailuresSpike",
     "AlmBridgeNoEvents",
     "AlmBridgeTopicFallbacks",
+    "AlmBridgeConfigReloadFailed",
 }
 
 

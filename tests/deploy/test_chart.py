@@ -205,7 +205,8 @@ def _assert_secret_file(mounted: dict[PurePosixPath, Manifest], file: str) -> st
     volume = mounted[path.parent]
     assert "secret" in volume, f"{file} is not in a Secret volume"
     assert volume["mount"].get("readOnly") is True
-    assert path.name in {item["path"] for item in volume["secret"]["items"]}
+    if "items" in volume["secret"]:
+        assert path.name in {item["path"] for item in volume["secret"]["items"]}
     secret_name = volume["secret"]["secretName"]
     assert isinstance(secret_name, str)
     return secret_name
@@ -528,13 +529,37 @@ def _checksum(docs: list[Manifest]) -> str:
     return checksum
 
 
-def test_config_checksum_follows_the_receivers() -> None:
-    base = _checksum(render(set_values=UNAUTHENTICATED))
+def test_config_checksum_follows_the_receivers_when_asked_to_roll() -> None:
+    roll = {**UNAUTHENTICATED, "rollOnConfigChange": "true"}
+    base = _checksum(render(set_values=roll))
     assert re.fullmatch(r"[0-9a-f]{64}", base)
-    assert _checksum(render(set_values={**UNAUTHENTICATED, "replicaCount": "5"})) == base
-    assert _checksum(render(set_values={**UNAUTHENTICATED, "receivers[0].name": "other"})) != base
-    accounts = {**UNAUTHENTICATED, "receivers[0].accounts[0]": "1234"}
+    assert _checksum(render(set_values={**roll, "replicaCount": "5"})) == base
+    assert _checksum(render(set_values={**roll, "receivers[0].name": "other"})) != base
+    accounts = {**roll, "receivers[0].accounts[0]": "1234"}
     assert _checksum(render(set_values=accounts)) != base
+
+
+def test_a_rotation_changes_no_pod_by_default(tmp_path: Path) -> None:
+    """Listing a new key of a receiver's Secret changes the ConfigMap, not the pods: they
+    reload it live, and the whole Secret is mounted, so the new key is already there."""
+    values = yaml.safe_load(EVERYTHING_ON[0].read_text())
+    values.pop("rollOnConfigChange")
+    both = json.loads(json.dumps(values))
+    both["receivers"][0]["auth"]["secretKeys"] = ["signing-secret", "signing-secret-next"]
+
+    def pod_and_config(chosen: dict[str, Any], folder: Path) -> tuple[Manifest, str]:
+        folder.mkdir()
+        path = folder / "values.yaml"
+        path.write_text(yaml.safe_dump(chosen))
+        docs = render((path,))
+        pod = only(docs, "Deployment")["spec"]["template"]
+        return pod, only(docs, "ConfigMap")["data"]["receivers.yaml"]
+
+    before, config_before = pod_and_config(values, tmp_path / "one")
+    after, config_after = pod_and_config(both, tmp_path / "two")
+    assert config_after != config_before
+    assert after == before
+    assert "checksum/config" not in before["metadata"].get("annotations", {})
 
 
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())

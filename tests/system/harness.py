@@ -364,6 +364,7 @@ class Load:
     """One :func:`run_send` run; every result and every answer's status and Retry-After."""
 
     options: SendOptions
+    seed: int = SEED
     results: list[RequestResult] = field(default_factory=list)
     answers: list[HttpAnswer] = field(default_factory=list)
     timed_out: bool = False
@@ -397,7 +398,7 @@ class Load:
         )
         async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
             return await run_send(
-                self.options, session=session, on_result=self.results.append, seed=SEED
+                self.options, session=session, on_result=self.results.append, seed=self.seed
             )
 
     def statuses(self) -> Counter[int | str]:
