@@ -383,6 +383,15 @@ def _normalize_time(value: float | str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1024)
+def epoch_seconds(normalized: str) -> float | None:
+    """Unix seconds of a time :func:`normalize_time` wrote (events of a batch share theirs)."""
+    try:
+        return datetime.fromisoformat(normalized).timestamp()
+    except ValueError:
+        return None
+
+
 def _from_epoch(value: float) -> datetime:
     seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
     return datetime.fromtimestamp(seconds, UTC)

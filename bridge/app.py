@@ -65,6 +65,8 @@ def create_app(
     resolved = receivers if receivers is not None else resolve(settings)
     by_name = {r.name: r for r in resolved}
     metrics_ = Metrics(registry=registry, receivers=by_name)
+    for receiver in resolved:
+        metrics_.max_silence.labels(receiver.name).set(receiver.max_silence_seconds)
     publisher: Sink = sink or Publisher(
         settings=settings, standing_topics=[r.routing.dead_letter_topic for r in resolved]
     )
@@ -510,8 +512,9 @@ def reconfigure(state: State, configuration: Configuration) -> None:
     """Serve a reloaded configuration: receivers, metrics series, shares of capacity."""
     by_name = {r.name: r for r in configuration.receivers}
     before = set(state.ingestor.receivers)
-    for name in by_name:
+    for name, receiver in by_name.items():
         state.metrics.add_receiver(name)
+        state.metrics.max_silence.labels(name).set(receiver.max_silence_seconds)
     state.ingestor.settings = configuration.settings
     state.ingestor.reconfigure(by_name)
     state.slots.receivers = tuple(by_name)

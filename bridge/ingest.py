@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
-from bridge.alm import Batch, Challenge, Limits, leading_account_id, parse_body
+from bridge.alm import Batch, Challenge, Limits, epoch_seconds, leading_account_id, parse_body
 from bridge.dedupe import InFlight, Outcome, SeenWindow, digest
 from bridge.errors import AccountNotAccepted, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
@@ -47,6 +47,8 @@ class Summary:
     dead_letter_reason: str | None = None
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     families: dict[str, int] = field(default_factory=dict)
+    # (family, the event's own time) of each event Kafka stored: its freshness.
+    event_times: list[tuple[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -209,6 +211,10 @@ class Ingestor:
             _total(summary)
         for fam, count in summary.families.items():
             self.metrics.events_published_by(receiver.name, fam).inc(count)
+        self._observe_freshness(receiver, summary)
+        self.metrics.last_accepted_by(receiver.name, receiver.account_label(account_id)).set(
+            time.time()
+        )
         if summary.duplicates:
             self.metrics.duplicates.labels(receiver.name).inc(summary.duplicates)
         for reason, count in summary.dead_letter_reasons.items():
@@ -222,6 +228,19 @@ class Ingestor:
             )
         self.metrics.batch_events.observe(summary.received)
         return summary
+
+    def _observe_freshness(self, receiver: Receiver, summary: Summary) -> None:
+        """Each stored event's age at its acknowledgement (0 for a time in the future:
+        ALM's clock ahead of this one)."""
+        if not summary.event_times:
+            return
+        now = time.time()
+        lag = self.metrics.event_lag_by
+        for fam, when in summary.event_times:
+            seconds = epoch_seconds(when)
+            if seconds is not None:
+                lag(receiver.name, fam).observe(max(0.0, now - seconds))
+        summary.event_times.clear()
 
     async def _publish(
         self,
@@ -412,6 +431,8 @@ def _count_published(summary: Summary, record: Record) -> None:
         _count(summary.dead_letter_reasons, record.reason or "unlisted_event")
     else:
         _count(summary.families, record.family)
+        if record.time is not None:
+            summary.event_times.append((record.family, record.time))
 
 
 def _total(summary: Summary) -> None:

@@ -32,6 +32,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10)
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# From seconds (real-time events) to a day (batch events, a replay, an ALM backlog).
+EVENT_LAG_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 # From "a few callbacks queued" (1 ms) to "the process is stuck" (seconds).
 LOOP_LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 OUTCOMES: Final = (
@@ -71,7 +73,7 @@ HEADER_CUTS: Final = ("header_timeout", "header_too_large", "evicted", "busy")
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
 
-M = TypeVar("M", Counter, Histogram)
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 
 def children(metric: M) -> Callable[..., M]:
@@ -129,6 +131,30 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.last_accepted = Gauge(
+            "almbridge_last_accepted_timestamp_seconds",
+            "When a batch of the receiver and account was last accepted (answered 2xx); "
+            "account is a configured account of the receiver, or other.",
+            ["receiver", "account"],
+            registry=r,
+        )
+        self.last_accepted_by = children(self.last_accepted)
+        self.max_silence = Gauge(
+            "almbridge_receiver_max_silence_seconds",
+            "How long the receiver's accounts may stay silent before AlmBridgeAccountSilent "
+            "(liveness.max_silence_seconds; 0: no expectation).",
+            ["receiver"],
+            registry=r,
+        )
+        self.event_lag = Histogram(
+            "almbridge_event_lag_seconds",
+            "From an event's own time (ALM's timestamp, either dialect) to Kafka's "
+            "acknowledgement of its record, by receiver and event family.",
+            ["receiver", "family"],
+            buckets=EVENT_LAG_BUCKETS,
+            registry=r,
+        )
+        self.event_lag_by = children(self.event_lag)
         self.batch_events = Histogram(
             "almbridge_batch_events",
             "Events per accepted batch.",
@@ -291,6 +317,7 @@ class Metrics:
             self.batches.labels(receiver, outcome)
         for fam in FAMILIES:
             self.events_published.labels(receiver, fam)
+            self.event_lag.labels(receiver, fam)
         for reason in AUTH_REASONS:
             self.auth_failures.labels(receiver, reason)
         self.duplicates.labels(receiver)

@@ -33,6 +33,12 @@ class Receiver:
     dead_letter_policy: Literal["deadletter", "reject"]
     unauthenticated_challenge: bool
     auth_method: str
+    # How long its accounts may stay silent (0: no expectation); exported for the alert.
+    max_silence_seconds: float = 0.0
+
+    def account_label(self, account_id: int | None) -> str:
+        """The ``account`` label: a configured account, else ``other`` (bounded)."""
+        return str(account_id) if account_id in self.accounts else "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,7 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
                     dead_letter_policy=spec.dead_letter.policy,
                     unauthenticated_challenge=spec.auth.unauthenticated_challenge,
                     auth_method=spec.auth.method,
+                    max_silence_seconds=spec.liveness.max_silence_seconds,
                 )
             )
     if not receivers and not problems:

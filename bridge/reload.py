@@ -54,6 +54,7 @@ LIVE_SETTINGS: Final = frozenset(
         "catchall_topic",
         "key_strategy",
         "event_name_pattern",
+        "max_silence_seconds",
     }
 )
 

@@ -308,6 +308,8 @@ class Record(NamedTuple):
     family: str = "other"
     dead_letter: bool = False
     reason: str | None = None
+    # The event's own time (RFC 3339 UTC), for the freshness histogram.
+    time: str | None = None
 
     @property
     def size(self) -> int:
@@ -501,7 +503,7 @@ class Router:
                     )
                 )
                 continue
-            records.append(Record(topic, key, value, headers, event.event_id, fam))
+            records.append(Record(topic, key, value, headers, event.event_id, fam, time=event.time))
         return Plan(tuple(records), filtered, fallbacks)
 
     def dead_letter(self, body: bytes, reason: str, error: str) -> Record:

@@ -221,6 +221,14 @@ class DeadLetterSettings(_Strict):
     topic: str = "alm.deadletter"
 
 
+class LivenessSettings(_Strict):
+    """How long a receiver's accounts may stay silent before it is worth an alert."""
+
+    # ALM delivers as learners act: a working account is rarely silent for a whole day,
+    # while ALM disables a failing webhook only after 7 days. 0: no expectation.
+    max_silence_seconds: float = Field(default=86_400, ge=0)
+
+
 class ReceiverSettings(_Strict):
     """One ALM webhook target: ``/webhooks/<name>``."""
 
@@ -229,6 +237,7 @@ class ReceiverSettings(_Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    liveness: LivenessSettings = Field(default_factory=LivenessSettings)
 
     @field_validator("name")
     @classmethod
@@ -317,6 +326,7 @@ class Settings(BaseSettings):
     catchall_topic: str = "alm.other"
     key_strategy: Literal["record", "eventId", "accountId", "none"] = "record"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
+    max_silence_seconds: float = Field(default=86_400, ge=0)
 
     @model_validator(mode="after")
     def _budgets_hold_a_body(self) -> Settings:
@@ -422,6 +432,7 @@ class Settings(BaseSettings):
                 dead_letter=DeadLetterSettings(
                     policy=self.dead_letter_policy, topic=self.dead_letter_topic
                 ),
+                liveness=LivenessSettings(max_silence_seconds=self.max_silence_seconds),
             )
         ]
 

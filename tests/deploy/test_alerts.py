@@ -24,6 +24,9 @@ EXPECTED_ALERTS = {
     "AlmBridgeNoEvents",
     "AlmBridgeTopicFallbacks",
     "AlmBridgeConfigReloadFailed",
+    "AlmBridgeAccountSilent",
+    "AlmBridgeReceiverOnlyRefusing",
+    "AlmBridgeEventsLate",
 }
 
 

@@ -194,6 +194,14 @@ def referenced_secrets(docs: Sequence[Manifest]) -> dict[str, set[str]]:
                 wanted.setdefault(ref["name"], set()).add(ref["key"])
     for pull in pod.get("imagePullSecrets", []):
         wanted.setdefault(pull["name"], set()).add(".dockerconfigjson")
+    # A receiver's Secret is mounted whole: its keys are the ones the receivers file lists.
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and "receivers.yaml" in doc.get("data", {}):
+            for receiver in yaml.safe_load(doc["data"]["receivers.yaml"])["receivers"]:
+                auth = receiver.get("auth") or {}
+                if auth.get("existingSecret"):
+                    listed = [*auth.get("secretKeys", []), *auth.get("credentialKeys", [])]
+                    wanted.setdefault(auth["existingSecret"], set()).update(listed)
     return wanted
 
 
