@@ -824,9 +824,6 @@ class LogDelta:
     legit_lines: int
     new_lines: tuple[str, ...]
 
-    def per_request(self, requests: int) -> float:
-        return self.lines / max(requests, 1)
-
     def events(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for line in self.new_lines:

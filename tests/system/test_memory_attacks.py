@@ -48,12 +48,12 @@ from tests.system.harness import (
 )
 from tests.system.test_attacks import (
     ACCOUNT,
-    MAX_LOG_LINES_PER_ATTACK_REQUEST,
     _assert_kafka_clean,
     _assert_legit_unharmed,
     _row,
     _sender,
     _warm,
+    log_lines_allowed,
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.kafka]
@@ -116,7 +116,7 @@ async def _attack_measured(
     delta = log_delta(bridge.log_path, since)
     _row(f"{argv[0]} (peak RSS {_mib(rss)} MiB)", result, sender, delta)
     assert delta.tracebacks == 0, "\n".join(delta.new_lines[:5])
-    assert delta.per_request(result.requests) <= MAX_LOG_LINES_PER_ATTACK_REQUEST, (
+    assert delta.lines <= log_lines_allowed(result.requests), (
         f"{delta.lines} log lines for {result.requests} attacking requests"
     )
     return rss, dict(result.statuses), result.requests, result.connections
