@@ -29,6 +29,7 @@ from bridge.logs import Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
 from bridge.routing import Router
+from bridge.tracing import TraceContext, trace_context
 
 log = get_logger("bridge.http")
 
@@ -444,7 +445,9 @@ async def webhook_post(request: web.Request) -> web.Response:
             slot = _enter(state, name, cost)
         else:
             state.slots.resize(slot, cost)
-        return await _ingest(state, receiver, router, body, deadline, refuse)
+        trace = trace_context(request.headers)
+        _bind(trace_id=trace.trace_id)
+        return await _ingest(state, receiver, router, body, deadline, refuse, trace)
     finally:
         if slot is not None:
             state.slots.leave(slot)
@@ -490,6 +493,7 @@ async def _ingest(
     body: bytes,
     deadline: float,
     refuse: InvalidBatch | None,
+    trace: TraceContext,
 ) -> web.Response:
     settings = state.ingestor.settings
     batches = state.metrics.batches_by
@@ -502,7 +506,7 @@ async def _ingest(
 
     try:
         summary = await state.ingestor.ingest(
-            receiver, body, deadline=deadline, refuse=refuse, router=router
+            receiver, body, deadline=deadline, refuse=refuse, router=router, trace=trace.headers()
         )
     except AccountNotAccepted as exc:
         return rejected(HTTPStatus.FORBIDDEN, exc.code, exc.detail)

@@ -155,6 +155,7 @@ class Ingestor:
         deadline: float,
         refuse: InvalidBatch | None = None,
         router: Router | None = None,
+        trace: Sequence[tuple[str, bytes]] = (),
     ) -> Summary | Challenge:
         """Publish a verified body, or return the challenge it carries.
 
@@ -163,7 +164,7 @@ class Ingestor:
         ``refuse`` is a verdict reached before parsing (a batch too costly to parse): the
         body is dead-lettered (or rejected) as it is, once its account is judged.
         ``router`` is the receiver's when the request started (a reload may have replaced
-        it since).
+        it since); ``trace`` the headers of the request's trace context, on every record.
         """
         if router is None:
             router = self.routers[receiver.name]
@@ -174,7 +175,7 @@ class Ingestor:
             parsed = await self._parse_off_loop(body, receiver.accounts)
             if isinstance(parsed, Challenge):
                 return parsed
-            plan = router.plan(parsed)
+            plan = router.plan(parsed, trace)
             limit = self.settings.max_record_bytes
             oversized = [r for r in plan.records if r.exceeds(limit)]
             if oversized:
@@ -186,7 +187,7 @@ class Ingestor:
         except InvalidBatch as exc:
             if receiver.dead_letter_policy == "reject" or exc.code == "invalid_challenge":
                 raise
-            return await self._dead_letter(receiver, router, body, exc, deadline)
+            return await self._dead_letter(receiver, router, body, exc, deadline, trace)
         summary = Summary(
             account_id=parsed.account_id, received=len(parsed.events), filtered=plan.filtered
         )
@@ -321,10 +322,11 @@ class Ingestor:
         body: bytes,
         exc: InvalidBatch,
         deadline: float,
+        trace: Sequence[tuple[str, bytes]] = (),
     ) -> Summary:
         # Room for the headers and the record's own overhead.
         limit = self.settings.max_record_bytes - min(4096, self.settings.max_record_bytes // 4)
-        record = router.dead_letter(body[:limit], exc.code, exc.detail)
+        record = router.dead_letter(body[:limit], exc.code, exc.detail, trace)
         if len(body) > limit:
             record.headers.append((_TRUNCATED, str(len(body)).encode()))
         result = await self.publisher.publish([record], timeout_seconds=_remaining(deadline))

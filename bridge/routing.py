@@ -453,8 +453,11 @@ class Router:
                 self._names[name] = info
         return info
 
-    def plan(self, batch: Batch) -> Plan:
-        """One record per event in batch order; denied names are counted, not produced."""
+    def plan(self, batch: Batch, extra: Sequence[tuple[str, bytes]] = ()) -> Plan:
+        """One record per event in batch order; denied names are counted, not produced.
+
+        ``extra`` headers (the request's trace context) are added to every record.
+        """
         records: list[Record] = []
         filtered = 0
         fallbacks: dict[str, int] = {}
@@ -483,6 +486,7 @@ class Router:
                 ("alm_account_id", account_bytes),
                 ("alm_event_name", name_bytes),
                 ("alm_receiver", receiver),
+                *extra,
             )
             key = self.key_for(account, event, fam)
             if reason is not None and reason != "unlisted_event":
@@ -506,9 +510,15 @@ class Router:
             records.append(Record(topic, key, value, headers, event.event_id, fam, time=event.time))
         return Plan(tuple(records), filtered, fallbacks)
 
-    def dead_letter(self, body: bytes, reason: str, error: str) -> Record:
+    def dead_letter(
+        self, body: bytes, reason: str, error: str, extra: Sequence[tuple[str, bytes]] = ()
+    ) -> Record:
         """The raw body of a batch that can never be accepted, with why in headers."""
-        headers = [("alm_receiver", self._receiver), *dead_letter_headers(reason, error)]
+        headers = [
+            ("alm_receiver", self._receiver),
+            *dead_letter_headers(reason, error),
+            *extra,
+        ]
         return Record(
             self.policy.dead_letter_topic,
             self._receiver,

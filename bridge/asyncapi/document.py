@@ -26,6 +26,7 @@ from bridge.asyncapi.schemas import (
     key_binding,
     message_examples,
     time_schema,
+    trace_properties,
     x_key,
 )
 from bridge.receivers import policy_for
@@ -122,7 +123,7 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
         "contentType": "application/octet-stream",
         "headers": {
             "type": "object",
-            "required": ["alm_receiver", "dlq_reason", "dlq_error", "dlq_time"],
+            "required": ["alm_receiver", "dlq_reason", "dlq_error", "dlq_time", "traceparent"],
             "additionalProperties": False,
             "properties": {
                 "alm_receiver": {
@@ -131,6 +132,7 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
                     "enum": receivers,
                 },
                 **dlq_properties(),
+                **trace_properties(),
                 "dlq_truncated_from_bytes": {
                     "description": (
                         "Present when the body was larger than a record may be: the value "

@@ -249,9 +249,11 @@ def event_headers(
             "alm_account_id",
             "alm_event_name",
             "alm_receiver",
+            "traceparent",
         ],
         "additionalProperties": False,
         "properties": {
+            **trace_properties(),
             "ce_specversion": {"type": "string", "const": "1.0"},
             "ce_id": {
                 "description": "The eventId. Deduplicate on it together with `alm_account_id`.",
@@ -289,6 +291,37 @@ def event_headers(
                 "type": "string",
                 "enum": list(receivers),
             },
+        },
+    }
+
+
+# The trace context of the examples: the W3C specification's own example.
+EXAMPLE_TRACE: Final = (
+    ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+)
+
+
+def trace_properties() -> dict[str, Any]:
+    """W3C trace context: the webhook request's trace, continued into every record."""
+    return {
+        "traceparent": {
+            "description": (
+                "W3C trace context of the webhook request that brought the event: the "
+                "request's own `traceparent` continued (same trace id and flags, the "
+                "bridge's span as parent), or a new trace when it sent none. A consumer "
+                "continues it as the parent of its own span; every record of one request "
+                "carries the same value."
+            ),
+            "type": "string",
+            "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        },
+        "tracestate": {
+            "description": (
+                "The request's `tracestate`, passed on unchanged with its `traceparent` "
+                "(at most 512 characters)."
+            ),
+            "type": "string",
+            "maxLength": 512,
         },
     }
 
@@ -392,7 +425,7 @@ def message_examples(
         batch = parse_body(body)
         if not isinstance(batch, Batch):
             continue
-        for record in router.plan(batch).records:
+        for record in router.plan(batch, EXAMPLE_TRACE).records:
             headers = {k: v.decode() for k, v in record.headers}
             fam = FAMILIES[family(headers["alm_event_name"])]
             message = DEAD_LETTERED_EVENT if record.dead_letter else fam.message
@@ -413,7 +446,9 @@ def message_examples(
                     }
                 )
     body = b'{"accountId": 1234, "events": [{"eventId": "", "eventName": "COURSE_ENROLLMENT"}]}'
-    dead = router.dead_letter(body, "invalid_event", "events[0].eventId must be a non-empty string")
+    dead = router.dead_letter(
+        body, "invalid_event", "events[0].eventId must be a non-empty string", EXAMPLE_TRACE
+    )
     headers = {k: v.decode() for k, v in dead.headers}
     headers["dlq_time"] = "2026-11-02T10:15:00.000Z"
     examples[DEAD_LETTERED_BATCH] = [

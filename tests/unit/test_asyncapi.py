@@ -39,11 +39,14 @@ from bridge.settings import (
     RoutingSettings,
     Settings,
 )
+from bridge.tracing import trace_context
 from tests.contract import Contract, ContractViolation
 
 ALL_EVENT_MESSAGES = {f.message for f in FAMILY_MESSAGES.values()}
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+# Every record the bridge publishes carries its request's trace context.
+TRACE = trace_context({}).headers()
 
 
 @pytest.fixture
@@ -177,10 +180,10 @@ def test_every_record_the_router_makes_matches_the_document(unlisted: str, key: 
     for body in bodies:
         batch = parse_body(body)
         assert isinstance(batch, Batch)
-        for record in router.plan(batch).records:
+        for record in router.plan(batch, TRACE).records:
             _check(contract, record)
             checked += 1
-    _check(contract, router.dead_letter(b"\xff not json", "invalid_utf8", "byte 0"))
+    _check(contract, router.dead_letter(b"\xff not json", "invalid_utf8", "byte 0", TRACE))
     assert checked > 300
 
 
@@ -200,7 +203,7 @@ def _record(**changes: Any) -> Record:
     )
     batch = parse_body(body)
     assert isinstance(batch, Batch)
-    (record,) = Router(policy_for(_receiver("alm"))).plan(batch).records
+    (record,) = Router(policy_for(_receiver("alm"))).plan(batch, TRACE).records
     return record._replace(**changes)
 
 
@@ -355,7 +358,7 @@ def test_records_for_names_outside_the_documented_set_match_the_document(
     }
     batch = parse_body(orjson.dumps(body))
     assert isinstance(batch, Batch)
-    for record in Router(policy_for(spec)).plan(batch).records:
+    for record in Router(policy_for(spec)).plan(batch, TRACE).records:
         _check(contract, record)
 
 
