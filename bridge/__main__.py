@@ -525,6 +525,7 @@ def replay_command(
     cannot be read or written, 130 on Ctrl-C.
     """
     from bridge.deadletters import Filters, summary_lines
+    from bridge.logs import configure
     from bridge.replay import ReplayError, ReplayOptions, replay
 
     if apply and dry_run:
@@ -548,6 +549,8 @@ def replay_command(
             raise ConfigError(problems)
     except ConfigError as exc:
         raise _fail(exc) from None
+    # Standard output is for the summary; the log (Kafka's warnings) goes to stderr.
+    configure("warning", settings.log_format, stream=sys.stderr.buffer)
     options = ReplayOptions(
         topics=tuple(topics or ()),
         filters=filters,

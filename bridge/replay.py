@@ -183,7 +183,11 @@ async def _run(
         if publisher is None:
             _preview(chosen, ledger, seen, tally, options.examples)
         else:
-            await _apply(chosen, publisher, ledger, seen, tally, options, pacer)
+            # A batch's dead letter holds up to BRIDGE_MAX_EVENTS_PER_BATCH events.
+            size = pacer.chunk_size(MAX_CHUNK)
+            for start in range(0, len(chosen), size):
+                part = chosen[start : start + size]
+                await _apply(part, publisher, ledger, seen, tally, options, pacer)
         if on_chunk is not None:
             on_chunk(tally, total)
     return tally
