@@ -125,11 +125,13 @@ async def replay(
         missing = [t for t in topics if t not in existing]
         if missing:
             raise ReplayError(f"no such dead-letter topic: {', '.join(missing)}")
+        created = False
         if options.apply:
-            await _ensure_progress_topic(admin, settings, options.progress_topic, existing)
-            existing.add(options.progress_topic)
+            created = await _ensure_progress_topic(
+                admin, settings, options.progress_topic, existing
+            )
         ledger = Ledger()
-        if options.progress_topic in existing:
+        if (options.apply or options.progress_topic in existing) and not created:
             ledger = await _read_ledger(admin, consumer, options.progress_topic)
         if options.apply:
             publisher = Publisher(settings=settings)
@@ -401,10 +403,13 @@ async def _read_ledger(
 
 async def _ensure_progress_topic(
     admin: AIOKafkaAdminClient, settings: Settings, topic: str, existing: set[str]
-) -> None:
-    """The progress topic, compacted: created like the bridge's topics when allowed."""
+) -> bool:
+    """The progress topic, compacted: created like the bridge's topics when allowed.
+
+    Returns whether it was created now (then it holds nothing yet).
+    """
     if topic in existing:
-        return
+        return False
     if not settings.kafka_auto_create_topics:
         raise ReplayError(
             f"the progress topic {topic} does not exist and topic creation is off: create it "
@@ -419,7 +424,7 @@ async def _ensure_progress_topic(
     try:
         response = await admin.create_topics([new])
     except TopicAlreadyExistsError:
-        return
+        return False
     except KafkaError as exc:
         raise ReplayError(f"cannot create the progress topic {topic}: {describe(exc)}") from None
     for entry in getattr(response, "topic_errors", ()):
@@ -429,6 +434,8 @@ async def _ensure_progress_topic(
             raise ReplayError(
                 f"cannot create the progress topic {topic}: error {code} {message or ''}".strip()
             )
+        return bool(code == 0)
+    return True
 
 
 async def _settle_pending(
