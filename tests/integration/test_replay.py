@@ -33,6 +33,7 @@ from bridge.deadletters import Filters, Progress, Tally
 from bridge.replay import ReplayError, ReplayOptions, replay
 from bridge.settings import RoutingSettings, Settings
 from tests.app.conftest import Bridge, receiver_settings
+from tests.contract import contract_for
 from tests.kafka_fixtures import consume_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
@@ -187,6 +188,8 @@ async def test_dead_lettered_body_is_previewed_then_replayed_once_or_left_in_pla
     assert applied.replayed == len(sent)
     stored = await read(kafka_bootstrap, destination)
     assert sorted(ids_of(stored)) == sorted(e["eventId"] for e in sent)
+    # Replayed records keep the consumers' contract (the AsyncAPI document).
+    contract_for(fixed).check_records(stored)
     for record in stored:
         headers = headers_of(record)
         event_id = orjson.loads(record.value)["eventId"]
@@ -247,6 +250,7 @@ async def test_event_dead_lettered_by_routing_is_replayed_once_with_key_and_head
     assert (applied.replayed, applied.complete) == (1, True)
     assert (again.replayed, again.already) == (0, 1)
     (stored,) = await read(kafka_bootstrap, destination)
+    contract_for(fixed).check_records([stored])
     assert stored.key == dead.key == f"{ACCOUNT}:{event_id}".encode()
     assert stored.value == dead.value
     original = {k: v for k, v in headers_of(dead).items() if not k.startswith("dlq_")}

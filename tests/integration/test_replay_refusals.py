@@ -28,6 +28,7 @@ from bridge.deadletters import Filters
 from bridge.replay import ReplayOptions, replay
 from bridge.settings import RoutingSettings, Settings
 from tests.app.conftest import Bridge, receiver_settings
+from tests.contract import contract_for
 from tests.integration.test_kafka_refusals import (
     COMPLETED,
     DEAD_LETTER_KEY,
@@ -235,6 +236,7 @@ async def test_event_kafka_refused_is_replayed_once_after_the_fix(
     assert (applied.replayed, applied.complete) == (1, True)
     assert (again.replayed, again.already) == (0, 1)
     (stored,) = await records_of(cluster, case.destination)
+    contract_for(fixed).check_records([stored])
     assert orjson.loads(stored.value)["eventId"] == completed_id
     assert stored.value == dead.value
     assert stored.key == case.key
