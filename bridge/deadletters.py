@@ -432,6 +432,20 @@ class Tally:
     failing: dict[str, int] = field(default_factory=dict)
     examples: list[Item] = field(default_factory=list)
 
+    def offer(self, item: Item, wanted: int) -> None:
+        """Keep ``item`` as an example: the first ``wanted``, one per reason first."""
+        examples = self.examples
+        if len(examples) < wanted:
+            examples.append(item)
+            return
+        reasons = [e.letter.reason for e in examples]
+        if item.letter.reason in reasons:
+            return
+        for index in range(len(examples) - 1, -1, -1):
+            if reasons.count(reasons[index]) > 1:
+                examples[index] = item
+                return
+
     @property
     def complete(self) -> bool:
         """Every selected event is in its topic (now or in an earlier run)."""

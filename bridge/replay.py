@@ -202,8 +202,7 @@ def _preview(
         if ledger.settled(item.source_id):
             tally.already += 1
             continue
-        if len(tally.examples) < examples:
-            tally.examples.append(item)
+        tally.offer(item, examples)
         if item.record is None:
             count(tally.failing, item.blocked or "unknown")
             continue
@@ -234,8 +233,7 @@ async def _apply(
         if ledger.settled(item.source_id):
             tally.already += 1
             continue
-        if len(tally.examples) < options.examples:
-            tally.examples.append(item)
+        tally.offer(item, options.examples)
         if item.record is None:
             count(tally.failing, item.blocked or "unknown")
             continue

@@ -302,3 +302,18 @@ def test_replay_help_says_dry_run_by_default_and_the_exit_statuses() -> None:
     text = " ".join(result.stdout.split())
     assert "A dry run unless --apply (or --yes) is given" in text
     assert "Exits 0 when every selected event is in its topic" in text
+
+
+def test_examples_show_each_reason_before_a_second_of_one() -> None:
+    (unlisted,) = event_letters()
+    broken = letter(router().dead_letter(b"{", "invalid_json", "bad"), offset=9)
+    planner = Replanner(settings(accounts=()))
+    first = planner.items(unlisted)[0]
+    tally = Tally()
+
+    for _ in range(3):
+        tally.offer(first, 2)
+    tally.offer(planner.items(broken)[0], 2)
+    tally.offer(planner.items(broken)[0], 2)
+
+    assert [e.letter.reason for e in tally.examples] == ["unlisted_event", "invalid_json"]
