@@ -1,12 +1,13 @@
-"""Command line: serve, send, tail, diagnose, check-config, asyncapi; nothing else lives here."""
+"""Command line: serve, send, tail, replay, diagnose, check-config, asyncapi; nothing else here."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -23,6 +24,8 @@ from bridge.settings import (
     plaintext_secrets,
     unknown_environment,
 )
+
+T = TypeVar("T")
 
 
 class _Commands(TyperGroup):
@@ -218,12 +221,12 @@ def serve(config: ConfigOption = None) -> None:
     raise typer.Exit(code=code)
 
 
-def _run(coro: object) -> int:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    return uvloop.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 @app.command("check-config", cls=_ReadsSettings)
@@ -407,6 +410,191 @@ def tail_command(
         raise typer.Exit(code=3) from None
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
+
+
+def _moment(text: str | None, option: str) -> int | None:
+    """An ISO-8601 time (UTC when it names no zone) as epoch milliseconds."""
+    if text is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO-8601 time (e.g. 2026-12-07T10:00:00Z)", param_hint=option
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@app.command("replay", cls=_ReadsSettings)
+def replay_command(
+    topics: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="DEAD_LETTER_TOPIC",
+            help="Dead-letter topics to read. Default: every configured receiver's.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            "--yes",
+            help="Publish. Without it, a dry run: counts and examples, nothing written.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what would be replayed (the default).")
+    ] = False,
+    reasons: Annotated[
+        list[str] | None,
+        typer.Option("--reason", help="Only dead letters with this dlq_reason (repeatable)."),
+    ] = None,
+    receivers: Annotated[
+        list[str] | None,
+        typer.Option("--receiver", "-r", help="Only this receiver's (repeatable)."),
+    ] = None,
+    accounts: Annotated[
+        list[int] | None,
+        typer.Option("--account", help="Only events of this accountId (repeatable)."),
+    ] = None,
+    event_names: Annotated[
+        list[str] | None,
+        typer.Option("--event-name", "-e", help="Only events of this name (repeatable)."),
+    ] = None,
+    destinations: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic",
+            "-t",
+            help="Only events meant for this topic (dlq_topic) or routed to it now (repeatable).",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Only dead letters written at or after this ISO-8601 time (UTC)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Only dead letters written before this ISO-8601 time."),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", min=0.1, help="At most this many events a second (default: no limit)."
+        ),
+    ] = None,
+    progress_topic: Annotated[
+        str,
+        typer.Option(
+            "--progress-topic",
+            help="Compacted topic recording what was replayed (created when missing and "
+            "BRIDGE_KAFKA_AUTO_CREATE_TOPICS is on).",
+        ),
+    ] = "alm-bridge.replay-progress",
+    examples: Annotated[
+        int, typer.Option("--examples", min=0, help="How many examples to show.")
+    ] = 3,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+) -> None:
+    """Publish dead letters again, to where live traffic would send them now.
+
+    A dry run unless --apply (or --yes) is given: counts by dlq_reason and by destination,
+    and a few examples. With --apply, each event is published with its original key and
+    headers (the dlq_* ones replaced by replay_source, replay_dlq_reason, replay_dlq_error
+    and replay_dlq_time), through the receiver's current routing, the same topic checks
+    and duplicate rule as live traffic, at most --rate events a second. Reads and writes
+    with the same BRIDGE_KAFKA_* settings as serve (TLS, SASL).
+
+    Exactly once across runs and crashes: each event is recorded in the progress topic
+    (pending before it is produced, done once Kafka acknowledged it); a re-run skips what
+    is done and looks for what was pending in its topic. Dead letters that still fail stay
+    where they are, counted by reason, and are tried again by the next run.
+
+    Exits 0 when every selected event is in its topic (or could be, in a dry run: 0 as
+    well), 1 when some still fail, 2 on invalid options or configuration, 3 when Kafka
+    cannot be read or written, 130 on Ctrl-C.
+    """
+    from bridge.deadletters import Filters, summary_lines
+    from bridge.logs import configure
+    from bridge.replay import ReplayError, ReplayOptions, replay
+
+    if apply and dry_run:
+        raise typer.BadParameter("give --apply or --dry-run, not both", param_hint="--dry-run")
+    filters = Filters(
+        reasons=frozenset(reasons or ()),
+        receivers=frozenset(receivers or ()),
+        accounts=frozenset(accounts or ()),
+        event_names=frozenset(event_names or ()),
+        topics=frozenset(destinations or ()),
+        since_ms=_moment(since, "--since"),
+        until_ms=_moment(until, "--until"),
+    )
+    _warn_unknown_environment()
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        settings.effective_receivers()
+        problems = kafka_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    # Standard output is for the summary; the log (Kafka's warnings) goes to stderr.
+    configure("warning", settings.log_format, stream=sys.stderr.buffer)
+    options = ReplayOptions(
+        topics=tuple(topics or ()),
+        filters=filters,
+        apply=apply,
+        rate=rate,
+        progress_topic=progress_topic,
+        examples=examples,
+    )
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    task = bar.add_task("dead letters", total=None, status="")
+
+    def on_chunk(tally: Any, total: int) -> None:
+        status = (f"replayed {tally.replayed}" if apply else f"would replay {tally.replayable}") + (
+            f", failing {sum(tally.failing.values())}" if tally.failing else ""
+        )
+        bar.update(task, completed=tally.scanned, total=total, status=status)
+
+    try:
+        with bar:
+            tally = _run(replay(settings, options, on_chunk=on_chunk))
+    except ReplayError as exc:
+        typer.echo(f"alm-bridge: {exc.detail}", err=True)
+        raise typer.Exit(code=3) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+    if as_json:
+        sys.stdout.write(orjson.dumps(tally.as_json(applied=apply)).decode() + "\n")
+    else:
+        for line in summary_lines(tally, applied=apply):
+            typer.echo(line)
+        if not apply:
+            typer.echo("  nothing was written: run again with --apply to publish")
+    raise typer.Exit(code=0 if (tally.complete or not apply) else 1)
 
 
 @app.command("asyncapi")

@@ -436,6 +436,9 @@ class Publisher:
                 lane = lanes.lane(topic, partition)
                 while lane.full:
                     lanes.flush()
+                    if not lane.full:
+                        # Handed over at once: the room this request waited for is there.
+                        break
                     # Shielded: the room future is shared with other requests.
                     await _within(deadline, asyncio.shield(lane.room()))
                 handles.append((index, lane.append(record)))

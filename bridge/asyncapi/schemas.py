@@ -291,6 +291,37 @@ def event_headers(
                 "type": "string",
                 "enum": list(receivers),
             },
+            **replay_properties(),
+        },
+    }
+
+
+def replay_properties() -> dict[str, Any]:
+    """Headers of a record put back from the dead-letter topic by ``alm-bridge replay``."""
+    return {
+        "replay_source": {
+            "description": (
+                "Present only on a record put back from the dead-letter topic by "
+                "`alm-bridge replay`: the dead letter it came from, `topic:partition:offset` "
+                "(with `#eventId` for an event of a batch's body). The event itself is the "
+                "same: deduplicate on `ce_id` and `alm_account_id` as usual."
+            ),
+            "type": "string",
+            "pattern": "^[a-zA-Z0-9._-]+:[0-9]+:[0-9]+(#[\\s\\S]+)?$",
+        },
+        "replay_dlq_reason": {
+            "description": "On a replayed record: the `dlq_reason` of its dead letter.",
+            "type": "string",
+            "pattern": "^[a-z0-9_]+$",
+        },
+        "replay_dlq_error": {
+            "description": "On a replayed record: the `dlq_error` of its dead letter.",
+            "type": "string",
+        },
+        "replay_dlq_time": {
+            "description": "On a replayed record: when it was dead-lettered, RFC 3339 UTC.",
+            "type": "string",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$",
         },
     }
 

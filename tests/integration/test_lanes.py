@@ -17,7 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
 from bridge.batching import Lane, LaneClosed, Lanes
+from bridge.publisher import Publisher
 from bridge.routing import Record
+from bridge.settings import Settings
 from tests.kafka_fixtures import consume_all
 
 pytestmark = pytest.mark.kafka
@@ -133,3 +135,25 @@ async def test_linger_holds_a_batch_on_the_real_producer(
 
     assert first is second
     assert loop.time() - started >= 0.3
+
+
+async def test_one_request_larger_than_a_batch_of_its_partition_is_produced_whole(
+    kafka_bootstrap: str,
+) -> None:
+    """The first full batch is handed over at once: the request goes on filling the next
+    one instead of waiting for room that is already there."""
+    name = await _topic(kafka_bootstrap)
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_max_batch_bytes=65_536)
+    publisher = Publisher(settings=settings)
+    await publisher.start(10)
+    try:
+        # About 3.5 batches of 64 KiB, all for the one partition.
+        records = [Record(name, b"k", f"{n:06d}".encode(), [("h", b"x" * 200)]) for n in range(800)]
+
+        result = await publisher.publish(records, timeout_seconds=10)
+    finally:
+        await publisher.stop(5)
+
+    assert result.records == 800
+    stored = await consume_all(kafka_bootstrap, name, expected=800)
+    assert [r.value for r in stored] == [r.value for r in records]
