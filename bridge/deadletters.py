@@ -27,6 +27,7 @@ from bridge.errors import AccountNotAccepted, InvalidBatch
 from bridge.receivers import policy_for
 from bridge.routing import Headers, Record, Router, TopicRegistry, family
 from bridge.settings import Settings
+from bridge.tracing import TRACEPARENT, TRACESTATE, trace_context
 
 # Headers a replayed record carries: where it was dead-lettered, when, and why.
 SOURCE_HEADER: Final = "replay_source"
@@ -141,13 +142,26 @@ def provenance(letter: DeadLetter, source_id: str) -> Headers:
 def replay_headers(
     letter: DeadLetter, source_id: str, headers: Iterable[tuple[str, bytes]]
 ) -> Headers:
-    """``headers`` without the ``dlq_*`` (or earlier ``replay_*``) ones, plus provenance."""
+    """``headers`` without the ``dlq_*`` (or earlier ``replay_*``) ones, plus provenance,
+    and a trace context when the dead letter had none (one written before traces were)."""
     kept = [
         (name, value)
         for name, value in headers
         if not name.startswith(_DEAD_LETTER_PREFIX) and name not in PROVENANCE_HEADERS
     ]
+    if not any(name == TRACEPARENT for name, _ in kept):
+        kept.extend(trace_of(letter))
     return [*kept, *provenance(letter, source_id)]
+
+
+def trace_of(letter: DeadLetter) -> tuple[tuple[str, bytes], ...]:
+    """The dead letter's trace continued by the replay, or a new one when it has none."""
+    carried = {
+        name: value
+        for name in (TRACEPARENT, TRACESTATE)
+        if (value := letter.header(name)) is not None
+    }
+    return trace_context(carried).headers()
 
 
 def _time_of(timestamp_ms: int) -> str:
@@ -245,7 +259,7 @@ class Replanner:
 
     def _batch_items(self, router: Router, letter: DeadLetter, batch: Batch) -> list[Item]:
         try:
-            plan = router.plan(batch)
+            plan = router.plan(batch, trace_of(letter))
         except InvalidBatch as exc:
             return [self._blocked(letter, exc.code, account_id=batch.account_id)]
         if any(r.exceeds(self.max_record_bytes) for r in plan.records):
