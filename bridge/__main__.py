@@ -597,6 +597,120 @@ def replay_command(
     raise typer.Exit(code=0 if (tally.complete or not apply) else 1)
 
 
+@app.command("canary", cls=_ReadsSettings)
+def canary_command(
+    url: Annotated[
+        str,
+        typer.Argument(help="The public webhook URL, e.g. https://alm.example.com/webhooks/alm."),
+    ],
+    config: ConfigOption = None,
+    secret: Annotated[
+        str | None, typer.Option("--secret", help="HMAC signing secret.", show_default=False)
+    ] = None,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secret-file",
+            help="File with the HMAC secret: plain text or ALM's JSON download.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="USER:PASS for a basic receiver.", show_default=False),
+    ] = None,
+    hmac_header: Annotated[
+        str, typer.Option("--hmac-header", help="Header carrying the signature.")
+    ] = "X-ALM-Signature",
+    account_id: Annotated[
+        int,
+        typer.Option(
+            "--account-id", min=1, help="The accountId of the batch: one the receiver accepts."
+        ),
+    ] = 1,
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            "--topic",
+            help="The canary topic to read back (default: the canary topic of the receiver "
+            "the URL names, when configured here; else alm.canary).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1.0, help="Seconds for the answer and the read-back."),
+    ] = 30.0,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            help="Trust HTTPS certificates signed by the CA in this PEM file.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Send one signed canary batch through URL and read it back from Kafka.
+
+    The event (ALM_BRIDGE_CANARY) goes to the receiver's canary topic, never to a topic of
+    the consumers. Prints one JSON line (answer and end-to-end milliseconds, the record's
+    place); exits 0 when the record is in Kafka, 1 when it is not (or the answer was not
+    200), 3 when Kafka cannot be read. Kafka is read with the bridge's own settings
+    (BRIDGE_KAFKA_*).
+    """
+    from bridge.canary import CanaryError, run_canary
+    from bridge.sender.options import SendOptions, auth_headers
+
+    _warn_unknown_environment()
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        problems = kafka_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+        receivers = settings.effective_receivers()
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    chosen = topic or next(
+        (r.routing.canary_topic for r in receivers if r.name == name), "alm.canary"
+    )
+    try:
+        options = SendOptions.model_validate(
+            {
+                "url": url,
+                "generate": True,
+                "hmac_secret": (secret or "").encode(),
+                "hmac_secret_file": secret_file,
+                "basic_user": user,
+                "hmac_header": hmac_header,
+            }
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        result = _run(
+            run_canary(
+                url,
+                settings=settings,
+                topic=chosen,
+                account_id=account_id,
+                sign=lambda body: auth_headers(options, body),
+                timeout_seconds=timeout,
+                ca_file=ca_file,
+            )
+        )
+    except CanaryError as exc:
+        typer.echo(f"alm-bridge: {exc.detail}", err=True)
+        raise typer.Exit(code=3) from None
+    sys.stdout.write(result.as_json() + "\n")
+    raise typer.Exit(code=0 if result.ok else 1)
+
+
 @app.command("asyncapi")
 def asyncapi(
     config: ConfigOption = None,

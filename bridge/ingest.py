@@ -194,6 +194,8 @@ class Ingestor:
         for reason, count in plan.fallbacks.items():
             self.metrics.topic_fallbacks.labels(receiver.name, reason).inc(count)
         account_id = parsed.account_id
+        # A batch of the canary alone says nothing of the account's own deliveries.
+        canary = plan.canaries > 0 and plan.canaries == len(parsed.events)
         seen = self.windows[receiver.name]
         in_flight = self.in_flight[receiver.name]
         fresh, keys, joined = _without_duplicates(
@@ -212,10 +214,13 @@ class Ingestor:
             _total(summary)
         for fam, count in summary.families.items():
             self.metrics.events_published_by(receiver.name, fam).inc(count)
-        self._observe_freshness(receiver, summary)
-        self.metrics.last_accepted_by(receiver.name, receiver.account_label(account_id)).set(
-            time.time()
-        )
+        if canary:
+            self.metrics.canary_seen.labels(receiver.name).set_to_current_time()
+        else:
+            self._observe_freshness(receiver, summary)
+            self.metrics.last_accepted_by(receiver.name, receiver.account_label(account_id)).set(
+                time.time()
+            )
         if summary.duplicates:
             self.metrics.duplicates.labels(receiver.name).inc(summary.duplicates)
         for reason, count in summary.dead_letter_reasons.items():

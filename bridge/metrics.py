@@ -146,6 +146,13 @@ class Metrics:
             ["receiver"],
             registry=r,
         )
+        self.canary_seen = Gauge(
+            "almbridge_canary_last_success_timestamp_seconds",
+            "When a batch of alm-bridge canary last reached the receiver and Kafka "
+            "acknowledged it (through the public URL when the canary runs from outside).",
+            ["receiver"],
+            registry=r,
+        )
         self.event_lag = Histogram(
             "almbridge_event_lag_seconds",
             "From an event's own time (ALM's timestamp, either dialect) to Kafka's "

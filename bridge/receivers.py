@@ -86,7 +86,12 @@ def resolve(settings: Settings, environ: Mapping[str, str] | None = None) -> lis
         paths = secret_paths(settings.secrets_dir, spec.name, spec.auth)
         verifier = _verifier(spec.auth, paths, env, where, problems)
         routing = spec.routing
-        topics = [routing.catchall_topic, spec.dead_letter.topic, *routing.overrides.values()]
+        topics = [
+            routing.catchall_topic,
+            spec.dead_letter.topic,
+            routing.canary_topic,
+            *routing.overrides.values(),
+        ]
         problems.extend(f"{where}: {p}" for p in validate_topics(topics))
         if "{event}" not in routing.topic_template and not routing.overrides:
             problems.append(f"{where}: topic_template must contain {{event}}")
@@ -211,4 +216,5 @@ def policy_for(spec: ReceiverSettings) -> RoutingPolicy:
         source_template=routing.source_template,
         dead_letter_topic=spec.dead_letter.topic,
         event_name_pattern=routing.event_name_pattern,
+        canary_topic=routing.canary_topic,
     )

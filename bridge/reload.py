@@ -55,6 +55,7 @@ LIVE_SETTINGS: Final = frozenset(
         "key_strategy",
         "event_name_pattern",
         "max_silence_seconds",
+        "canary_topic",
     }
 )
 

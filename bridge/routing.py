@@ -265,6 +265,7 @@ class RoutingPolicy:
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
     dead_letter_topic: str = "alm.deadletter"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
+    canary_topic: str = "alm.canary"
 
     def is_listed(self, name: str) -> bool:
         if self.allow is not None:
@@ -273,7 +274,14 @@ class RoutingPolicy:
 
     def reserved_topics(self) -> frozenset[str]:
         """Topics an event name must never reach through the template."""
-        return frozenset({self.dead_letter_topic, self.catchall_topic, *self.overrides.values()})
+        return frozenset(
+            {
+                self.dead_letter_topic,
+                self.catchall_topic,
+                self.canary_topic,
+                *self.overrides.values(),
+            }
+        )
 
     def template_topic(self, name: str) -> str:
         """The topic the template makes of an event name."""
@@ -293,6 +301,10 @@ class RoutingPolicy:
             names |= {n for n in KNOWN_EVENT_NAMES if pattern.fullmatch(n)}
         return frozenset(names - self.overrides.keys() - self.deny)
 
+
+# The event name of ``alm-bridge canary``: always on the receiver's canary topic, never on a
+# topic of the consumers, whatever the routing lists, denies or overrides.
+CANARY_EVENT_NAME: Final = "ALM_BRIDGE_CANARY"
 
 _HEADERS_MARGIN: Final = 65_536
 
@@ -334,6 +346,8 @@ class Plan:
     records: tuple[Record, ...]
     filtered: int
     fallbacks: Mapping[str, int] = field(default_factory=dict)
+    # Events of ``alm-bridge canary``, on the canary topic.
+    canaries: int = 0
 
 
 class Route(NamedTuple):
@@ -388,6 +402,9 @@ class Router:
         topic, or to the dead-letter topic under the ``deadletter`` policy.
         """
         policy = self.policy
+        if name == CANARY_EVENT_NAME:
+            # The canary's own topic, whatever the rest of the routing says.
+            return Route(policy.canary_topic)
         if name in policy.overrides:
             return Route(policy.overrides[name])
         listed = policy.is_listed(name)
@@ -466,11 +483,14 @@ class Router:
         source = self.policy.source_template.replace("{accountId}", str(account)).encode()
         deny = self.policy.deny
         receiver = self._receiver
+        canaries = 0
         for event in batch.events:
             name = event.name
             if name in deny:
                 filtered += 1
                 continue
+            if name == CANARY_EVENT_NAME:
+                canaries += 1
             topic, reason, fam, ce_type, name_bytes = self._name_info(name)
             value = _value(event.raw, account)
             headers: Headers = [
@@ -508,7 +528,7 @@ class Router:
                 )
                 continue
             records.append(Record(topic, key, value, headers, event.event_id, fam, time=event.time))
-        return Plan(tuple(records), filtered, fallbacks)
+        return Plan(tuple(records), filtered, fallbacks, canaries)
 
     def dead_letter(
         self, body: bytes, reason: str, error: str, extra: Sequence[tuple[str, bytes]] = ()

@@ -203,6 +203,8 @@ class RoutingSettings(_Strict):
     key: Literal["record", "eventId", "accountId", "none"] = "record"
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
+    # Where ``alm-bridge canary``'s events go: never a topic of the consumers.
+    canary_topic: str = "alm.canary"
 
     @field_validator("event_name_pattern")
     @classmethod
@@ -326,6 +328,7 @@ class Settings(BaseSettings):
     catchall_topic: str = "alm.other"
     key_strategy: Literal["record", "eventId", "accountId", "none"] = "record"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
+    canary_topic: str = "alm.canary"
     max_silence_seconds: float = Field(default=86_400, ge=0)
 
     @model_validator(mode="after")
@@ -428,6 +431,7 @@ class Settings(BaseSettings):
                     catchall_topic=self.catchall_topic,
                     key=self.key_strategy,
                     event_name_pattern=self.event_name_pattern,
+                    canary_topic=self.canary_topic,
                 ),
                 dead_letter=DeadLetterSettings(
                     policy=self.dead_letter_policy, topic=self.dead_letter_topic

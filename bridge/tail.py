@@ -172,7 +172,7 @@ async def tail(
     try:
         await consumer.start()
     except KafkaError as exc:
-        await _stop_quietly(consumer)
+        await stop_quietly(consumer)
         raise TailError(f"cannot read Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
     printed = 0
     done: dict[TopicPartition, int] = {}
@@ -204,10 +204,10 @@ async def tail(
     except KafkaError as exc:
         raise TailError(f"reading Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
     finally:
-        await _stop_quietly(consumer)
+        await stop_quietly(consumer)
     return printed
 
 
-async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
     with contextlib.suppress(KafkaError, TimeoutError, OSError):
         await asyncio.wait_for(consumer.stop(), timeout=5)
