@@ -154,12 +154,15 @@ class Fleet:
             return
         producer: AIOKafkaProducer | None = None
         consumer: AIOKafkaConsumer | None = None
+        step = "describe or create"
         try:
             async with asyncio.timeout(timeout_seconds):
                 await self._prepare_topic()
+                step = "write"
                 producer = AIOKafkaProducer(**self._producer_options())
                 await producer.start()
                 await self._probe_write(producer)
+                step = "read"
                 consumer = AIOKafkaConsumer(**self._consumer_options())
                 await consumer.start()
                 await self._position(consumer)
@@ -173,7 +176,7 @@ class Fleet:
             raise
         except _AUTHORIZATION as exc:
             await _stop_quietly(producer, consumer)
-            detail = self._denied(exc)
+            detail = self._denied(step, exc)
             self._refuse(detail)
             raise FleetTopicRefused(detail) from exc
         except (TimeoutError, KafkaError, OSError) as exc:
@@ -202,9 +205,9 @@ class Fleet:
         self.error = detail
         log.error("dedupe_fleet_topic_refused", topic=self.topic, error=detail)
 
-    def _denied(self, exc: BaseException) -> str:
+    def _denied(self, step: str, exc: BaseException) -> str:
         return (
-            f"{_SETTING} {self.topic}: the bridge may not use the topic ({describe(exc)}): "
+            f"{_SETTING} {self.topic}: the bridge may not {step} the topic ({describe(exc)}): "
             "grant its principal Describe, DescribeConfigs, Read and Write on the topic "
             "(and Create, to let it create the topic)"
         )

@@ -21,13 +21,14 @@ from aiohttp.test_utils import TestClient
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from bridge.app import create_app
 from bridge.dedupe import read_fleet_record
 from bridge.fleet import FleetTopicRefused
 from bridge.settings import Settings
 from tests.app.conftest import Bridge, receiver_settings
-from tests.kafka_fixtures import consume_all
+from tests.kafka_fixtures import LocalKafka, consume_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -249,3 +250,42 @@ async def topic_configs(bootstrap: str, name: str) -> dict[str, str]:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_topic_the_bridge_may_not_read_is_refused(acl_kafka: LocalKafka) -> None:
+    """An ACL that lets the bridge write the topic but not read it: refused at start."""
+    prefix = f"fl{uuid.uuid4().hex[:10]}"
+    name = f"fleet-acl.{uuid.uuid4().hex[:10]}"
+    allow = ["--add", "--allow-principal", "User:bridge"]
+    everything = ["--operation", "Write", "--operation", "Describe", "--operation", "Create"]
+    acl_kafka.acls(*allow, *everything, "--topic", prefix, "--resource-pattern-type", "prefixed")
+    acl_kafka.acls(
+        *allow,
+        *["--operation", "Write", "--operation", "Describe", "--operation", "DescribeConfigs"],
+        "--topic",
+        name,
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=acl_kafka.bootstrap)
+    await admin.start()
+    try:
+        compacted = {"cleanup.policy": "compact,delete"}
+        await admin.create_topics([NewTopic(name, 1, 1, topic_configs=compacted)])
+    finally:
+        await admin.close()
+    settings = Settings(
+        receivers=[receiver_settings(prefix)],
+        kafka_bootstrap_servers=acl_kafka.sasl_plaintext_bootstrap,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="bridge",
+        kafka_sasl_password=SecretStr(acl_kafka.scram_users["bridge"]),
+        kafka_topic_partitions=1,
+        dedupe_fleet_topic=name,
+    )
+
+    message = await refused_at_start(settings)
+
+    assert "\n" not in message
+    assert f"BRIDGE_DEDUPE_FLEET_TOPIC {name}: the bridge may not read the topic" in message
+    assert "TopicAuthorizationFailedError" in message
+    assert "Read" in message
