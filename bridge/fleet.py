@@ -122,10 +122,13 @@ class Fleet:
 
     @property
     def ready(self) -> bool:
-        """Loaded, or loading for longer than ``BRIDGE_DEDUPE_FLEET_LOAD_TIMEOUT_SECONDS``."""
+        """Loaded, or not loaded ``BRIDGE_DEDUPE_FLEET_LOAD_TIMEOUT_SECONDS`` after the first
+        try (a large topic, or one whose partition has no leader now): the fleet's memory
+        must never keep the bridge out of service for longer. A refused topic is never ready.
+        """
         if self.status == "loaded":
             return True
-        return self.status == "loading" and self._clock() >= self._ready_at
+        return self.status in ("starting", "loading") and self._clock() >= self._ready_at
 
     def share(self, receiver: str, keys: Sequence[bytes | None]) -> None:
         """Queue the digests of events Kafka just acknowledged; never waits, never raises."""
@@ -152,6 +155,8 @@ class Fleet:
         """
         if self.status != "starting":
             return
+        if self._ready_at == float("inf"):
+            self._ready_at = self._clock() + self._load_timeout_seconds
         producer: AIOKafkaProducer | None = None
         consumer: AIOKafkaConsumer | None = None
         step = "describe or create"
@@ -189,7 +194,6 @@ class Fleet:
             raise
         self._producer, self._consumer = producer, consumer
         self._load_started = self._clock()
-        self._ready_at = self._load_started + self._load_timeout_seconds
         self._loaders = {name: Newest(w.max_entries) for name, w in self._windows.items()}
         self.status = "loading"
         self._take(first)
@@ -362,7 +366,8 @@ class Fleet:
         now = self._clock()
         horizon = now - self._max_age_seconds
         loading = self.status == "loading"
-        learnt: dict[str, int] = {}
+        # The digests of one acknowledgement share their time: learnt together.
+        groups: dict[tuple[str, int], list[bytes]] = {}
         windows = self._windows
         for records in batches.values():
             for record in records:
@@ -370,18 +375,26 @@ class Fleet:
                 if entry is None:
                     continue
                 receiver, key, acknowledged_ms = entry
-                window = windows.get(receiver)
-                if window is None:
+                if receiver not in windows:
                     continue
-                stamp = now - max(0.0, now_wall - acknowledged_ms / 1000)
-                if stamp < horizon:
-                    continue
-                if loading:
-                    self._loaders[receiver].offer(stamp, key)
+                group = groups.get((receiver, acknowledged_ms))
+                if group is None:
+                    groups[receiver, acknowledged_ms] = [key]
                 else:
-                    added = window.learn((key,), at=stamp)
-                    if added:
-                        learnt[receiver] = learnt.get(receiver, 0) + added
+                    group.append(key)
+        learnt: dict[str, int] = {}
+        for (receiver, acknowledged_ms), keys in groups.items():
+            stamp = now - max(0.0, now_wall - acknowledged_ms / 1000)
+            if stamp < horizon:
+                continue
+            if loading:
+                loader = self._loaders[receiver]
+                for key in keys:
+                    loader.offer(stamp, key)
+            else:
+                added = windows[receiver].learn(keys, at=stamp)
+                if added:
+                    learnt[receiver] = learnt.get(receiver, 0) + added
         for receiver, count in learnt.items():
             self._metrics.fleet_entries_loaded.labels(receiver).inc(count)
 
