@@ -327,3 +327,20 @@ def test_fleet_records_round_trip_and_foreign_records_are_skipped() -> None:
     assert read_fleet_record(record_key, b"12x") is None
     assert read_fleet_record(record_key, b"9" * 21) is None
     assert read_fleet_record(key + b"\xff", value) is None
+
+
+def test_the_loader_holds_about_88_bytes_an_entry_besides_the_digests() -> None:
+    count = 10_000
+    keys = [digest(1, str(n)) for n in range(count)]
+    loader = Newest(count)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, key in enumerate(keys):
+            loader.offer(float(n), key)
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(loader) == count
+    # A tuple, a float and a list slot (docs/operations.md, Memory).
+    assert used / count < 100, used
