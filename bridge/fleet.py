@@ -473,14 +473,20 @@ class Fleet:
                     receiver, keys, acknowledged_ms = self._queue.popleft()
                     self._queued_keys -= len(keys)
                     counts: dict[Handle, int] = {}
-                    for digest in keys:
-                        key, value = fleet_record(receiver, digest, acknowledged_ms)
-                        lane = lanes.lane(topic, partition_for(key, partitions, partitions))
-                        while lane.full:
-                            lanes.flush()
-                            await asyncio.shield(lane.room())
-                        handle = lane.append(Record(topic, key, value, []))
-                        counts[handle] = counts.get(handle, 0) + 1
+                    try:
+                        for digest in keys:
+                            key, value = fleet_record(receiver, digest, acknowledged_ms)
+                            lane = lanes.lane(topic, partition_for(key, partitions, partitions))
+                            while lane.full:
+                                lanes.flush()
+                                await asyncio.shield(lane.room())
+                            handle = lane.append(Record(topic, key, value, []))
+                            counts[handle] = counts.get(handle, 0) + 1
+                    except Exception:
+                        # Never seen; the writer must outlive it all the same.
+                        log.exception("dedupe_fleet_write_failed", topic=topic)
+                        lost = len(keys) - sum(counts.values())
+                        self._metrics.fleet_writes_failed.labels("failed").inc(lost)
                     for handle, count in counts.items():
                         handle.add_done_callback(functools.partial(self._written, count))
                     lanes.flush()
