@@ -2,12 +2,15 @@
 
     python -m bench.cores [--seconds 8] [--rounds 3] [--kafka-bootstrap HOST:PORT]
     python -m bench.cores --handover [--seconds 8] [--rounds 5]
+    python -m bench.cores --fleet [--seconds 8] [--rounds 5]
 
 Default: one bridge process or two. Two processes on their own ports stand for two one-core
 pods behind a Service: the generator hands requests (open loop) or senders (closed loop) to
 them in turn. ``--handover``: three one-process bridges that differ only in how records
 reach aiokafka (the bridge's adapter, and bench/handover.py's ``send_batch`` and ``send``
-designs on the public API).
+designs on the public API). ``--fleet``: one bridge without and one with
+``BRIDGE_DEDUPE_FLEET_TOPIC`` (the fleet's memory of duplicates), the cost of sharing every
+acknowledged event's digest.
 
 Each round measures every layout with the same workloads: 16 ALM-like senders of 100-event
 batches (what a burst gets through, and the CPU per event), an open loop at a fixed rate
@@ -42,6 +45,7 @@ from bench.stats import PhaseStats
 PROCESS_LAYOUTS: Final = {"one process": ("bridge-1",), "two processes": ("bridge-1", "bridge-2")}
 PROCESSES: Final = {"bridge-1": "adapter", "bridge-2": "adapter"}
 HANDOVERS: Final = ("adapter", *DESIGNS)
+FLEET_LAYOUTS: Final = {"fleet off": ("bridge-fleet-off",), "fleet on": ("bridge-fleet-on",)}
 OPEN_SHARE: Final = 0.6  # of what one process got through closed-loop, in the first round
 
 
@@ -56,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DESIGN",
         help="compare how records reach aiokafka instead: the designs named "
         f"(default all: {', '.join(HANDOVERS)})",
+    )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="compare a bridge without and with BRIDGE_DEDUPE_FLEET_TOPIC instead",
     )
     parser.add_argument("--kafka-bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT))
@@ -161,8 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen = args.handover or list(HANDOVERS)
         layouts = {name: (f"bridge-{name}",) for name in chosen}
         processes = {f"bridge-{name}": name for name in chosen}
+    envs: dict[str, dict[str, str]] = {}
+    if args.fleet:
+        layouts = dict(FLEET_LAYOUTS)
+        processes = {"bridge-fleet-off": "adapter", "bridge-fleet-on": "adapter"}
+        fleet_topic = f"bench.dedupe.fleet.{datetime.now(UTC):%Y%m%d%H%M%S}"
+        envs = {"bridge-fleet-on": {"BRIDGE_DEDUPE_FLEET_TOPIC": fleet_topic}}
     meta = {
-        "title": "One bridge process or two"
+        "title": "Without and with the fleet's memory of duplicates"
+        if args.fleet
+        else "One bridge process or two"
         if args.handover is None
         else "How records reach aiokafka",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -175,7 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProcessSet(run_dir) as procs:
             run = Run(config, run_dir, procs)
             run.start_kafka()
-            urls = {name: run.start_bridge(name, handover) for name, handover in processes.items()}
+            urls = {
+                name: run.start_bridge(name, handover, envs.get(name))
+                for name, handover in processes.items()
+            }
             first = next(iter(urls.values()))
             run.bridge_url = first
             warm = [PhaseSpec("warm-up", "closed", 100, 2.0, senders=4)]

@@ -312,12 +312,16 @@ class Run:
         self.results.meta["crowd_seconds"] = round(took, 1)
         say(f"Kafka: {created:,} created ({wanted - created:,} were there) in {took:.1f}s")
 
-    def start_bridge(self, name: str, handover: str | None = None) -> str:
+    def start_bridge(
+        self, name: str, handover: str | None = None, env: dict[str, str] | None = None
+    ) -> str:
         """One bridge process in the production configuration; returns its webhook URL.
 
         ``handover`` (default: the run's ``--handover``) picks how it hands records to
         aiokafka: ``adapter`` is the bridge itself, the others are bench/handover.py's.
+        ``env`` adds settings for this process only.
         """
+        extra = env or {}
         handover = handover or self.config.handover
         [port] = free_ports(1)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
@@ -332,6 +336,7 @@ class Run:
                 "BRIDGE_AUTH_METHOD": "hmac",
                 "BRIDGE_HMAC_SECRET": self.secret,
                 **self.config.bridge_env,
+                **extra,
             }
         )
         self.bridge_env = env

@@ -15,7 +15,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from bridge import __version__
 from bridge.config_problems import unknown_variable
-from bridge.errors import ConfigError, KafkaStartError, StartupError
+from bridge.errors import ConfigError, KafkaStartError, KafkaTopicRefused, StartupError
 from bridge.receivers import Receiver, resolve
 from bridge.settings import (
     Settings,
@@ -209,6 +209,9 @@ def serve(config: ConfigOption = None) -> None:
         settings, _ = _load_and_resolve(config)
         configure(settings.log_level, settings.log_format)
         code = _run(run_server(settings))
+    except KafkaTopicRefused as exc:
+        typer.echo(f"alm-bridge: {exc.detail}", err=True)
+        raise typer.Exit(code=3) from None
     except KafkaStartError as exc:
         typer.echo(f"alm-bridge: cannot connect to Kafka: {exc.detail}", err=True)
         raise typer.Exit(code=3) from None

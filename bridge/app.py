@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from bridge import __version__
 from bridge.admission import BodyReads, BudgetFull, ByteBudget, Charge, Slots
 from bridge.errors import PublishUnavailable, StartupError
+from bridge.fleet import Fleet, FleetTopicRefused
 from bridge.handlers import (
     STATE,
     State,
@@ -84,7 +85,11 @@ def create_app(
     metrics_.body_reads.set_function(lambda: len(reads))
     metrics_.unauthenticated_bytes.set_function(lambda: reads.budget.used)
     metrics_.inflight_bytes.set_function(lambda: slots.bytes_in_flight)
-    app[STATE] = State(ingestor=ingestor, metrics=metrics_, slots=slots, reads=reads)
+    fleet: Fleet | None = None
+    if settings.dedupe_fleet_topic:
+        fleet = Fleet(settings=settings, windows=ingestor.windows, metrics=metrics_)
+        ingestor.share = fleet.share
+    app[STATE] = State(ingestor=ingestor, metrics=metrics_, slots=slots, reads=reads, fleet=fleet)
     app.router.add_post("/webhooks/{receiver}", webhook_post)
     app.router.add_get("/webhooks/{receiver}", webhook_get)
     app.router.add_get("/healthz", healthz)
@@ -304,6 +309,16 @@ async def _kafka_lifetime(app: web.Application) -> AsyncIterator[None]:
         await publisher.start(STARTUP_TIMEOUT_SECONDS)
     except PublishUnavailable as exc:
         log.warning("kafka_unreachable_at_start", error=exc.detail)
+    fleet = state.fleet
+    if fleet is not None and publisher.started:
+        # A topic that cannot be the fleet's memory stops the start (FleetTopicRefused).
+        try:
+            await fleet.start(STARTUP_TIMEOUT_SECONDS)
+        except PublishUnavailable as exc:
+            log.warning("dedupe_fleet_unreachable_at_start", error=exc.detail)
+        except FleetTopicRefused:
+            await publisher.stop(max(1.0, settings.shutdown_timeout_seconds / 3))
+            raise
     task = asyncio.create_task(_watch_kafka(state), name="kafka-watch")
     log.info(
         "bridge_started",
@@ -320,6 +335,9 @@ async def _kafka_lifetime(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await publisher.stop(max(1.0, settings.shutdown_timeout_seconds / 3))
+        if fleet is not None:
+            # After the producer: its last acknowledgements are shared too.
+            await fleet.stop(max(1.0, settings.shutdown_timeout_seconds / 6))
         log.info("bridge_stopped")
 
 
@@ -339,7 +357,25 @@ async def _watch_kafka(state: State) -> None:
             log.debug("kafka_still_unreachable", error=exc.detail)
         except Exception:
             log.exception("kafka_watch_failed")
+        await _start_fleet(state)
         state.metrics.ready.set(1 if state.ready() else 0)
+
+
+async def _start_fleet(state: State) -> None:
+    """Start the fleet's memory once Kafka answers, when the start-up could not.
+
+    A refusal found now cannot stop the process any more: it keeps the bridge not ready,
+    with the reason in /readyz and one error line.
+    """
+    fleet = state.fleet
+    if fleet is None or fleet.status != "starting" or not state.ingestor.publisher.started:
+        return
+    try:
+        await fleet.start(STARTUP_TIMEOUT_SECONDS)
+    except FleetTopicRefused:
+        pass  # logged, and shown by /readyz
+    except PublishUnavailable as exc:
+        log.debug("dedupe_fleet_still_unreachable", error=exc.detail)
 
 
 async def serve(settings: Settings) -> int:

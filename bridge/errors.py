@@ -59,6 +59,13 @@ class KafkaStartError(BridgeError):
     code = "kafka_start_failed"
 
 
+class KafkaTopicRefused(KafkaStartError):
+    """A topic the bridge needs at start cannot serve (e.g. the fleet topic is not
+    compacted, or not readable); the detail is one line naming the setting."""
+
+    code = "kafka_topic_refused"
+
+
 class StartupError(BridgeError):
     """The process cannot start (e.g. its port is taken); the detail is one line for operators."""
 

@@ -24,6 +24,7 @@ from bridge.admission import BodyNotRead, BodyReads, BodyTooLarge, Slots, inflat
 from bridge.alm import Challenge, check_challenge, estimated_memory, estimated_memory_of_size
 from bridge.diagnosis import Throttle, log_refusal
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
+from bridge.fleet import Fleet
 from bridge.ingest import Ingestor
 from bridge.logs import Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
@@ -56,6 +57,8 @@ class State:
     metrics: Metrics
     slots: Slots
     reads: BodyReads
+    # The fleet's memory of duplicates (BRIDGE_DEDUPE_FLEET_TOPIC), when it is on.
+    fleet: Fleet | None = None
     shutting_down: bool = False
     # Request lines of requests anyone can send without credentials: sampled per receiver,
     # status and error (refusals) or outcome (probes, challenges).
@@ -68,7 +71,14 @@ class State:
         return len(self.slots)
 
     def ready(self) -> bool:
-        return self.ingestor.publisher.connected and not self.shutting_down
+        """Kafka reachable, not shutting down, and the fleet's memory loaded (or loading
+        for longer than BRIDGE_DEDUPE_FLEET_LOAD_TIMEOUT_SECONDS), when it is on."""
+        fleet = self.fleet
+        return (
+            self.ingestor.publisher.connected
+            and not self.shutting_down
+            and (fleet is None or fleet.ready)
+        )
 
 
 STATE: Final = web.AppKey("state", State)
@@ -198,7 +208,12 @@ async def readyz(request: web.Request) -> web.Response:
     kafka = state.ingestor.publisher.connected
     ready = state.ready()
     state.metrics.ready.set(1 if ready else 0)
-    body = {"ready": ready, "kafka": kafka, "shuttingDown": state.shutting_down}
+    body: dict[str, object] = {"ready": ready, "kafka": kafka, "shuttingDown": state.shutting_down}
+    fleet = state.fleet
+    if fleet is not None:
+        body["dedupeFleet"] = fleet.status
+        if fleet.error is not None:
+            body["dedupeFleetError"] = fleet.error
     return web.json_response(
         body, status=HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
     )

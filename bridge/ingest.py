@@ -49,6 +49,8 @@ class Summary:
     families: dict[str, int] = field(default_factory=dict)
     # (family, the event's own time) of each event Kafka stored: its freshness.
     event_times: list[tuple[str, str]] = field(default_factory=list)
+    # Of the duplicates, those known from the fleet topic (another replica, an earlier run).
+    fleet_duplicates: int = 0
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -93,6 +95,8 @@ class Ingestor:
         self.routers: dict[str, Router] = {}
         # One window per receiver: one receiver's events never evict another's.
         self.windows: dict[str, SeenWindow] = {}
+        # Tells the fleet (bridge.fleet) what Kafka acknowledged: (receiver, keys).
+        self.share: Callable[[str, Sequence[bytes | None]], None] | None = None
         # Events an earlier attempt handed to Kafka and that are not settled yet.
         self.in_flight: dict[str, InFlight] = {}
         self.reconfigure(receivers)
@@ -223,6 +227,8 @@ class Ingestor:
             )
         if summary.duplicates:
             self.metrics.duplicates.labels(receiver.name).inc(summary.duplicates)
+            if summary.fleet_duplicates:
+                self.metrics.fleet_suppressed.labels(receiver.name).inc(summary.fleet_duplicates)
         for reason, count in summary.dead_letter_reasons.items():
             self.metrics.dead_letters.labels(receiver.name, reason).inc(count)
         if summary.dead_lettered:
@@ -278,7 +284,7 @@ class Ingestor:
         result = await publisher.publish(
             records,
             timeout_seconds=_remaining(deadline),
-            on_ack=_marker(seen, keys),
+            on_ack=_marker(seen, keys, self.share, receiver.name),
             on_produced=self.in_flight[receiver.name].tracker(keys),
         )
         self.metrics.publish_duration.observe(result.duration_seconds)
@@ -298,7 +304,7 @@ class Ingestor:
             again = await publisher.publish(
                 letters,
                 timeout_seconds=_remaining(deadline),
-                on_ack=_marker(seen, letter_keys),
+                on_ack=_marker(seen, letter_keys, self.share, receiver.name),
             )
             if again.refused:
                 raise _dead_letter_unavailable(
@@ -377,10 +383,13 @@ def _without_duplicates(
     joined: list[tuple[Record, Outcome]] = []
     keys = [None if r.event_id is None else digest(account_id, r.event_id) for r in records]
     in_batch = seen.known_keys(keys)
+    from_fleet = seen.from_fleet(in_batch) if in_batch else in_batch
     for record, key in zip(records, keys, strict=True):
         if key is not None:
             if key in in_batch:
                 summary.duplicates += 1
+                if key in from_fleet:
+                    summary.fleet_duplicates += 1
                 continue
             in_batch.add(key)
             if in_flight:
@@ -417,9 +426,18 @@ async def _join(joined: Sequence[tuple[Record, Outcome]], deadline: float) -> No
             )
 
 
-def _marker(seen: SeenWindow, keys: Sequence[bytes | None]) -> Callable[[Sequence[int]], None]:
+def _marker(
+    seen: SeenWindow,
+    keys: Sequence[bytes | None],
+    share: Callable[[str, Sequence[bytes | None]], None] | None,
+    receiver: str,
+) -> Callable[[Sequence[int]], None]:
     def mark_seen(indexes: Sequence[int]) -> None:
-        seen.add_keys([keys[i] for i in indexes])
+        acknowledged = [keys[i] for i in indexes]
+        seen.add_keys(acknowledged)
+        if share is not None:
+            # Queued only: the answer never waits for the fleet.
+            share(receiver, acknowledged)
 
     return mark_seen
 

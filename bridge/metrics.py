@@ -70,6 +70,8 @@ DEAD_LETTER_REASONS: Final = (
 BODY_READ_OUTCOMES: Final = ("timeout", "evicted", "busy")
 # Why a connection was closed while its request headers were still arriving.
 HEADER_CUTS: Final = ("header_timeout", "header_too_large", "evicted", "busy")
+# Why an event's digest did not reach the fleet topic.
+FLEET_WRITE_FAILURES: Final = ("dropped", "failed")
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
 
@@ -193,6 +195,55 @@ class Metrics:
             "Re-sent events not produced again because an earlier attempt still had them in "
             "flight: the re-send waits for that attempt's acknowledgement instead.",
             ["receiver"],
+            registry=r,
+        )
+        # The fleet's memory (BRIDGE_DEDUPE_FLEET_TOPIC, bridge.fleet).
+        self.fleet_suppressed = Counter(
+            "almbridge_dedupe_fleet_suppressed",
+            "Duplicates (counted in almbridge_duplicates_suppressed_total too) that this "
+            "process knew from the fleet topic: another replica, or an earlier run, "
+            "acknowledged them.",
+            ["receiver"],
+            registry=r,
+        )
+        self.fleet_entries_loaded = Counter(
+            "almbridge_dedupe_fleet_entries_loaded",
+            "Event digests read from the fleet topic that were new to the duplicates window.",
+            ["receiver"],
+            registry=r,
+        )
+        self.fleet_loaded = Gauge(
+            "almbridge_dedupe_fleet_loaded",
+            "1 once the fleet topic's entries younger than the window's age are loaded.",
+            registry=r,
+        )
+        self.fleet_lag = Gauge(
+            "almbridge_dedupe_fleet_lag_records",
+            "Records of the fleet topic not read yet, at the last read.",
+            registry=r,
+        )
+        self.fleet_last_read = Gauge(
+            "almbridge_dedupe_fleet_last_read_timestamp_seconds",
+            "Unix time of the last answer Kafka gave to a read of the fleet topic.",
+            registry=r,
+        )
+        self.fleet_writes = Counter(
+            "almbridge_dedupe_fleet_writes",
+            "Event digests Kafka stored in the fleet topic.",
+            registry=r,
+        )
+        self.fleet_writes_failed = Counter(
+            "almbridge_dedupe_fleet_writes_failed",
+            "Event digests not written to the fleet topic: dropped (the queue was full, or "
+            "the topic refused) or failed (Kafka did not store them).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in FLEET_WRITE_FAILURES:
+            self.fleet_writes_failed.labels(reason)
+        self.fleet_read_errors = Counter(
+            "almbridge_dedupe_fleet_read_errors",
+            "Reads of the fleet topic that failed (retried every second).",
             registry=r,
         )
         self.dead_letters = Counter(
@@ -329,6 +380,8 @@ class Metrics:
             self.auth_failures.labels(receiver, reason)
         self.duplicates.labels(receiver)
         self.events_joined.labels(receiver)
+        self.fleet_suppressed.labels(receiver)
+        self.fleet_entries_loaded.labels(receiver)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(receiver, reason)
         for reason in FALLBACK_REASONS:

@@ -52,6 +52,7 @@ from bridge.routing import DEFAULT_EVENT_NAME_PATTERN
 
 CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 AuthMethod = Literal["none", "basic", "hmac"]
 # The fields of AuthSettings that hold HMAC secrets, and those that hold Basic credentials.
@@ -285,6 +286,10 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
     dedupe_max_entries: int = Field(default=100_000, ge=0)
     dedupe_max_age_seconds: float = Field(default=86_400.0, gt=0)
+    # A compacted topic the replicas share their acknowledged event digests through
+    # (bridge.fleet); empty: each process remembers only its own.
+    dedupe_fleet_topic: str = ""
+    dedupe_fleet_load_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = "alm-kafka-bridge"
@@ -330,6 +335,15 @@ class Settings(BaseSettings):
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
     canary_topic: str = "alm.canary"
     max_silence_seconds: float = Field(default=86_400, ge=0)
+
+    @field_validator("dedupe_fleet_topic")
+    @classmethod
+    def _a_kafka_topic_name(cls, value: str) -> str:
+        if (value and not _TOPIC_NAME.fullmatch(value)) or value in (".", ".."):
+            raise ValueError(
+                "must be a Kafka topic name: 1-249 characters of letters, digits, '.', '_' or '-'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _budgets_hold_a_body(self) -> Settings:

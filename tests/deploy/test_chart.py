@@ -354,6 +354,19 @@ def test_grace_period_covers_prestop_and_shutdown(values_files: tuple[Path, ...]
     assert pod["terminationGracePeriodSeconds"] > shutdown + prestop
 
 
+def test_the_fleet_topic_is_set_only_when_named() -> None:
+    default = env_of(bridge_container(render(set_values=UNAUTHENTICATED)))
+    assert not {n for n in default if n.startswith("BRIDGE_DEDUPE_FLEET")}
+    values = {
+        **UNAUTHENTICATED,
+        "config.dedupeFleetTopic": "alm.dedupe.fleet",
+        "config.dedupeFleetLoadTimeoutSeconds": "45",
+    }
+    env = env_of(bridge_container(render(set_values=values)))
+    assert env["BRIDGE_DEDUPE_FLEET_TOPIC"]["value"] == "alm.dedupe.fleet"
+    assert env["BRIDGE_DEDUPE_FLEET_LOAD_TIMEOUT_SECONDS"]["value"] == "45"
+
+
 def test_prestop_hook_can_be_disabled() -> None:
     values = {**UNAUTHENTICATED, "lifecycle.preStopSleepSeconds": "0"}
     container = bridge_container(render(set_values=values))

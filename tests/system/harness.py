@@ -225,6 +225,10 @@ class BridgeProcess:
 
     async def inflight(self, session: aiohttp.ClientSession) -> float | None:
         """The almbridge_inflight_batches gauge, read from /metrics."""
+        return await self.metric(session, "almbridge_inflight_batches")
+
+    async def metric(self, session: aiohttp.ClientSession, series: str) -> float | None:
+        """One series of /metrics, as exposed (``name{label="value"}``), or None."""
         try:
             async with session.get(
                 f"{self.base_url}/metrics", timeout=aiohttp.ClientTimeout(total=2)
@@ -233,8 +237,8 @@ class BridgeProcess:
         except (aiohttp.ClientError, TimeoutError):
             return None
         for line in text.splitlines():
-            if line.startswith("almbridge_inflight_batches "):
-                return float(line.split()[1])
+            if line.startswith(f"{series} "):
+                return float(line.split()[-1])
         return None
 
     def rss_kib(self) -> int | None:

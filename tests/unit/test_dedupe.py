@@ -3,7 +3,16 @@
 import asyncio
 import tracemalloc
 
-from bridge.dedupe import DIGEST_BYTES, InFlight, SeenWindow, digest
+from bridge.dedupe import (
+    DIGEST_BYTES,
+    FLEET_PROBE_KEY,
+    InFlight,
+    Newest,
+    SeenWindow,
+    digest,
+    fleet_record,
+    read_fleet_record,
+)
 
 
 class Clock:
@@ -221,3 +230,117 @@ def test_settled_outcomes_are_not_tracked() -> None:
         assert len(in_flight) == 0
     finally:
         loop.close()
+
+
+# ------------------------------------------------------------ the fleet's entries
+
+
+def test_learnt_keys_are_known_and_told_apart_from_local_ones() -> None:
+    window = SeenWindow(clock=Clock())
+    local, remote = digest(1, "mine"), digest(1, "theirs")
+    window.add_keys([local])
+
+    assert window.learn([remote, local], at=1000.0) == 1
+
+    assert window.known_keys([local, remote]) == {local, remote}
+    assert window.from_fleet([local, remote]) == {remote}
+    assert len(window) == 2
+
+
+def test_a_learnt_key_expires_by_the_time_it_was_acknowledged() -> None:
+    clock = Clock()
+    window = SeenWindow(max_age_seconds=60.0, clock=clock)
+    key = digest(1, "a")
+
+    window.learn([key], at=clock.now - 50.0)
+
+    assert window.known_keys([key]) == {key}
+    clock.now += 10.5
+    assert window.known_keys([key]) == set()
+
+
+def test_a_key_older_than_the_window_is_not_learnt() -> None:
+    clock = Clock()
+    window = SeenWindow(max_age_seconds=60.0, clock=clock)
+    assert window.learn([digest(1, "a")], at=clock.now - 61.0) == 0
+    assert len(window) == 0
+
+
+def test_learnt_keys_share_the_count_bound_oldest_out_first() -> None:
+    clock = Clock()
+    window = SeenWindow(max_entries=3, clock=clock)
+    window.add_keys([digest(1, "local-1")])
+    clock.now += 1
+    window.learn([digest(1, "remote-1"), digest(1, "remote-2")], at=clock.now)
+    clock.now += 1
+    window.add_keys([digest(1, "local-2")])
+
+    assert len(window) == 3
+    assert (1, "local-1") not in window
+    assert all((1, e) in window for e in ("remote-1", "remote-2", "local-2"))
+
+
+def test_a_merge_keeps_the_newest_entries_in_order_of_age() -> None:
+    clock = Clock()
+    window = SeenWindow(max_entries=4, max_age_seconds=100.0, clock=clock)
+    window.add_keys([digest(1, "local")])  # at 1000
+    loaded = [(990.0 - n, digest(1, f"old-{n}")) for n in range(5)]  # 990, 989, ... 986
+    loaded.append((890.0, digest(1, "expired")))  # older than the window
+
+    assert window.merge(reversed(loaded)) == 3
+
+    assert len(window) == 4
+    assert window.known_keys([digest(1, "local")])
+    assert window.known(1, [f"old-{n}" for n in range(5)]) == {"old-0", "old-1", "old-2"}
+    # Eviction still takes the oldest first: the window is in order of age again.
+    clock.now += 1
+    window.add_keys([digest(1, "new")])
+    assert window.known(1, ["old-0", "old-1", "old-2"]) == {"old-0", "old-1"}
+
+
+def test_a_merge_does_not_change_keys_already_known() -> None:
+    window = SeenWindow(clock=Clock())
+    key = digest(1, "a")
+    window.add_keys([key])
+    assert window.merge([(999.0, key)]) == 0
+    assert window.from_fleet([key]) == set()
+
+
+def test_the_loader_keeps_the_newest_within_its_capacity() -> None:
+    loader = Newest(3)
+    for stamp in (5.0, 1.0, 9.0, 3.0, 7.0, 2.0):
+        loader.offer(stamp, str(stamp).encode())
+    assert len(loader) == 3
+    assert sorted(stamp for stamp, _ in loader.take()) == [5.0, 7.0, 9.0]
+    assert len(loader) == 0
+
+
+def test_fleet_records_round_trip_and_foreign_records_are_skipped() -> None:
+    key = digest(1234, "e-1")
+    record_key, value = fleet_record("alm", key, 1_765_000_000_123)
+
+    assert record_key[:DIGEST_BYTES] == key
+    assert read_fleet_record(record_key, value) == ("alm", key, 1_765_000_000_123)
+    assert read_fleet_record(FLEET_PROBE_KEY, None) is None
+    assert read_fleet_record(record_key, None) is None  # a tombstone
+    assert read_fleet_record(key, value) is None  # no receiver
+    assert read_fleet_record(record_key, b"12x") is None
+    assert read_fleet_record(record_key, b"9" * 21) is None
+    assert read_fleet_record(key + b"\xff", value) is None
+
+
+def test_the_loader_holds_about_88_bytes_an_entry_besides_the_digests() -> None:
+    count = 10_000
+    keys = [digest(1, str(n)) for n in range(count)]
+    loader = Newest(count)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, key in enumerate(keys):
+            loader.offer(float(n), key)
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(loader) == count
+    # A tuple, a float and a list slot (docs/operations.md, Memory).
+    assert used / count < 100, used

@@ -878,3 +878,15 @@ receivers:
     text = "\n".join(warnings)
     for secret in (SASL_PASSWORD, INLINE_SECRET, HMAC_SECRET, BASIC_PASSWORD):
         assert secret not in text
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    # receivers: the YAML file only; the SASL password file is written "(or _PASSWORD_FILE)".
+    told_otherwise = {"receivers", "kafka_sasl_password_file"}
+    missing = [
+        f"BRIDGE_{name.upper()}"
+        for name in Settings.model_fields
+        if name not in told_otherwise and f"`BRIDGE_{name.upper()}`" not in readme
+    ]
+    assert not missing, f"README.md does not describe {missing}"
