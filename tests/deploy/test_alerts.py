@@ -27,6 +27,7 @@ EXPECTED_ALERTS = {
     "AlmBridgeAccountSilent",
     "AlmBridgeReceiverOnlyRefusing",
     "AlmBridgeEventsLate",
+    "AlmBridgeCanaryFailing",
 }
 
 

@@ -303,6 +303,33 @@ def test_metrics_on_the_https_port_are_scraped_over_https() -> None:
     assert "existingSecret" in refused.stderr
 
 
+def test_the_canary_signs_with_its_receivers_secret_and_reads_kafka_like_the_bridge() -> None:
+    docs = render(MTLS)
+    [cron] = [d for d in docs if d["kind"] == "CronJob"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    args = container["args"]
+    assert args[:2] == ["canary", "https://alm.example.com/webhooks/alm"]
+    secret_file = PurePosixPath(args[args.index("--secret-file") + 1])
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "signing-secret"]
+    assert volume["secret"]["secretName"] == "alm-signed-webhook"
+    assert [i["key"] for i in volume["secret"]["items"]] == [secret_file.name]
+    assert args[args.index("--topic") + 1] == "alm.canary"
+    bridge_kafka = {
+        k: v for k, v in env_of(bridge_container(docs)).items() if k.startswith("BRIDGE_KAFKA_")
+    }
+    assert env_of(container) == bridge_kafka, "the canary reads Kafka as the bridge writes it"
+    # The Service and the PDB select the bridge's pods only.
+    assert not pod["metadata"]["labels"].items() >= SELECTOR.items()
+    assert (
+        pod["spec"]["securityContext"]
+        == only(docs, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    )
+    wrong = run(helm_template_args(MTLS, {"canary.receiver": "alm"}))
+    assert wrong.returncode != 0
+    assert "hmac receiver" in wrong.stderr
+
+
 def test_probes_use_health_endpoints(values_files: tuple[Path, ...]) -> None:
     container = bridge_container(render(values_files))
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
@@ -789,6 +816,7 @@ def test_chart_metadata() -> None:
         [
             "NOTES.txt",
             "_helpers.tpl",
+            "canary-cronjob.yaml",
             "configmap.yaml",
             "deployment.yaml",
             "hpa.yaml",

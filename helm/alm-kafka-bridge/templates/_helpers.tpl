@@ -189,3 +189,72 @@ Checks that cannot be expressed in values.schema.json. Included by the Deploymen
 {{- fail "autoscaling.maxReplicas must not be below autoscaling.minReplicas" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The BRIDGE_KAFKA_* variables: the bridge and the canary reach Kafka the same way.
+*/}}
+{{- define "alm-kafka-bridge.kafkaEnv" -}}
+{{- $fullname := include "alm-kafka-bridge.fullname" . }}
+{{- $kafkaTlsDir := include "alm-kafka-bridge.kafkaTlsDir" . }}
+{{- $kafka := .Values.kafka }}
+{{- $tls := $kafka.tls }}
+- name: BRIDGE_KAFKA_BOOTSTRAP_SERVERS
+  value: {{ $kafka.bootstrapServers | quote }}
+- name: BRIDGE_KAFKA_CLIENT_ID
+  value: {{ $kafka.clientId | default $fullname | quote }}
+- name: BRIDGE_KAFKA_SECURITY_PROTOCOL
+  value: {{ $kafka.securityProtocol | quote }}
+{{- with $kafka.compressionType }}
+- name: BRIDGE_KAFKA_COMPRESSION_TYPE
+  value: {{ . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $kafka.lingerMs) }}
+- name: BRIDGE_KAFKA_LINGER_MS
+  value: {{ $kafka.lingerMs | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $kafka.requestTimeoutMs) }}
+- name: BRIDGE_KAFKA_REQUEST_TIMEOUT_MS
+  value: {{ $kafka.requestTimeoutMs | int64 | quote }}
+{{- end }}
+- name: BRIDGE_KAFKA_AUTO_CREATE_TOPICS
+  value: {{ $kafka.autoCreateTopics | quote }}
+- name: BRIDGE_KAFKA_TOPIC_PARTITIONS
+  value: {{ $kafka.topicPartitions | int64 | quote }}
+- name: BRIDGE_KAFKA_TOPIC_REPLICATION_FACTOR
+  value: {{ $kafka.topicReplicationFactor | int64 | quote }}
+- name: BRIDGE_KAFKA_MAX_TOPICS
+  value: {{ $kafka.maxTopics | int64 | quote }}
+{{- if hasPrefix "SASL_" $kafka.securityProtocol }}
+- name: BRIDGE_KAFKA_SASL_MECHANISM
+  value: {{ $kafka.sasl.mechanism | quote }}
+{{- if $kafka.sasl.usernameKey }}
+- name: BRIDGE_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafka.sasl.existingSecret }}
+      key: {{ $kafka.sasl.usernameKey }}
+{{- else }}
+- name: BRIDGE_KAFKA_SASL_USERNAME
+  value: {{ $kafka.sasl.username | quote }}
+{{- end }}
+- name: BRIDGE_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafka.sasl.existingSecret }}
+      key: {{ $kafka.sasl.passwordKey }}
+{{- end }}
+{{- if or (eq $kafka.securityProtocol "SSL") (eq $kafka.securityProtocol "SASL_SSL") }}
+- name: BRIDGE_KAFKA_SSL_CHECK_HOSTNAME
+  value: {{ $tls.checkHostname | quote }}
+{{- if and $tls.existingSecret $tls.caKey }}
+- name: BRIDGE_KAFKA_SSL_CAFILE
+  value: {{ printf "%s/%s" $kafkaTlsDir $tls.caKey | quote }}
+{{- end }}
+{{- if and $tls.existingSecret $tls.certKey }}
+- name: BRIDGE_KAFKA_SSL_CERTFILE
+  value: {{ printf "%s/%s" $kafkaTlsDir $tls.certKey | quote }}
+- name: BRIDGE_KAFKA_SSL_KEYFILE
+  value: {{ printf "%s/%s" $kafkaTlsDir $tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
