@@ -32,7 +32,7 @@ help:
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,fast,bench]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,fast,bench,otel]'
 	touch $(STAMP)
 
 $(RUN_STAMP): pyproject.toml requirements.lock
@@ -44,8 +44,8 @@ $(RUN_STAMP): pyproject.toml requirements.lock
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet '.[dev,fast,bench]'
-	{ echo "# Every package of .[dev,fast,bench] at the version the suite ran with: make lock"; \
+	.lock-venv/bin/python -m pip install --quiet '.[dev,fast,bench,otel]'
+	{ echo "# Every package of .[dev,fast,bench,otel] at the version the suite ran with: make lock"; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^alm-kafka-bridge'; } \
 	  > requirements.lock
 	rm -rf .lock-venv

@@ -3,6 +3,7 @@
     python -m bench.cores [--seconds 8] [--rounds 3] [--kafka-bootstrap HOST:PORT]
     python -m bench.cores --handover [--seconds 8] [--rounds 5]
     python -m bench.cores --fleet [--seconds 8] [--rounds 5]
+    python -m bench.cores --tracing [--seconds 8] [--rounds 5]
 
 Default: one bridge process or two. Two processes on their own ports stand for two one-core
 pods behind a Service: the generator hands requests (open loop) or senders (closed loop) to
@@ -10,7 +11,9 @@ them in turn. ``--handover``: three one-process bridges that differ only in how 
 reach aiokafka (the bridge's adapter, and bench/handover.py's ``send_batch`` and ``send``
 designs on the public API). ``--fleet``: one bridge without and one with
 ``BRIDGE_DEDUPE_FLEET_TOPIC`` (the fleet's memory of duplicates), the cost of sharing every
-acknowledged event's digest.
+acknowledged event's digest. ``--tracing``: one bridge without and one with
+``BRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT`` (spans exported to bench/otlpsink.py), the cost of
+tracing.
 
 Each round measures every layout with the same workloads: 16 ALM-like senders of 100-event
 batches (what a burst gets through, and the CPU per event), an open loop at a fixed rate
@@ -40,12 +43,17 @@ from bench.loadgen import PhaseSpec
 from bench.run import RESULTS_ROOT, Run, loadavg, make_config, say
 from bench.services import BenchError, Interrupted, ProcessSet
 from bench.stats import PhaseStats
+from deploy.kafka.localkafka import free_ports
 
 # Layout -> the bridge processes that share its load; process -> its handover design.
 PROCESS_LAYOUTS: Final = {"one process": ("bridge-1",), "two processes": ("bridge-1", "bridge-2")}
 PROCESSES: Final = {"bridge-1": "adapter", "bridge-2": "adapter"}
 HANDOVERS: Final = ("adapter", *DESIGNS)
 FLEET_LAYOUTS: Final = {"fleet off": ("bridge-fleet-off",), "fleet on": ("bridge-fleet-on",)}
+TRACING_LAYOUTS: Final = {
+    "tracing off": ("bridge-tracing-off",),
+    "tracing on": ("bridge-tracing-on",),
+}
 OPEN_SHARE: Final = 0.6  # of what one process got through closed-loop, in the first round
 
 
@@ -65,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         "--fleet",
         action="store_true",
         help="compare a bridge without and with BRIDGE_DEDUPE_FLEET_TOPIC instead",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="compare a bridge without and with spans exported over OTLP instead",
     )
     parser.add_argument("--kafka-bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT))
@@ -176,8 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         processes = {"bridge-fleet-off": "adapter", "bridge-fleet-on": "adapter"}
         fleet_topic = f"bench.dedupe.fleet.{datetime.now(UTC):%Y%m%d%H%M%S}"
         envs = {"bridge-fleet-on": {"BRIDGE_DEDUPE_FLEET_TOPIC": fleet_topic}}
+    sink_port: int | None = None
+    if args.tracing:
+        layouts = dict(TRACING_LAYOUTS)
+        processes = {"bridge-tracing-off": "adapter", "bridge-tracing-on": "adapter"}
+        [sink_port] = free_ports(1)
+        endpoint = f"http://127.0.0.1:{sink_port}"
+        envs = {"bridge-tracing-on": {"BRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}}
     meta = {
-        "title": "Without and with the fleet's memory of duplicates"
+        "title": "Without and with spans exported over OTLP"
+        if args.tracing
+        else "Without and with the fleet's memory of duplicates"
         if args.fleet
         else "One bridge process or two"
         if args.handover is None
@@ -191,6 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with ProcessSet(run_dir) as procs:
             run = Run(config, run_dir, procs)
+            if sink_port is not None:
+                procs.start(
+                    "otlp-sink",
+                    [sys.executable, "-m", "bench.otlpsink", "--port", str(sink_port)],
+                    log=run_dir / "otlp-sink.log",
+                )
+                procs.wait_http("otlp-sink", f"http://127.0.0.1:{sink_port}/", 30)
             run.start_kafka()
             urls = {
                 name: run.start_bridge(name, handover, envs.get(name))

@@ -43,6 +43,7 @@ from bridge.reload import Configuration, Reloader
 from bridge.settings import Settings
 from bridge.sink import Sink
 from bridge.tls import ServerCertificate
+from bridge.tracing import NoTracer, Tracer
 
 log = get_logger("bridge.app")
 
@@ -89,7 +90,14 @@ def create_app(
     if settings.dedupe_fleet_topic:
         fleet = Fleet(settings=settings, windows=ingestor.windows, metrics=metrics_)
         ingestor.share = fleet.share
-    app[STATE] = State(ingestor=ingestor, metrics=metrics_, slots=slots, reads=reads, fleet=fleet)
+    app[STATE] = State(
+        ingestor=ingestor,
+        metrics=metrics_,
+        slots=slots,
+        reads=reads,
+        fleet=fleet,
+        tracer=tracer_for(settings),
+    )
     app.router.add_post("/webhooks/{receiver}", webhook_post)
     app.router.add_get("/webhooks/{receiver}", webhook_get)
     app.router.add_get("/healthz", healthz)
@@ -97,7 +105,33 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_kafka_lifetime)
     app.cleanup_ctx.append(_watch_loop)
+    app.cleanup_ctx.append(_tracing_lifetime)
     return app
+
+
+def tracer_for(settings: Settings) -> Tracer:
+    """Spans exported over OTLP when an endpoint is set, else none (OpenTelemetry unloaded)."""
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if endpoint is None:
+        return NoTracer()
+    try:
+        from bridge.otel import OtlpTracer
+    except ImportError as exc:
+        raise StartupError(
+            f"BRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed "
+            f"({exc.name}): install the otel extra, pip install 'alm-kafka-bridge[otel]'"
+        ) from None
+    log.info("tracing_exported", endpoint=endpoint)
+    return OtlpTracer(endpoint)
+
+
+async def _tracing_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """At shutdown, the spans still queued are exported (bounded), after the last request."""
+    yield
+    shutdown = getattr(app[STATE].tracer, "shutdown", None)
+    if shutdown is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(shutdown), timeout=5)
 
 
 async def _watch_loop(app: web.Application) -> AsyncIterator[None]:

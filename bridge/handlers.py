@@ -30,7 +30,7 @@ from bridge.logs import Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
 from bridge.routing import Router
-from bridge.tracing import TraceContext, trace_context
+from bridge.tracing import NoTracer, Span, Tracer
 
 log = get_logger("bridge.http")
 
@@ -65,6 +65,8 @@ class State:
     sampled_lines: Sampler = field(default_factory=Sampler)
     # At most one auth_diagnosis line per receiver per few seconds.
     diagnoses: Throttle = field(default_factory=Throttle)
+    # Spans of authenticated requests (BRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT), or none.
+    tracer: Tracer = field(default_factory=NoTracer)
 
     @property
     def inflight(self) -> int:
@@ -281,6 +283,7 @@ async def webhook_post(request: web.Request) -> web.Response:
     _bind(receiver=receiver.name)
     settings = state.ingestor.settings
     started = time.monotonic()
+    started_ns = time.time_ns()
     deadline = started + settings.publish_timeout_ms / 1000
     batches = state.metrics.batches_by
     name = receiver.name
@@ -432,9 +435,12 @@ async def webhook_post(request: web.Request) -> web.Response:
                 f"{encoding}: {exc}",
                 close=True,
             )
+        verified_ns = (0, 0)
         if auth_error is None:
             try:
+                checking_ns = time.time_ns()
                 verifier.verify(request.headers, body)
+                verified_ns = (checking_ns, time.time_ns())
             except AuthError as exc:
                 auth_error = exc.with_traceback(None)
         if auth_error is not None:
@@ -460,9 +466,17 @@ async def webhook_post(request: web.Request) -> web.Response:
             slot = _enter(state, name, cost)
         else:
             state.slots.resize(slot, cost)
-        trace = trace_context(request.headers)
-        _bind(trace_id=trace.trace_id)
-        return await _ingest(state, receiver, router, body, deadline, refuse, trace)
+        span = state.tracer.begin(request.headers, started_ns, **{"alm.receiver": name})
+        if verified_ns[1]:
+            span.record("verify", *verified_ns)
+        _bind(trace_id=span.context.trace_id)
+        status = HTTPStatus.INTERNAL_SERVER_ERROR
+        try:
+            response = await _ingest(state, receiver, router, body, deadline, refuse, span)
+            status = HTTPStatus(response.status)
+            return response
+        finally:
+            span.end(status)
     finally:
         if slot is not None:
             state.slots.leave(slot)
@@ -508,7 +522,7 @@ async def _ingest(
     body: bytes,
     deadline: float,
     refuse: InvalidBatch | None,
-    trace: TraceContext,
+    span: Span,
 ) -> web.Response:
     settings = state.ingestor.settings
     batches = state.metrics.batches_by
@@ -521,7 +535,13 @@ async def _ingest(
 
     try:
         summary = await state.ingestor.ingest(
-            receiver, body, deadline=deadline, refuse=refuse, router=router, trace=trace.headers()
+            receiver,
+            body,
+            deadline=deadline,
+            refuse=refuse,
+            router=router,
+            trace=span.context.headers(),
+            span=span,
         )
     except AccountNotAccepted as exc:
         return rejected(HTTPStatus.FORBIDDEN, exc.code, exc.detail)

@@ -23,6 +23,7 @@ from bridge.receivers import Receiver
 from bridge.routing import Record, Router, TopicRegistry
 from bridge.settings import Settings
 from bridge.sink import Refusal, Sink
+from bridge.tracing import NO_SPAN, Span
 
 log = get_logger("bridge.ingest")
 _TRUNCATED: Final = "dlq_truncated_from_bytes"
@@ -160,6 +161,7 @@ class Ingestor:
         refuse: InvalidBatch | None = None,
         router: Router | None = None,
         trace: Sequence[tuple[str, bytes]] = (),
+        span: Span = NO_SPAN,
     ) -> Summary | Challenge:
         """Publish a verified body, or return the challenge it carries.
 
@@ -191,7 +193,8 @@ class Ingestor:
         except InvalidBatch as exc:
             if receiver.dead_letter_policy == "reject" or exc.code == "invalid_challenge":
                 raise
-            return await self._dead_letter(receiver, router, body, exc, deadline, trace)
+            with span.child("dead-letter", **{"alm.dead_letter.reason": exc.code}):
+                return await self._dead_letter(receiver, router, body, exc, deadline, trace)
         summary = Summary(
             account_id=parsed.account_id, received=len(parsed.events), filtered=plan.filtered
         )
@@ -209,7 +212,8 @@ class Ingestor:
         # before waiting for Kafka, so that a batch in flight holds only its records.
         del parsed, plan
         if fresh:
-            await self._publish(receiver, router, seen, fresh, keys, summary, deadline)
+            with span.child("publish", **{"messaging.batch.message_count": len(fresh)}):
+                await self._publish(receiver, router, seen, fresh, keys, summary, deadline)
         if joined:
             self.metrics.events_joined.labels(receiver.name).inc(len(joined))
             await _join(joined, deadline)

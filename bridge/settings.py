@@ -262,6 +262,8 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     config_file: Path | None = None
+    # OTLP/HTTP endpoint (http://collector:4318): spans exported there (the "otel" extra).
+    otel_exporter_otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     publish_timeout_ms: int = Field(default=3000, ge=100, le=60_000)

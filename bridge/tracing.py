@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
@@ -50,7 +51,7 @@ class TraceContext:
         return (*parent, (TRACESTATE, self.state.encode()))
 
 
-def _parse(value: str) -> tuple[str, str, str] | None:
+def parse_traceparent(value: str) -> tuple[str, str, str] | None:
     """(trace id, parent id, flags) of a valid ``traceparent``, else None."""
     match = _PARENT.fullmatch(value.strip())
     if match is None:
@@ -63,20 +64,75 @@ def _parse(value: str) -> tuple[str, str, str] | None:
     return trace_id, parent_id, flags
 
 
-def trace_context(headers: Mapping[str, str]) -> TraceContext:
-    """Continue the request's trace, or start one (not sampled: nothing records it)."""
-    span_id = os.urandom(8).hex()
+def incoming(headers: Mapping[str, str]) -> tuple[tuple[str, str, str] | None, str | None]:
+    """The request's valid (trace id, parent id, flags) and its tracestate, or (None, None)."""
     # aiohttp's headers are a multidict: two traceparent headers make neither valid.
     getall = getattr(headers, "getall", None)
     found = getall(TRACEPARENT, []) if getall is not None else [headers.get(TRACEPARENT)]
     values: list[str] = [v for v in found if isinstance(v, str)]
-    parsed = _parse(values[0]) if len(values) == 1 else None
+    parsed = parse_traceparent(values[0]) if len(values) == 1 else None
     if parsed is None:
-        return TraceContext(os.urandom(16).hex(), span_id, "00")
-    trace_id, parent_id, flags = parsed
+        return None, None
     state = headers.get(TRACESTATE)
     if state is not None:
         state = state.strip()
         if not state or len(state) > MAX_TRACESTATE_CHARS or not _PRINTABLE.fullmatch(state):
             state = None
+    return parsed, state
+
+
+def trace_context(headers: Mapping[str, str]) -> TraceContext:
+    """Continue the request's trace, or start one (not sampled: nothing records it)."""
+    span_id = os.urandom(8).hex()
+    parsed, state = incoming(headers)
+    if parsed is None:
+        return TraceContext(os.urandom(16).hex(), span_id, "00")
+    trace_id, parent_id, flags = parsed
     return TraceContext(trace_id, span_id, flags, parent_id, state)
+
+
+class Span(Protocol):
+    """The bridge's span of one authenticated request, as the request path sees it."""
+
+    @property
+    def context(self) -> TraceContext: ...
+
+    def record(self, name: str, start_ns: int, end_ns: int) -> None:
+        """A child span that already happened (the signature check)."""
+
+    def child(self, name: str, **attributes: str | int) -> AbstractContextManager[None]:
+        """A child span around a block (publishing, dead-lettering)."""
+
+    def end(self, status: int, **attributes: str | int) -> None:
+        """Close the span with the HTTP status answered."""
+
+
+class Tracer(Protocol):
+    def begin(self, headers: Mapping[str, str], start_ns: int, **attributes: str | int) -> Span: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Untraced:
+    """A span nobody records: its context still goes into the records."""
+
+    context: TraceContext
+
+    def record(self, name: str, start_ns: int, end_ns: int) -> None:
+        return None
+
+    def child(self, name: str, **attributes: str | int) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def end(self, status: int, **attributes: str | int) -> None:
+        return None
+
+
+class NoTracer:
+    """Tracing off (the default): trace context continued into records, nothing exported."""
+
+    def begin(self, headers: Mapping[str, str], start_ns: int, **attributes: str | int) -> Span:
+        return _Untraced(trace_context(headers))
+
+
+# The span of work done outside a request (tests, replay): records nothing.
+NO_SPAN: Final[Span] = _Untraced(TraceContext("0" * 32, "0" * 16, "00"))

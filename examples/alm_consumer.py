@@ -11,6 +11,9 @@ What it does, and why:
 - **Commits offsets only after processing**: auto-commit is off; the offsets of a batch of
   records are committed once the handler returned for each of them. A crash in between
   means the records are delivered again (the window, or an idempotent handler, absorbs that).
+- **Continues the trace** of the webhook request that brought each event: every record
+  carries the request's W3C ``traceparent``, so the handler's span is its child
+  (:meth:`Event.traceparent`; with OpenTelemetry, ``extract(event.headers)``).
 - **Handles dead letters separately**: the dead-letter topic has its own consumer and
   handler. Its records are raw batches (or single events) that the bridge could not
   publish; they need a person or a replay, not the business logic.
@@ -103,6 +106,24 @@ class Event:
     @property
     def name(self) -> str:
         return self.headers["alm_event_name"]
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C trace context of the webhook request that brought the event.
+
+        With OpenTelemetry, the handler's span continues it::
+
+            from opentelemetry.propagate import extract
+
+            with tracer.start_as_current_span("handle", context=extract(event.headers)):
+                ...
+        """
+        return self.headers["traceparent"]
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id of :attr:`traceparent`, for log lines without a tracing library."""
+        return self.traceparent.split("-")[1]
 
     @property
     def data(self) -> Mapping[str, Any]:
@@ -334,6 +355,7 @@ async def print_event(event: Event) -> None:
                 "eventId": event.event_id,
                 "event": event.name,
                 "time": event.headers.get("ce_time"),
+                "trace_id": event.trace_id,
                 "data": event.data,
             }
         ),

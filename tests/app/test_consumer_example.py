@@ -12,6 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from alm_consumer import DeadLetter, Event, SeenWindow, Stats, run
+from opentelemetry import trace
+from opentelemetry.propagate import extract
 
 from tests.app.conftest import Bridge, MakeBridge, sample
 
@@ -97,8 +99,10 @@ async def test_example_consumer_handles_each_event_once_and_dead_letters_apart(
     make_bridge: MakeBridge,
 ) -> None:
     prefix, (first, second) = await _replicas(make_bridge)
+    traced = "4bf92f3577b34da6a3ce929d0e0e4736"
     for name in BATCHES:
-        assert (await first.post(sample(name))).status == 200
+        headers = {"traceparent": f"00-{traced}-00f067aa0ba902b7-01"} if name == BATCHES[0] else {}
+        assert (await first.post(sample(name), headers=headers)).status == 200
     # ALM re-sends a batch; it reaches the other replica, which publishes it again.
     assert (await second.post(sample("mixed-realtime"))).status == 200
     malformed = b'{"accountId": 1234, "events": {"not": "a list"}}'
@@ -128,6 +132,16 @@ async def test_example_consumer_handles_each_event_once_and_dead_letters_apart(
     setup = by_id["9b3e1f44-6c02-4a8d-b5f1-3e7a0c9d2f68"]
     assert setup.data["loInstanceId"] == "course:1250_3301"  # eventData, the setup dialect
     assert [(d.reason, d.value) for d in dead] == [("invalid_envelope", malformed)]
+    # The handler continues the request's trace, with OpenTelemetry as a consumer would.
+    first_batch = _identities(BATCHES[0])
+    continued = [e for e in handled if (e.account_id, e.event_id) in first_batch]
+    assert continued
+    assert {e.trace_id for e in continued} == {traced}
+    with trace.get_tracer("consumer").start_as_current_span(
+        "handle", context=extract(continued[0].headers)
+    ) as span:
+        assert f"{span.get_span_context().trace_id:032x}" == traced
+    assert all(len(e.trace_id) == 32 for e in handled), "every record carries a trace"
     # Everything processed is committed: a restart of the group reads nothing again.
     offsets = await _committed_and_end(first.bootstrap, group, stats.topics)
     assert offsets

@@ -651,7 +651,10 @@ def test_network_policy_limits_ingress_and_egress() -> None:
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert all(rule.get("from") for rule in policy["ingress"])
     egress_ports = {port["port"] for rule in policy["egress"] for port in rule["ports"]}
-    assert egress_ports == {53, 9092}
+    # DNS, the brokers, and the OTLP collector of config.otlpEndpoint.
+    assert egress_ports == {53, 9092, 4318}
+    without = only(render(EVERYTHING_ON, {"config.otlpEndpoint": ""}), "NetworkPolicy")
+    assert {p["port"] for r in without["spec"]["egress"] for p in r["ports"]} == {53, 9092}
 
 
 def _bridge_env(container: Manifest, root: Path) -> dict[str, str]:
