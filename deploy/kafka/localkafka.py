@@ -1067,13 +1067,15 @@ class LocalKafkaCluster:
         (self.state_dir / CLUSTER_FILE).write_text(json.dumps(doc, indent=2) + "\n")
 
     def start(self, timeout_s: float = 90.0) -> None:
-        """Start every node that is not running and wait until all serve clients.
+        """Start every node that is not running (thaw a frozen one), wait until all serve.
 
         The nodes are launched together: none is ready before a majority of the voters run.
+        On failure every node is stopped.
         """
         self._record()
         try:
             for node in self.nodes:
+                node.thaw()
                 node.launch()
             deadline = time.monotonic() + timeout_s
             for node in self.nodes:
