@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # `make run` needs the service's own dependencies only; tests and benchmarks add the rest.
 RUN_STAMP := $(VENV)/.installed-runtime
 KAFKA_PORT ?= 9092
+# make kafka-up NODES=3: a replicated cluster (replication factor 3, min.insync.replicas 2).
+NODES ?= 1
 BRIDGE_PORT ?= 8080
 LOCALKAFKA := $(BIN)/python -m deploy.kafka.localkafka
 # Stdlib only: runs before the venv exists.
@@ -20,8 +22,8 @@ export KAFKA_PORT
 help:
 	@echo "make run         start a local Kafka and the bridge on 127.0.0.1:$(BRIDGE_PORT)"
 	@echo "make test        lint, type-check and run the whole suite (real Kafka, Prometheus, Helm)"
-	@echo "make kafka-up    start only the local Kafka broker (127.0.0.1:$(KAFKA_PORT))"
-	@echo "make kafka-down  stop it"
+	@echo "make kafka-up    start only the local Kafka broker (127.0.0.1:$(KAFKA_PORT)); NODES=3 for a replicated cluster"
+	@echo "make kafka-down  stop it (every node of a cluster too)"
 	@echo "make k8s-up      start a local Kubernetes API server with simulated nodes (127.0.0.1)"
 	@echo "make k8s-down    stop it"
 	@echo "make image       build the container image with podman (local Debian base)"
@@ -70,7 +72,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit tests/app -q -m "not kafka"
 
 kafka-up: $(RUN_STAMP)
-	$(LOCALKAFKA) up
+	$(LOCALKAFKA) up --nodes $(NODES)
 
 kafka-down: $(RUN_STAMP)
 	$(LOCALKAFKA) down

@@ -19,7 +19,10 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from bridge.routing import Record
 
 DIGEST_BYTES: Final = 16
 
@@ -242,10 +245,13 @@ class InFlight:
     attempt produces the event again).
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_pending", "_standins")
 
     def __init__(self) -> None:
         self._pending: dict[bytes, Outcome] = {}
+        # Keys whose record in flight is not the event itself but what stands for it (its
+        # dead letter): a re-send that joins it counts it as what it is.
+        self._standins: dict[bytes, Record] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -254,13 +260,27 @@ class InFlight:
         """The outcome an attempt still waits for, if ``key`` is in flight."""
         return self._pending.get(key)
 
-    def tracker(
-        self, keys: Sequence[bytes | None]
-    ) -> Callable[[Sequence[tuple[int, Outcome]]], None]:
-        """A callback that records ``(index, outcome)`` pairs, indexes into ``keys``."""
-        return functools.partial(self.track, keys)
+    def standin(self, key: bytes) -> Record | None:
+        """The record produced for ``key`` when it was not the event's own (a dead letter)."""
+        return self._standins.get(key) if self._standins else None
 
-    def track(self, keys: Sequence[bytes | None], produced: Sequence[tuple[int, Outcome]]) -> None:
+    def tracker(
+        self, keys: Sequence[bytes | None], standins: Sequence[Record] | None = None
+    ) -> Callable[[Sequence[tuple[int, Outcome]]], None]:
+        """A callback that records ``(index, outcome)`` pairs, indexes into ``keys``.
+
+        ``standins`` are the records produced, when they stand for the events of ``keys``
+        rather than being them (dead letters), in the same order.
+        """
+        return functools.partial(self.track, keys, standins=standins)
+
+    def track(
+        self,
+        keys: Sequence[bytes | None],
+        produced: Sequence[tuple[int, Outcome]],
+        *,
+        standins: Sequence[Record] | None = None,
+    ) -> None:
         pending = self._pending
         by_outcome: dict[Outcome, list[bytes]] = {}
         for index, outcome in produced:
@@ -268,15 +288,21 @@ class InFlight:
             if key is None or outcome.done():
                 continue
             pending[key] = outcome
+            if standins is not None:
+                self._standins[key] = standins[index]
+            else:
+                self._standins.pop(key, None)
             by_outcome.setdefault(outcome, []).append(key)
         for outcome, settled in by_outcome.items():
             outcome.add_done_callback(functools.partial(self._settled, settled))
 
     def _settled(self, keys: list[bytes], outcome: Outcome) -> None:
         pending = self._pending
+        standins = self._standins
         for key in keys:
             if pending.get(key) is outcome:
                 del pending[key]
+                standins.pop(key, None)
 
 
 # The fleet topic (bridge.fleet): one record per acknowledged event. Key: the event's

@@ -305,10 +305,13 @@ class Ingestor:
             if receiver.dead_letter_policy == "reject":
                 first = result.refused[min(result.refused)]
                 raise InvalidBatch(first.detail, code=first.reason)
+            # Tracked like the events themselves: a re-send while a dead letter is still in
+            # the producer joins it rather than producing the dead letter again.
             again = await publisher.publish(
                 letters,
                 timeout_seconds=_remaining(deadline),
                 on_ack=_marker(seen, letter_keys, self.share, receiver.name),
+                on_produced=self.in_flight[receiver.name].tracker(letter_keys, letters),
             )
             if again.refused:
                 raise _dead_letter_unavailable(
@@ -399,7 +402,7 @@ def _without_duplicates(
             if in_flight:
                 outcome = in_flight.get(key)
                 if outcome is not None:
-                    joined.append((record, outcome))
+                    joined.append((in_flight.standin(key) or record, outcome))
                     continue
         fresh.append(record)
         fresh_keys.append(key)

@@ -140,6 +140,9 @@ class Topics:
         # Topics refused for good, until a monotonic time.
         self._refused: dict[str, tuple[float, Refusal]] = {}
         self._lock = asyncio.Lock()
+        # The most brokers any metadata answer listed: a replication factor the cluster met
+        # once is a broker away (stopped, restarting), not a configuration it cannot meet.
+        self.most_brokers = 0
 
     def is_refused(self, topic: str) -> bool:
         return topic in self._refused
@@ -202,6 +205,7 @@ class Topics:
                 response = await metadata(producer, topics, allow_create=not auto_create)
             except (KafkaError, OSError) as exc:
                 raise PublishUnavailable(f"Kafka did not describe topics: {describe(exc)}") from exc
+            self.most_brokers = max(self.most_brokers, len(response.brokers))
             refused: dict[str, Refusal] = {}
             ready: list[str] = []
             missing: list[str] = []
@@ -264,6 +268,17 @@ class Topics:
             if code == TopicAlreadyExistsError.errno:
                 existing.append(topic)
                 continue
+            if (
+                code == InvalidReplicationFactorError.errno
+                and s.kafka_topic_replication_factor <= self.most_brokers
+            ):
+                # e.g. "only 2 broker(s) are registered" while one of three restarts.
+                client.force_metadata_update()
+                raise PublishUnavailable(
+                    f"Kafka cannot create topic {topic} with {s.kafka_topic_replication_factor} "
+                    f"replicas now (the cluster listed {self.most_brokers} brokers before): "
+                    f"{message or 'InvalidReplicationFactorError'}"
+                )
             refusal = refusal_for_code(code, message)
             if refusal is None:
                 client.force_metadata_update()

@@ -22,18 +22,29 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from deploy.kafka.localkafka import LocalKafka, LocalKafkaError, ensure_jars, free_ports
+from deploy.kafka.localkafka import (
+    LocalKafka,
+    LocalKafkaCluster,
+    LocalKafkaError,
+    NodePorts,
+    ensure_jars,
+    free_ports,
+)
+from tests.system.faultproxy import FaultProxy
 
 __all__ = [
     "ACL_KAFKA_MAX_PARTITIONS",
+    "KafkaCluster",
     "KafkaSource",
     "LocalKafka",
+    "LocalKafkaCluster",
     "acl_kafka",
     "client_security",
     "consume_all",
     "free_ports",
     "kafka_bootstrap",
     "kafka_broker",
+    "kafka_cluster",
     "kafka_source",
     "secure_kafka",
 ]
@@ -59,7 +70,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _prefetch_error
     if session.config.option.collectonly:
         return
-    needs_local = {"secure_kafka", "kafka_broker", "acl_kafka"}
+    needs_local = {"secure_kafka", "kafka_broker", "acl_kafka", "kafka_cluster"}
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         needs_local |= {"kafka_source", "kafka_bootstrap"}
     if not any(needs_local & set(getattr(item, "fixturenames", ())) for item in session.items):
@@ -218,6 +229,79 @@ def acl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         yield broker
     finally:
         broker.stop()
+
+
+CLUSTER_NODES = 3
+# The node whose client listener is reached only through the fault proxy.
+PROXIED_NODE = 3
+CLUSTER_START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """A replicated cluster; node ``proxied_node`` is reached by clients through ``proxy``."""
+
+    cluster: LocalKafkaCluster
+    proxy: FaultProxy
+    proxied_node: int
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address (the proxy's for the proxied node)."""
+        return self.cluster.bootstrap
+
+    @property
+    def nodes(self) -> tuple[LocalKafka, ...]:
+        return self.cluster.nodes
+
+    def node(self, node_id: int) -> LocalKafka:
+        return self.cluster.node(node_id)
+
+    def restore(self, timeout_s: float = CLUSTER_START_TIMEOUT_S) -> None:
+        """Every node running and reachable again, whatever a test did to it."""
+        self.proxy.heal()
+        self.cluster.start(timeout_s)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three combined broker+controller nodes, replication factor 3, min.insync.replicas 2.
+
+    Once per test module (three JVMs of 256 MB are not kept for the rest of the session).
+    Clients reach node ``PROXIED_NODE`` through a :class:`FaultProxy`, which a test can
+    blackhole; the brokers replicate on a listener of their own, outside the proxy.
+    """
+    if _prefetch_error is not None:
+        _unavailable(_prefetch_error)
+    ports = free_ports(3 * CLUSTER_NODES)
+    layout = [
+        NodePorts(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
+        for i in range(CLUSTER_NODES)
+    ]
+    proxied = layout[PROXIED_NODE - 1]
+    proxy = FaultProxy([("127.0.0.1", proxied.port)])
+    proxy.start()
+    layout[PROXIED_NODE - 1] = NodePorts(
+        proxied.node_id,
+        proxied.port,
+        proxied.controller_port,
+        proxied.internal_port,
+        advertised_port=proxy.port,
+    )
+    cluster = LocalKafkaCluster(
+        state_dir=tmp_path_factory.mktemp("kafka-cluster"),
+        nodes=layout,
+        jars_dir=_env_jars_dir(),
+    )
+    try:
+        try:
+            cluster.start(timeout_s=CLUSTER_START_TIMEOUT_S)
+        except (LocalKafkaError, OSError) as exc:
+            _unavailable(f"could not start a local cluster: {exc}")
+        yield KafkaCluster(cluster=cluster, proxy=proxy, proxied_node=PROXIED_NODE)
+    finally:
+        cluster.stop()
+        proxy.stop()
 
 
 def client_security(

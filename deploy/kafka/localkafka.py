@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -32,6 +34,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -385,6 +388,11 @@ class LocalKafka:
         super_users: Sequence[str] = (),
         broker_properties: Mapping[str, str] | None = None,
         topic_policy_max_partitions: int | None = None,
+        node_id: int = 1,
+        voters: Mapping[int, int] | None = None,
+        cluster_id: str | None = None,
+        internal_port: int | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
@@ -417,6 +425,15 @@ class LocalKafka:
         self.topic_policy_max_partitions = topic_policy_max_partitions
         if not re.fullmatch(r"\d+[kKmMgG]?", heap):
             raise ValueError(f"heap {heap!r} is not a JVM size such as 512m")
+        self.node_id = node_id
+        self.voters: dict[int, int] = dict(voters or {})
+        if self.voters and self.voters.get(node_id) != self.controller_port:
+            raise ValueError(f"voters must list node {node_id} at its controller port")
+        if self.voters and cluster_id is None:
+            raise ValueError("the nodes of a cluster share one cluster_id")
+        self.cluster_id = cluster_id
+        self.internal_port = internal_port
+        self.advertised_port = advertised_port
         self._proc: subprocess.Popen[bytes] | None = None
 
     # Paths and addresses -------------------------------------------------------------
@@ -473,6 +490,12 @@ class LocalKafka:
 
     @property
     def bootstrap(self) -> str:
+        """The PLAINTEXT address clients are told to use (a proxy's, if one is in front)."""
+        return f"{HOST}:{self.advertised_port or self.port}"
+
+    @property
+    def direct_bootstrap(self) -> str:
+        """The PLAINTEXT address the broker itself listens on."""
         return f"{HOST}:{self.port}"
 
     def recorded_bootstrap(self) -> str | None:
@@ -507,6 +530,8 @@ class LocalKafka:
 
     def _listeners(self) -> dict[str, int]:
         listeners = {"PLAINTEXT": self.port}
+        if self.internal_port is not None:
+            listeners["INTERNAL"] = self.internal_port
         for name, port in (
             ("SASL_PLAINTEXT", self.sasl_plaintext_port),
             ("SASL_SSL", self.sasl_ssl_port),
@@ -618,7 +643,18 @@ class LocalKafka:
         return ensure_jars(self._jars_dir_arg)
 
     def start(self, timeout_s: float = 60.0) -> None:
-        """Start the broker and wait until clients can use it; no-op if already running."""
+        """Start the broker and wait until clients can use it; no-op if already running.
+
+        A node of a cluster is ready only once a majority of the controller quorum runs:
+        start the first nodes of a cluster with :meth:`launch`, then :meth:`wait_ready`.
+        """
+        if self.is_running():
+            return
+        self.launch()
+        self.wait_ready(timeout_s)
+
+    def launch(self) -> None:
+        """Start the JVM without waiting for it to be ready; no-op if already running."""
         if self.is_running():
             return
         jars = self.ensure_jars()
@@ -664,13 +700,18 @@ class LocalKafka:
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
 
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until the launched broker serves clients; stop it if it does not in time."""
+        proc = self._proc
         deadline = time.monotonic() + timeout_s
         while True:
-            code = self._proc.poll()
-            if code is not None:
+            code = proc.poll() if proc is not None else None
+            if proc is not None and code is not None:
                 self.pid_file.unlink(missing_ok=True)
                 self._proc = None
                 raise LocalKafkaError(f"Kafka exited with status {code}:\n{self.log_tail()}")
+            if proc is None and not self.is_running():
+                raise LocalKafkaError("Kafka is not running")
             if broker_ready(HOST, self.port, timeout_s=1.0):
                 return
             if time.monotonic() > deadline:
@@ -683,6 +724,8 @@ class LocalKafka:
         """SIGTERM the broker's process group, SIGKILL it after ``timeout_s``; idempotent."""
         pid = self.pid()
         if pid is not None:
+            # A frozen broker cannot act on SIGTERM: let it run again first.
+            self._signal(pid, signal.SIGCONT)
             self._signal(pid, signal.SIGTERM)
             if not self._wait_gone(pid, timeout_s):
                 self._signal(pid, signal.SIGKILL)
@@ -690,6 +733,40 @@ class LocalKafka:
                     raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
         self.pid_file.unlink(missing_ok=True)
         self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker's process group (a crash: no controlled shutdown); idempotent."""
+        pid = self.pid()
+        if pid is not None:
+            self._signal(pid, signal.SIGKILL)
+            if not self._wait_gone(pid, 10.0):
+                raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        self._proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP the broker's process group: it keeps its sockets but answers nothing."""
+        pid = self.pid()
+        if pid is None:
+            raise LocalKafkaError("Kafka is not running")
+        self._signal(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT the broker's process group after :meth:`freeze`."""
+        pid = self.pid()
+        if pid is not None:
+            self._signal(pid, signal.SIGCONT)
+
+    def frozen(self) -> bool:
+        """Whether the broker's JVM is stopped by a signal (state T in /proc)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rpartition(")")[2].split()[0] == "T"
 
     def _signal(self, pid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -754,12 +831,15 @@ class LocalKafka:
             cp,
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
             "--cluster-id",
-            new_cluster_id(),
+            self.cluster_id or new_cluster_id(),
             "--config",
             str(self.properties_file),
         ]
+        if not self.voters:
+            # One node: a dynamic quorum of itself. A cluster's static quorum is written in
+            # controller.quorum.voters, which every node reads at start.
+            cmd.append("--standalone")
         for name, password in sorted(self.scram_users.items()):
             for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
                 cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
@@ -773,21 +853,35 @@ class LocalKafka:
 
     def _server_properties(self) -> str:
         listeners = self._listeners()
+        advertised = dict(listeners)
+        if self.advertised_port is not None:
+            advertised["PLAINTEXT"] = self.advertised_port
+        quorum = (
+            {
+                "controller.quorum.voters": ",".join(
+                    f"{node}@{HOST}:{port}" for node, port in sorted(self.voters.items())
+                )
+            }
+            if self.voters
+            else {"controller.quorum.bootstrap.servers": f"{HOST}:{self.controller_port}"}
+        )
         props: dict[str, str] = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": str(self.node_id),
             "controller.listener.names": "CONTROLLER",
-            "controller.quorum.bootstrap.servers": f"{HOST}:{self.controller_port}",
+            **quorum,
             "listeners": ",".join(
                 [f"{n}://{HOST}:{p}" for n, p in listeners.items()]
                 + [f"CONTROLLER://{HOST}:{self.controller_port}"]
             ),
-            "advertised.listeners": ",".join(f"{n}://{HOST}:{p}" for n, p in listeners.items()),
+            "advertised.listeners": ",".join(f"{n}://{HOST}:{p}" for n, p in advertised.items()),
             "listener.security.protocol.map": ",".join(
                 f"{n}:{n}" for n in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
             )
-            + ",CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            + ",INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            # Replication on a listener of its own, so that a client listener behind a
+            # fault proxy can be cut without cutting the brokers off from each other.
+            "inter.broker.listener.name": "INTERNAL" if "INTERNAL" in listeners else "PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
@@ -842,6 +936,182 @@ class LocalKafka:
         return "\n".join(lines) + "\n"
 
 
+CLUSTER_FILE: Final = "cluster.json"
+# What a production cluster of three brokers sets: every partition on three brokers, and a
+# write acknowledged (acks=all) only once two of them have it.
+CLUSTER_DEFAULTS: Final[Mapping[str, str]] = {
+    "default.replication.factor": "3",
+    "min.insync.replicas": "2",
+    "offsets.topic.replication.factor": "3",
+    "transaction.state.log.replication.factor": "3",
+    "transaction.state.log.min.isr": "2",
+    "share.coordinator.state.topic.replication.factor": "3",
+    "share.coordinator.state.topic.min.isr": "2",
+}
+
+
+@dataclass(frozen=True)
+class NodePorts:
+    """The ports of one node of a cluster; ``advertised`` is where clients are sent."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    internal_port: int
+    advertised_port: int | None = None
+
+
+class LocalKafkaCluster:
+    """N combined broker+controller KRaft nodes on 127.0.0.1, replicated like production.
+
+    Each node is a :class:`LocalKafka` with its own state dir (``<state_dir>/node-<id>``),
+    pid file and ports; the first ``min(N, 3)`` nodes are the controller quorum's voters
+    (the others are brokers that also run a controller, as observers). The cluster's
+    defaults are :data:`CLUSTER_DEFAULTS` (replication factor 3, ``min.insync.replicas=2``)
+    unless ``broker_properties`` say otherwise. ``<state_dir>/cluster.json`` records the
+    cluster id and the ports, so that the command line can stop or restart it later.
+
+    Replication runs on a listener of its own (``INTERNAL``); a node's ``advertised_port``
+    sends clients to another address (a fault proxy in front of its PLAINTEXT listener).
+    """
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        nodes: int | Sequence[NodePorts] = 3,
+        jars_dir: Path | None = None,
+        heap: str = "256m",
+        broker_properties: Mapping[str, str] | None = None,
+        cluster_id: str | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        if isinstance(nodes, int):
+            if nodes < 1:
+                raise ValueError("a cluster has at least one node")
+            ports = free_ports(3 * nodes)
+            layout = [
+                NodePorts(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
+                for i in range(nodes)
+            ]
+        else:
+            layout = list(nodes)
+        if not layout or len({n.node_id for n in layout}) != len(layout):
+            raise ValueError("a cluster needs nodes with distinct ids")
+        self.layout: tuple[NodePorts, ...] = tuple(layout)
+        self.cluster_id = cluster_id or new_cluster_id()
+        voters = {n.node_id: n.controller_port for n in self.layout[:3]}
+        properties = {**CLUSTER_DEFAULTS, **(broker_properties or {})}
+        if len(self.layout) < 3:
+            # Fewer brokers than replicas: topics could never be created.
+            properties |= {
+                key: str(min(int(value), len(self.layout)))
+                for key, value in properties.items()
+                if key.endswith(("replication.factor", "min.isr", "min.insync.replicas"))
+            }
+        self.nodes: tuple[LocalKafka, ...] = tuple(
+            LocalKafka(
+                port=n.port,
+                controller_port=n.controller_port,
+                internal_port=n.internal_port,
+                advertised_port=n.advertised_port,
+                state_dir=self.state_dir / f"node-{n.node_id}",
+                jars_dir=jars_dir,
+                heap=heap,
+                node_id=n.node_id,
+                voters=voters,
+                cluster_id=self.cluster_id,
+                broker_properties=properties,
+            )
+            for n in self.layout
+        )
+
+    @classmethod
+    def recorded(
+        cls, state_dir: Path, *, jars_dir: Path | None = None, heap: str = "256m"
+    ) -> Self | None:
+        """The cluster that ``<state_dir>/cluster.json`` describes, if any."""
+        path = Path(state_dir) / CLUSTER_FILE
+        try:
+            doc = json.loads(path.read_text())
+            layout = [NodePorts(**node) for node in doc["nodes"]]
+            cluster_id = str(doc["cluster_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(
+            state_dir=state_dir, nodes=layout, jars_dir=jars_dir, heap=heap, cluster_id=cluster_id
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated, as clients are configured."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalKafka:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise KeyError(f"no node {node_id}")
+
+    def running(self) -> list[LocalKafka]:
+        return [node for node in self.nodes if node.is_running()]
+
+    def is_running(self) -> bool:
+        return any(node.is_running() for node in self.nodes)
+
+    def _record(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "cluster_id": self.cluster_id,
+            "nodes": [dataclasses.asdict(n) for n in self.layout],
+        }
+        (self.state_dir / CLUSTER_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Start every node that is not running (thaw a frozen one), wait until all serve.
+
+        The nodes are launched together: none is ready before a majority of the voters run.
+        On failure every node is stopped.
+        """
+        self._record()
+        try:
+            for node in self.nodes:
+                node.thaw()
+                node.launch()
+            deadline = time.monotonic() + timeout_s
+            for node in self.nodes:
+                node.wait_ready(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after ``timeout_s``); idempotent.
+
+        All are signalled first and then waited for, so that no node waits for a
+        controlled shutdown that its stopped peers can no longer grant.
+        """
+        pids = [(node, node.pid()) for node in self.nodes]
+        for node, pid in pids:
+            if pid is not None:
+                node._signal(pid, signal.SIGCONT)
+                node._signal(pid, signal.SIGTERM)
+        for node, _ in pids:
+            node.stop(timeout_s)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 def _java() -> str:
     java_home = os.environ.get("JAVA_HOME")
     if java_home and (Path(java_home) / "bin" / "java").is_file():
@@ -890,17 +1160,37 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(os.environ["KAFKA_JARS_DIR"]) if os.environ.get("KAFKA_JARS_DIR") else None,
         help="default: KAFKA_JARS_DIR, else ~/.cache/alm-bridge/kafka-<version>/jars",
     )
-    common.add_argument("--heap", default=os.environ.get("KAFKA_HEAP") or "512m")
+    common.add_argument(
+        "--heap",
+        default=os.environ.get("KAFKA_HEAP") or None,
+        help="default: KAFKA_HEAP, else 512m for one node, 256m for each node of a cluster",
+    )
     common.add_argument("--timeout", type=float, default=90.0, help="seconds (up/down)")
 
     parser = argparse.ArgumentParser(
         prog="python -m deploy.kafka.localkafka",
-        description="Single-node Apache Kafka on 127.0.0.1 for development and tests.",
+        description="Apache Kafka (KRaft) on 127.0.0.1 for development and tests: one node, "
+        "or a replicated cluster of several.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", parents=[common], help="start the broker; prints the bootstrap address")
-    sub.add_parser("down", parents=[common], help="stop the broker")
+    up = sub.add_parser(
+        "up", parents=[common], help="start the broker(s); prints the bootstrap address"
+    )
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=_env_int("KAFKA_NODES", 1),
+        help="default: KAFKA_NODES, else 1. With N > 1, a cluster of N broker+controller "
+        "nodes (client ports --port .. --port+N-1), replication factor 3, "
+        "min.insync.replicas 2",
+    )
+    sub.add_parser("down", parents=[common], help="stop the broker and every cluster node")
     sub.add_parser("status", parents=[common], help="exit 0 and print the address if running")
+    node = sub.add_parser(
+        "node", parents=[common], help="act on one node of the running cluster (fault drills)"
+    )
+    node.add_argument("action", choices=("stop", "kill", "start", "freeze", "thaw"))
+    node.add_argument("node_id", type=int)
     sub.add_parser("classpath", parents=[common], help="print the Kafka jars classpath")
     run = sub.add_parser(
         "run",
@@ -1003,6 +1293,91 @@ def run_with_broker(kafka: LocalKafka, command: list[str], timeout_s: float) -> 
     return code
 
 
+def cluster_dir(state_dir: Path) -> Path:
+    """Where the command line keeps a cluster's nodes: ``<state dir>/cluster``."""
+    return state_dir / "cluster"
+
+
+def cluster_layout(port: int, nodes: int) -> list[NodePorts]:
+    """Fixed ports from ``port``: clients ``port+i``, controllers ``port+N+i``, replication
+    ``port+2N+i`` (i from 0)."""
+    return [
+        NodePorts(i + 1, port + i, port + nodes + i, port + 2 * nodes + i) for i in range(nodes)
+    ]
+
+
+def cluster_up(args: argparse.Namespace) -> int:
+    """``up --nodes N``: start (or find running) the cluster of ``<state dir>/cluster``."""
+    folder = cluster_dir(args.state_dir)
+    heap = args.heap or "256m"
+    recorded = LocalKafkaCluster.recorded(folder, jars_dir=args.jars_dir, heap=heap)
+    if recorded is not None and recorded.is_running():
+        wanted = cluster_layout(args.port, args.nodes)
+        if list(recorded.layout) != wanted:
+            print(
+                f"localkafka: a cluster of {len(recorded.nodes)} nodes already runs at "
+                f"{recorded.bootstrap} (state in {folder}): stop it first with 'make kafka-down'",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            f"Kafka cluster is already running ({len(recorded.running())} nodes)", file=sys.stderr
+        )
+        print(recorded.bootstrap)
+        return 0
+    cluster = LocalKafkaCluster(
+        state_dir=folder,
+        nodes=cluster_layout(args.port, args.nodes),
+        jars_dir=args.jars_dir,
+        heap=heap,
+        cluster_id=recorded.cluster_id if recorded is not None else None,
+    )
+    started = time.monotonic()
+    try:
+        cluster.start(timeout_s=args.timeout)
+    except KeyboardInterrupt:
+        with _no_interrupts():
+            cluster.stop()
+        print("localkafka: interrupted; the nodes being started are stopped", file=sys.stderr)
+        return 130
+    pids = ", ".join(str(node.pid()) for node in cluster.nodes)
+    print(
+        f"Kafka cluster of {len(cluster.nodes)} nodes started in "
+        f"{time.monotonic() - started:.1f}s (pids {pids}), state in {folder}",
+        file=sys.stderr,
+    )
+    print(cluster.bootstrap)
+    return 0
+
+
+def cluster_node(args: argparse.Namespace) -> int:
+    """``node ACTION ID``: stop, kill, start, freeze or thaw one node of the cluster."""
+    cluster = LocalKafkaCluster.recorded(
+        cluster_dir(args.state_dir), jars_dir=args.jars_dir, heap=args.heap or "256m"
+    )
+    if cluster is None:
+        print(f"localkafka: no cluster in {cluster_dir(args.state_dir)}", file=sys.stderr)
+        return 2
+    try:
+        node = cluster.node(args.node_id)
+    except KeyError:
+        print(f"localkafka: the cluster has no node {args.node_id}", file=sys.stderr)
+        return 2
+    action = args.action
+    if action == "start":
+        node.start(timeout_s=args.timeout)
+    elif action == "stop":
+        node.stop(timeout_s=args.timeout)
+    elif action == "kill":
+        node.kill()
+    elif action == "freeze":
+        node.freeze()
+    else:
+        node.thaw()
+    print(f"node {node.node_id}: {action} done (pid {node.pid()})", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     kafka = LocalKafka(
@@ -1010,12 +1385,26 @@ def main(argv: list[str] | None = None) -> int:
         controller_port=args.controller_port,
         state_dir=args.state_dir,
         jars_dir=args.jars_dir,
-        heap=args.heap,
+        heap=args.heap or "512m",
     )
     try:
+        if args.command == "up" and args.nodes > 1:
+            return cluster_up(args)
+        if args.command == "node":
+            return cluster_node(args)
         if args.command == "classpath":
             print(classpath(kafka.ensure_jars()))
         elif args.command == "status":
+            cluster = LocalKafkaCluster.recorded(cluster_dir(args.state_dir))
+            if cluster is not None and cluster.is_running():
+                states = ", ".join(
+                    f"node {n.node_id} "
+                    + ("frozen" if n.frozen() else f"pid {n.pid()}" if n.is_running() else "down")
+                    for n in cluster.nodes
+                )
+                print(f"Kafka cluster: {states}, state in {cluster.state_dir}", file=sys.stderr)
+                print(cluster.bootstrap)
+                return 0
             pid = kafka.pid()
             if pid is None:
                 print("Kafka is not running", file=sys.stderr)
@@ -1052,7 +1441,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             was_running = kafka.is_running()
             kafka.stop(timeout_s=args.timeout)
-            print("Kafka stopped" if was_running else "Kafka was not running", file=sys.stderr)
+            cluster = LocalKafkaCluster.recorded(cluster_dir(args.state_dir))
+            nodes = 0
+            if cluster is not None:
+                nodes = len(cluster.running())
+                cluster.stop(timeout_s=args.timeout)
+            if nodes:
+                print(f"Kafka cluster stopped ({nodes} nodes)", file=sys.stderr)
+            if was_running or not nodes:
+                print("Kafka stopped" if was_running else "Kafka was not running", file=sys.stderr)
     except LocalKafkaError as exc:
         print(f"localkafka: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from bridge.sink import Refusal
 from tests.app.conftest import MakeBridge, sample
 
 # Short, so that a held attempt is answered 503 quickly.
@@ -120,3 +121,61 @@ async def test_only_the_events_in_flight_join(make_offline_bridge: MakeBridge) -
         "deadLettered": 0,
     }
     assert sink.produced == 3
+
+
+async def test_a_resend_joins_the_dead_letters_of_its_earlier_attempt(
+    make_offline_bridge: MakeBridge,
+) -> None:
+    """The topic is refused for good; its dead letters wait in the producer; ALM re-sends."""
+    bridge = await make_offline_bridge(publish_timeout_ms=TIMEOUT_MS)
+    assert bridge.sink is not None
+    sink = bridge.sink
+    body = sample("enrollment-batch")
+    topics = {bridge.topic(e["eventName"].lower()) for e in json.loads(body)["events"]}
+    for topic in topics:
+        sink.refuse[topic] = Refusal("topic_not_authorized", "TopicAuthorizationFailedError")
+    sink.hold = True
+
+    first = await bridge.post(body)
+    second = await bridge.post(body)
+
+    assert (first.status, second.status) == (503, 503)
+    assert sink.produced == 2, "the re-send dead-lettered its events again"
+    sink.release()
+    sink.hold = False
+    third = await bridge.post(body)
+
+    assert third.status == 200
+    assert (await third.json())["duplicates"] == 2
+    stored = bridge.stored()
+    assert [r.topic for r in stored] == [bridge.dead_letter_topic] * 2
+
+
+async def test_a_resend_joining_dead_letters_counts_them_as_dead_letters(
+    make_offline_bridge: MakeBridge,
+) -> None:
+    bridge = await make_offline_bridge(publish_timeout_ms=2000)
+    assert bridge.sink is not None
+    sink = bridge.sink
+    body = sample("enrollment-batch")
+    for event in json.loads(body)["events"]:
+        sink.refuse[bridge.topic(event["eventName"].lower())] = Refusal(
+            "topic_not_authorized", "TopicAuthorizationFailedError"
+        )
+    sink.hold = True
+    first = asyncio.create_task(bridge.post(body))
+    await sink.holding.wait()
+
+    resend = asyncio.create_task(bridge.post(body))
+    while bridge.metric("almbridge_resent_events_joined_total", receiver="alm") < 2:
+        assert not resend.done(), await resend.result().text()
+        await asyncio.sleep(0.01)
+    sink.release()
+    answers = [await first, await resend]
+
+    assert [a.status for a in answers] == [200, 200]
+    joined = await answers[1].json()
+    assert joined["published"] == 0, joined
+    assert joined["deadLettered"] == 2, joined
+    assert joined["deadLetterReasons"] == {"topic_not_authorized": 2}, joined
+    assert sink.produced == 2

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.system.attacks import ATTACK_REPORT, format_attack_table, write_figures
-from tests.system.harness import REPORT, BridgeFactory, format_table
+from tests.system.harness import (
+    FLEET_REPORT,
+    REPORT,
+    BridgeFactory,
+    format_fleet_table,
+    format_table,
+)
 
 
 @pytest.fixture
@@ -41,6 +47,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             )
             write_figures(Path(figures), ATTACK_REPORT, note=note)
             terminalreporter.write_line(f"figures written to {figures}")
+    if FLEET_REPORT:
+        terminalreporter.section("bridge and a replicated cluster under faults")
+        for line in format_fleet_table(FLEET_REPORT):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line("As Markdown:")
+        for fleet_row in FLEET_REPORT:
+            terminalreporter.write_line(fleet_row.markdown())
     if not REPORT:
         return
     terminalreporter.section("bridge under faults")

@@ -372,6 +372,8 @@ class Load:
     results: list[RequestResult] = field(default_factory=list)
     answers: list[HttpAnswer] = field(default_factory=list)
     timed_out: bool = False
+    # When each result arrived (time.monotonic()), in the order of ``results``.
+    result_times: list[float] = field(default_factory=list)
 
     async def run_for(self, timeout_s: float) -> SendSummary | None:
         """:meth:`run`, cut off after ``timeout_s``: then None, and ``timed_out`` is set."""
@@ -397,13 +399,15 @@ class Load:
 
         trace.on_request_end.append(on_request_end)
 
+        def keep(result: RequestResult) -> None:
+            self.results.append(result)
+            self.result_times.append(time.monotonic())
+
         connector = aiohttp.TCPConnector(
             limit=self.options.concurrency, ssl=client_context(self.options.ca_file)
         )
         async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
-            return await run_send(
-                self.options, session=session, on_result=self.results.append, seed=self.seed
-            )
+            return await run_send(self.options, session=session, on_result=keep, seed=self.seed)
 
     def statuses(self) -> Counter[int | str]:
         counts: Counter[int | str] = Counter()
@@ -743,3 +747,64 @@ def report(row: Row) -> None:
     print()
     for line in format_table([row]):
         print(line)
+
+
+# ------------------------------------------------- the replicated cluster's fault table
+
+
+FLEET_COLUMNS: Final = (
+    ("scenario", 30),
+    ("requests", 9),
+    ("2xx", 6),
+    ("503", 5),
+    ("acknowledged", 13),
+    ("lost", 5),
+    ("1 copy", 7),
+    ("2 copies", 9),
+    ("3+", 4),
+    ("slowest ms", 11),
+    ("no 2xx for s", 13),
+)
+
+
+@dataclass(frozen=True)
+class FleetRow:
+    """One scenario against the replicated cluster: what was acknowledged and what Kafka holds.
+
+    ``copies`` counts the events of the run by how many records carry their id (1, 2, 3
+    or more); ``longest_without_ok_s`` is the longest stretch of the run in which no batch
+    was answered 2xx.
+    """
+
+    scenario: str
+    requests: int
+    ok: int
+    unavailable: int
+    acknowledged_events: int
+    lost: int
+    copies: tuple[int, int, int]
+    slowest_ms: float
+    longest_without_ok_s: float
+
+    def cells(self) -> list[str]:
+        return [
+            self.scenario,
+            str(self.requests),
+            str(self.ok),
+            str(self.unavailable),
+            str(self.acknowledged_events),
+            str(self.lost),
+            *(str(n) for n in self.copies),
+            f"{self.slowest_ms:.0f}",
+            f"{self.longest_without_ok_s:.1f}",
+        ]
+
+    def markdown(self) -> str:
+        return "| " + " | ".join(self.cells()) + " |"
+
+
+FLEET_REPORT: list[FleetRow] = []
+
+
+def format_fleet_table(rows: Sequence[FleetRow]) -> list[str]:
+    return fixed_width_lines(FLEET_COLUMNS, [row.cells() for row in rows])
