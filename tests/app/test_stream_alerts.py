@@ -24,13 +24,19 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from bridge.canary import canary_batch
 from bridge.settings import AuthSettings, LivenessSettings
 from tests.app.conftest import Bridge, MakeBridge, receiver_settings, sample
 from tests.deploy.toolbox import find_tool
 from tests.kafka_fixtures import free_ports
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
-STREAM_ALERTS = ("AlmBridgeAccountSilent", "AlmBridgeReceiverOnlyRefusing", "AlmBridgeEventsLate")
+STREAM_ALERTS = (
+    "AlmBridgeAccountSilent",
+    "AlmBridgeReceiverOnlyRefusing",
+    "AlmBridgeEventsLate",
+    "AlmBridgeCanaryFailing",
+)
 
 
 def _fast_rules(folder: Path) -> Path:
@@ -41,6 +47,8 @@ def _fast_rules(folder: Path) -> Path:
         if rule["alert"] in STREAM_ALERTS:
             rule["for"] = "0s"
             rule["expr"] = re.sub(r"\[(10|15)m\]", "[20s]", rule["expr"])
+            # Canaries stop counting as recent after 3 s instead of 30 minutes.
+            rule["expr"] = rule["expr"].replace("> 1800", "> 3")
             chosen.append(rule)
     assert [r["alert"] for r in chosen] == list(STREAM_ALERTS)
     path = folder / "rules.yml"
@@ -109,6 +117,10 @@ async def _firing(session: aiohttp.ClientSession, base: str) -> list[dict[str, s
     return [a["labels"] for a in body["data"]["alerts"] if a["state"] == "firing"]
 
 
+def _canary() -> bytes:
+    return canary_batch(1234, f"canary-{uuid.uuid4()}", datetime.now(UTC))
+
+
 def _aged(minutes: float) -> bytes:
     """The enrollment sample with new event ids and a time ``minutes`` ago."""
     batch = json.loads(sample("enrollment-batch"))
@@ -126,10 +138,13 @@ async def test_silence_a_one_sided_rotation_and_late_events_each_raise_their_ale
     bridge, prometheus = watched
     assert (await bridge.post(_aged(0))).status == 200  # then account 1234 falls silent
     assert (await bridge.post(_aged(0), receiver="quiet")).status == 200
+    # One canary gets through the "public URL" of receiver quiet, then the path breaks.
+    assert (await bridge.post(_canary(), receiver="quiet")).status == 200
     wanted = {
         ("AlmBridgeAccountSilent", "alm", "1234"),
         ("AlmBridgeReceiverOnlyRefusing", "rotated", ""),
         ("AlmBridgeEventsLate", "late", ""),
+        ("AlmBridgeCanaryFailing", "quiet", ""),
     }
     found: set[tuple[str, str, str]] = set()
     seen: list[dict[str, Any]] = []
@@ -145,7 +160,10 @@ async def test_silence_a_one_sided_rotation_and_late_events_each_raise_their_ale
             await asyncio.sleep(1)
 
     assert wanted <= found, seen
-    assert not [a for a in seen if a["receiver"] == "quiet"], "an expectation of 0 fired"
+    silent = [a for a in seen if a["alertname"] == "AlmBridgeAccountSilent"]
+    assert not [a for a in silent if a["receiver"] == "quiet"], "an expectation of 0 fired"
+    canaries = [a for a in seen if a["alertname"] == "AlmBridgeCanaryFailing"]
+    assert [a["receiver"] for a in canaries] == ["quiet"], "only a receiver that had canaries"
     assert (
         bridge.metric("almbridge_last_accepted_timestamp_seconds", receiver="alm", account="1234")
         > 0
