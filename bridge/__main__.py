@@ -17,6 +17,7 @@ from bridge import __version__
 from bridge.config_problems import unknown_variable
 from bridge.errors import ConfigError, KafkaStartError, KafkaTopicRefused, StartupError
 from bridge.receivers import Receiver, resolve
+from bridge.routing import DEFAULT_CANARY_TOPIC
 from bridge.settings import (
     Settings,
     kafka_problems,
@@ -206,9 +207,10 @@ def serve(config: ConfigOption = None) -> None:
 
     try:
         _warn_unknown_environment()
-        settings, _ = _load_and_resolve(config)
+        settings, receivers = _load_and_resolve(config)
         configure(settings.log_level, settings.log_format)
-        code = _run(run_server(settings))
+        # The receivers checked above serve: their secret files are read once.
+        code = _run(run_server(settings, receivers))
     except KafkaTopicRefused as exc:
         typer.echo(f"alm-bridge: {exc.detail}", err=True)
         raise typer.Exit(code=3) from None
@@ -680,7 +682,7 @@ def canary_command(
         raise _fail(exc) from None
     name = url.rstrip("/").rsplit("/", 1)[-1]
     chosen = topic or next(
-        (r.routing.canary_topic for r in receivers if r.name == name), "alm.canary"
+        (r.routing.canary_topic for r in receivers if r.name == name), DEFAULT_CANARY_TOPIC
     )
     try:
         options = SendOptions.model_validate(

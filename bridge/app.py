@@ -412,17 +412,18 @@ async def _start_fleet(state: State) -> None:
         log.debug("dedupe_fleet_still_unreachable", error=exc.detail)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, receivers: list[Receiver] | None = None) -> int:
     """Run until SIGTERM/SIGINT, then drain in order; a second signal exits at once.
 
     Signals are handled from the first line on: one that arrives while Kafka is still being
     reached stops the start-up and shuts down what was started. The listening sockets are
     bound before Kafka is contacted, so a taken port fails at once with a
     :class:`StartupError` (connections are accepted only once everything is ready).
+    ``receivers`` are the ones the settings describe, when the caller resolved them already.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    app = create_app(settings)
+    app = create_app(settings, receivers=receivers)
     state = app[STATE]
     warn_unauthenticated(state.ingestor.receivers.values())
 

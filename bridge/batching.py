@@ -42,7 +42,6 @@ from typing import Any, Final
 from aiokafka.errors import KafkaError, ProducerClosed
 from aiokafka.structs import TopicPartition
 
-from bridge.errors import InvalidBatch
 from bridge.routing import Record
 
 Handle = asyncio.Future[None]
@@ -244,12 +243,3 @@ class Lanes:
             lane.close()
         self._lanes.clear()
         self.touched.clear()
-
-
-def raise_too_large(record: Record, max_request_size: int) -> None:
-    """The producer refuses a record larger than one request: say so before appending."""
-    raise InvalidBatch(
-        f"a record of {record.size} bytes is larger than a Kafka request "
-        f"({max_request_size} bytes)",
-        code="record_too_large",
-    )

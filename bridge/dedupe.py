@@ -73,9 +73,6 @@ class SeenWindow:
     def __len__(self) -> int:
         return len(self._seen) + len(self._fleet)
 
-    def __contains__(self, key: tuple[int, str]) -> bool:
-        return bool(self.known(key[0], (key[1],)))
-
     def known(self, account_id: int, event_ids: Iterable[str | None]) -> set[str]:
         """The ids among ``event_ids`` of one account that are in the window."""
         pairs = [(e, digest(account_id, e)) for e in event_ids if e is not None]
@@ -103,9 +100,6 @@ class SeenWindow:
         """The keys among ``keys`` (found in the window) that the fleet told this process."""
         fleet = self._fleet
         return {key for key in keys if key in fleet} if fleet else set()
-
-    def add(self, key: tuple[int, str]) -> None:
-        self.add_many(key[0], (key[1],))
 
     def add_many(self, account_id: int, event_ids: Iterable[str | None]) -> None:
         """Add the events of one account (``None`` ids are skipped)."""

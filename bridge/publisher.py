@@ -10,7 +10,6 @@ block while the cluster is unreachable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import socket
 import ssl
@@ -159,11 +158,9 @@ class Publisher:
         self,
         *,
         settings: Settings,
-        on_connected: Callable[[bool], None] | None = None,
         standing_topics: Collection[str] = (),
     ) -> None:
         self._settings = settings
-        self._on_connected = on_connected
         self._standing_topics = tuple(sorted(set(standing_topics)))
         self._producer: AIOKafkaProducer | None = None
         self._lanes: Lanes | None = None
@@ -180,8 +177,6 @@ class Publisher:
         if value != self._connected:
             log.info("kafka_connected" if value else "kafka_disconnected")
         self._connected = value
-        if self._on_connected is not None:
-            self._on_connected(value)
 
     def _use(self, producer: AIOKafkaProducer | None) -> None:
         """Publish through ``producer`` from now on; batches of the previous one fail."""
@@ -277,8 +272,11 @@ class Publisher:
         replacing, self._replacing = self._replacing, None
         if replacing is not None:
             replacing.cancel()
-            with contextlib.suppress(BaseException):
-                await replacing
+            # Waits for it without taking on its outcome: its own cancellation or failure is
+            # not ours, while a cancellation of this caller still reaches it.
+            await asyncio.wait([replacing])
+            if not replacing.cancelled():
+                replacing.exception()
         producer = self._producer
         self._use(None)
         self._started = False

@@ -26,6 +26,11 @@ Headers = list[tuple[str, bytes]]
 MAX_TOPIC_CHARS: Final = 249
 # ALM's event names: upper-case words joined by '_', optionally prefixed ("RESPONSE:...").
 DEFAULT_EVENT_NAME_PATTERN: Final = r"[A-Z][A-Z0-9_]*(:[A-Z0-9_]+)*"
+# The default topics of a receiver, the one definition the settings and policies share.
+DEFAULT_TOPIC_TEMPLATE: Final = "alm.{event}"
+DEFAULT_CATCHALL_TOPIC: Final = "alm.other"
+DEFAULT_DEAD_LETTER_TOPIC: Final = "alm.deadletter"
+DEFAULT_CANARY_TOPIC: Final = "alm.canary"
 MAX_EVENT_NAME_CHARS: Final = 128
 FALLBACK_REASONS: Final[tuple[FallbackReason, ...]] = (
     "name_pattern",
@@ -255,17 +260,17 @@ class RoutingPolicy:
     """How one receiver turns events into records."""
 
     receiver: str
-    topic_template: str = "alm.{event}"
+    topic_template: str = DEFAULT_TOPIC_TEMPLATE
     overrides: Mapping[str, str] = field(default_factory=dict)
     allow: frozenset[str] | None = None
     deny: frozenset[str] = frozenset()
     unlisted: UnlistedPolicy = "template"
-    catchall_topic: str = "alm.other"
+    catchall_topic: str = DEFAULT_CATCHALL_TOPIC
     key: KeyStrategy = "record"
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
-    dead_letter_topic: str = "alm.deadletter"
+    dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
-    canary_topic: str = "alm.canary"
+    canary_topic: str = DEFAULT_CANARY_TOPIC
 
     def is_listed(self, name: str) -> bool:
         if self.allow is not None:

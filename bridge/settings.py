@@ -48,7 +48,13 @@ from bridge.auth import (
     Encoding,
 )
 from bridge.errors import ConfigError
-from bridge.routing import DEFAULT_EVENT_NAME_PATTERN
+from bridge.routing import (
+    DEFAULT_CANARY_TOPIC,
+    DEFAULT_CATCHALL_TOPIC,
+    DEFAULT_DEAD_LETTER_TOPIC,
+    DEFAULT_EVENT_NAME_PATTERN,
+    DEFAULT_TOPIC_TEMPLATE,
+)
 
 CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -195,17 +201,17 @@ class AuthSettings(_Strict):
 class RoutingSettings(_Strict):
     """Where a receiver's events go."""
 
-    topic_template: str = "alm.{event}"
+    topic_template: str = DEFAULT_TOPIC_TEMPLATE
     overrides: dict[str, str] = Field(default_factory=dict)
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
     unlisted: Literal["template", "catchall", "deadletter"] = "template"
-    catchall_topic: str = "alm.other"
+    catchall_topic: str = DEFAULT_CATCHALL_TOPIC
     key: Literal["record", "eventId", "accountId", "none"] = "record"
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
     # Where ``alm-bridge canary``'s events go: never a topic of the consumers.
-    canary_topic: str = "alm.canary"
+    canary_topic: str = DEFAULT_CANARY_TOPIC
 
     @field_validator("event_name_pattern")
     @classmethod
@@ -221,7 +227,7 @@ class DeadLetterSettings(_Strict):
     """What happens to a batch that authenticated but can never be accepted."""
 
     policy: Literal["deadletter", "reject"] = "deadletter"
-    topic: str = "alm.deadletter"
+    topic: str = DEFAULT_DEAD_LETTER_TOPIC
 
 
 class LivenessSettings(_Strict):
@@ -329,13 +335,13 @@ class Settings(BaseSettings):
     basic_credentials_file: Path | None = None
     account_ids: str = ""
     dead_letter_policy: Literal["deadletter", "reject"] = "deadletter"
-    dead_letter_topic: str = "alm.deadletter"
-    topic_template: str = "alm.{event}"
+    dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC
+    topic_template: str = DEFAULT_TOPIC_TEMPLATE
     unlisted_policy: Literal["template", "catchall", "deadletter"] = "template"
-    catchall_topic: str = "alm.other"
+    catchall_topic: str = DEFAULT_CATCHALL_TOPIC
     key_strategy: Literal["record", "eventId", "accountId", "none"] = "record"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
-    canary_topic: str = "alm.canary"
+    canary_topic: str = DEFAULT_CANARY_TOPIC
     max_silence_seconds: float = Field(default=86_400, ge=0)
 
     @field_validator("dedupe_fleet_topic")

@@ -25,28 +25,28 @@ class Clock:
 
 def test_add_and_contains() -> None:
     window = SeenWindow(clock=Clock())
-    assert (1234, "e-1") not in window
-    window.add((1234, "e-1"))
-    assert (1234, "e-1") in window
-    assert (1234, "e-2") not in window
-    assert (1010, "e-1") not in window
+    assert not window.known(1234, ["e-1"])
+    window.add_many(1234, ["e-1"])
+    assert window.known(1234, ["e-1"])
+    assert not window.known(1234, ["e-2"])
+    assert not window.known(1010, ["e-1"])
     assert len(window) == 1
 
 
 def test_adding_twice_keeps_one_entry() -> None:
     window = SeenWindow(clock=Clock())
-    window.add((1, "a"))
-    window.add((1, "a"))
+    window.add_many(1, ["a"])
+    window.add_many(1, ["a"])
     assert len(window) == 1
 
 
 def test_count_bound_evicts_the_oldest() -> None:
     window = SeenWindow(max_entries=3, clock=Clock())
     for event_id in ("a", "b", "c", "d"):
-        window.add((1, event_id))
+        window.add_many(1, [event_id])
     assert len(window) == 3
-    assert (1, "a") not in window
-    assert all((1, e) in window for e in ("b", "c", "d"))
+    assert not window.known(1, ["a"])
+    assert all(window.known(1, [e]) for e in ("b", "c", "d"))
 
 
 def test_re_adding_keeps_the_first_place() -> None:
@@ -54,54 +54,54 @@ def test_re_adding_keeps_the_first_place() -> None:
     # window counts from its first acknowledgment.
     window = SeenWindow(max_entries=3, clock=Clock())
     for event_id in ("a", "b", "c"):
-        window.add((1, event_id))
-    window.add((1, "a"))
-    window.add((1, "d"))
-    assert (1, "a") not in window
-    assert all((1, e) in window for e in ("b", "c", "d"))
+        window.add_many(1, [event_id])
+    window.add_many(1, ["a"])
+    window.add_many(1, ["d"])
+    assert not window.known(1, ["a"])
+    assert all(window.known(1, [e]) for e in ("b", "c", "d"))
 
 
 def test_age_bound_expires_entries() -> None:
     clock = Clock()
     window = SeenWindow(max_age_seconds=60.0, clock=clock)
-    window.add((1, "old"))
+    window.add_many(1, ["old"])
     clock.now += 60.0
-    assert (1, "old") in window
+    assert window.known(1, ["old"])
     clock.now += 0.5
-    assert (1, "old") not in window
+    assert not window.known(1, ["old"])
 
 
 def test_expired_entries_are_dropped_on_add() -> None:
     clock = Clock()
     window = SeenWindow(max_age_seconds=10.0, clock=clock)
-    window.add((1, "a"))
-    window.add((1, "b"))
+    window.add_many(1, ["a"])
+    window.add_many(1, ["b"])
     clock.now += 5.0
-    window.add((1, "c"))
+    window.add_many(1, ["c"])
     clock.now += 6.0
-    window.add((1, "d"))
+    window.add_many(1, ["d"])
     assert len(window) == 2
-    assert [(1, e) in window for e in "abcd"] == [False, False, True, True]
+    assert [bool(window.known(1, [e])) for e in "abcd"] == [False, False, True, True]
 
 
 def test_re_adding_keeps_the_first_time() -> None:
     clock = Clock()
     window = SeenWindow(max_age_seconds=10.0, clock=clock)
-    window.add((1, "a"))
+    window.add_many(1, ["a"])
     clock.now += 8.0
-    window.add((1, "a"))
-    window.add((1, "b"))
+    window.add_many(1, ["a"])
+    window.add_many(1, ["b"])
     clock.now += 3.0
-    assert (1, "a") not in window
-    assert (1, "b") in window
-    window.add((1, "c"))
+    assert not window.known(1, ["a"])
+    assert window.known(1, ["b"])
+    window.add_many(1, ["c"])
     assert len(window) == 2
 
 
 def test_zero_max_entries_disables_the_window() -> None:
     window = SeenWindow(max_entries=0, clock=Clock())
-    window.add((1, "a"))
-    assert (1, "a") not in window
+    window.add_many(1, ["a"])
+    assert not window.known(1, ["a"])
     assert len(window) == 0
 
 
@@ -111,13 +111,13 @@ def test_add_many_is_add_for_each_id_of_one_account() -> None:
     ids = ["a", None, "b", "a", "c", "d"]
     for event_id in ids:
         if event_id is not None:
-            one_by_one.add((7, event_id))
+            one_by_one.add_many(7, [event_id])
     together.add_many(7, ids)
     for event_id in ("a", "b", "c", "d"):
-        assert ((7, event_id) in together) == ((7, event_id) in one_by_one)
+        assert together.known(7, [event_id]) == one_by_one.known(7, [event_id])
     assert len(together) == len(one_by_one) == 3
-    assert (7, "a") not in together
-    assert (8, "c") not in together
+    assert not together.known(7, ["a"])
+    assert not together.known(8, ["c"])
 
 
 def test_add_many_with_no_room_keeps_nothing() -> None:
@@ -129,15 +129,15 @@ def test_add_many_with_no_room_keeps_nothing() -> None:
 def test_known_agrees_with_contains_including_expiry() -> None:
     clock = Clock()
     window = SeenWindow(max_age_seconds=60.0, clock=clock)
-    window.add((5, "old"))
+    window.add_many(5, ["old"])
     clock.now += 30
-    window.add((5, "new"))
-    window.add((6, "other-account"))
+    window.add_many(5, ["new"])
+    window.add_many(6, ["other-account"])
     ids = ["old", "new", "other-account", "never", None]
     assert window.known(5, ids) == {"old", "new"}
     clock.now += 31  # "old" is now 61 s old, "new" 31 s
     assert window.known(5, ids) == {"new"}
-    assert window.known(5, ids) == {e for e in ids if e is not None and (5, e) in window}
+    assert window.known(5, ids) == {e for e in ids if e is not None and window.known(5, [e])}
     assert SeenWindow(clock=clock).known(5, ids) == set()
 
 
@@ -276,8 +276,8 @@ def test_learnt_keys_share_the_count_bound_oldest_out_first() -> None:
     window.add_keys([digest(1, "local-2")])
 
     assert len(window) == 3
-    assert (1, "local-1") not in window
-    assert all((1, e) in window for e in ("remote-1", "remote-2", "local-2"))
+    assert not window.known(1, ["local-1"])
+    assert all(window.known(1, [e]) for e in ("remote-1", "remote-2", "local-2"))
 
 
 def test_a_merge_keeps_the_newest_entries_in_order_of_age() -> None:
