@@ -10,17 +10,14 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import Final, cast
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Final
 
-from aiohttp import StreamReader, web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
-from bridge.admission import BodyReads, BudgetFull, ByteBudget, Charge, Slots
+from bridge.admission import BodyReads, ByteBudget, Slots
 from bridge.errors import PublishUnavailable, StartupError
 from bridge.fleet import Fleet, FleetTopicRefused
 from bridge.handlers import (
@@ -40,6 +37,7 @@ from bridge.metrics import Metrics
 from bridge.publisher import Publisher
 from bridge.receivers import Receiver, resolve
 from bridge.reload import Configuration, Reloader
+from bridge.server import MAX_HEADER_FIELD_BYTES, MAX_HEADER_FIELDS, HeaderLimits, Runner
 from bridge.settings import Settings
 from bridge.sink import Sink
 from bridge.tls import ServerCertificate
@@ -181,131 +179,20 @@ def tell_held_back(state: State) -> None:
         log.warning("log_lines_repeated", source=logger, message=message[:200], count=count)
 
 
-# The most request-header bytes one request may send (nginx's default, four 8 KiB
-# buffers); a field or line longer than 8190 bytes, or more than 64 fields, is answered
-# 400 by aiohttp's parser. ALM sends a handful of short headers.
-MAX_HEADER_BYTES: Final = 32 * 1024
-MAX_HEADER_FIELD_BYTES: Final = 8190
-MAX_HEADER_FIELDS: Final = 64
+def runner_for(app: web.Application, **kwargs: Any) -> Runner:
+    """A runner whose connections hold their request headers to the app's limits: the
+    unauthenticated byte budget, the header deadline, and a metric of the cuts."""
 
-
-@dataclass(slots=True, frozen=True)
-class HeaderLimits:
-    """What a connection may hold while its request headers arrive."""
-
-    budget: ByteBudget
-    timeout_seconds: float
-    cut: Callable[[str], None]
-    max_bytes: int = MAX_HEADER_BYTES
-
-
-class _Connection(RequestHandler):
-    """aiohttp's request handler, with request headers bounded in bytes and in time.
-
-    From the first byte of a request until its headers are complete, the bytes received
-    are charged to the unauthenticated byte budget (the oldest such connection is closed
-    to make room when it is full), at most ``MAX_HEADER_BYTES`` per request, and the
-    headers must be complete within the header deadline, or the connection is closed.
-    The keep-alive idle timer is aiohttp's and stays as it is. Uses aiohttp's private
-    ``_request_count``, ``_messages`` and ``_force_close`` (checked by
-    tests/app/test_connection_limits.py against the pinned release).
-
-    aiohttp's own answers (400 for a request it cannot parse) carry nosniff too: aiohttp
-    writes them before any route, middleware or signal of the application runs.
-    """
-
-    header_limits: HeaderLimits | None = None
-    _header_charge: Charge | None = None
-    _header_deadline: asyncio.TimerHandle | None = None
-    _payload: StreamReader | None = None
-
-    def data_received(self, data: bytes) -> None:
-        limits = self.header_limits
-        if limits is None or not data or self._force_close:
-            super().data_received(data)
-            return
-        in_head = self._payload is None or self._payload.is_eof()  # between requests
-        count = self._request_count
-        super().data_received(data)
-        if self._request_count != count and self._messages:
-            # A complete head (nearly always in its first read): nothing to charge.
-            self._payload = self._messages[-1][1]
-            if self._header_charge is not None:
-                self._headers_done()
-            return
-        if not in_head or self._force_close:
-            return
-        # The head is still incomplete: what the parser holds of it is charged, and timed.
-        charge = self._header_charge
-        if charge is None:
-            charge = self._header_charge = limits.budget.open(lambda: self._cut("evicted"))
-            self._header_deadline = self._loop.call_later(
-                limits.timeout_seconds, self._cut, "header_timeout"
-            )
-        try:
-            limits.budget.grow(charge, len(data))
-        except BudgetFull:
-            self._cut("busy")
-            return
-        if charge.nbytes > limits.max_bytes:
-            self._cut("header_too_large")
-
-    def _headers_done(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
-        if self._header_charge is not None and self.header_limits is not None:
-            self.header_limits.budget.release(self._header_charge)
-        self._header_charge = None
-
-    def _cut(self, reason: str) -> None:
-        if self._header_charge is None or self._force_close:
-            return
-        self._headers_done()
-        if self.header_limits is not None:
-            self.header_limits.cut(reason)
-        self.force_close()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._headers_done()
-        self._payload = None  # it refers back to this connection
-        super().connection_lost(exc)
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        response = super().handle_error(request, status, exc, message)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
-
-
-class _Server(web.Server):
-    header_limits: HeaderLimits | None = None
-
-    def __call__(self) -> RequestHandler:
-        handler = _Connection(self, loop=self._loop, **self._kwargs)
-        handler.header_limits = self.header_limits
-        return handler
-
-
-class _Runner(web.AppRunner):
-    """An :class:`~aiohttp.web.AppRunner` whose connections are :class:`_Connection`."""
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _Server
-        state = self.app[STATE]
+    def limits() -> HeaderLimits:
+        state = app[STATE]
         settings = state.ingestor.settings
-        cast(_Server, server).header_limits = HeaderLimits(
+        return HeaderLimits(
             budget=state.reads.budget,
             timeout_seconds=settings.header_timeout_ms / 1000,
             cut=lambda reason: state.metrics.connections_cut.labels(reason).inc(),
         )
-        return server
+
+    return Runner(app, header_limits=limits, **kwargs)
 
 
 def _handler_args(settings: Settings) -> dict[str, object]:
@@ -315,8 +202,8 @@ def _handler_args(settings: Settings) -> dict[str, object]:
     whose request headers have not all arrived by then: aiohttp arms it when the
     connection opens and after each response, and only a complete request stops it.
     Headers that have begun to arrive have their own, shorter deadline
-    (:class:`_Connection`). Bodies are never inflated by aiohttp: the handler does it, in
-    steps charged to the byte budget, when compressed bodies are accepted at all.
+    (:class:`bridge.server.Connection`). Bodies are never inflated by aiohttp: the handler
+    does it, in steps charged to the byte budget, when compressed bodies are accepted at all.
     """
     return {
         "max_field_size": MAX_HEADER_FIELD_BYTES,
@@ -464,7 +351,7 @@ async def _serve_until_stopped(
         for sockets in listeners:
             _close(sockets)
         raise
-    runner = _Runner(
+    runner = runner_for(
         app,
         handle_signals=False,
         access_log=None,
@@ -476,7 +363,7 @@ async def _serve_until_stopped(
         metrics_app.on_response_prepare.append(security_headers)
         metrics_app[STATE] = state
         metrics_app.router.add_get("/metrics", metrics)
-        metrics_runner = _Runner(metrics_app, handle_signals=False, access_log=None)
+        metrics_runner = runner_for(metrics_app, handle_signals=False, access_log=None)
     runners = [r for r in (runner, metrics_runner) if r is not None]
     tls_servers: list[asyncio.AbstractServer] = []
     background: list[asyncio.Task[None]] = []

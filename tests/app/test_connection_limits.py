@@ -1,4 +1,4 @@
-"""The connection handler of the real server (``bridge.app._Runner``): request headers
+"""The connection handler of the real server (``bridge.server.Runner``): request headers
 bounded in bytes and in time, and refused requests freed as soon as they are answered.
 
 Raw sockets play the client, so that nothing of a client library's own is in the way.
@@ -18,8 +18,9 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge.app import _Connection, _Runner, bind_listeners, create_app
+from bridge.app import bind_listeners, create_app, runner_for
 from bridge.auth import sign_hmac
+from bridge.server import Connection
 from bridge.settings import AuthSettings, ReceiverSettings, Settings
 from tests.memory_sink import MemorySink
 
@@ -70,7 +71,7 @@ async def serve() -> AsyncIterator[Serve]:
             registry=registry,
             sink=MemorySink(),
         )
-        runner = _Runner(app, handle_signals=False, access_log=None)
+        runner = runner_for(app, handle_signals=False, access_log=None)
         runners.append(runner)
         await runner.setup()
         (sock,) = bind_listeners("127.0.0.1", 0, "BRIDGE_PORT")
@@ -158,7 +159,7 @@ async def test_a_refused_request_is_freed_without_the_garbage_collector(
             await served.exchange(request)
         await asyncio.sleep(0.05)
         gc.collect()
-        held = [o for o in gc.garbage if isinstance(o, web.BaseRequest | _Connection)]
+        held = [o for o in gc.garbage if isinstance(o, web.BaseRequest | Connection)]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
