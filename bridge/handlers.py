@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
@@ -46,7 +45,6 @@ MAX_INFLATE_RATIO: Final = 100
 # else could forge or break log lines; a new id is made and the sent one logged escaped.
 REQUEST_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # True while a POST is answered 2xx without authentication (an unauthenticated challenge).
-_UNAUTHENTICATED: Final = ContextVar("unauthenticated", default=False)
 
 
 @dataclass(slots=True)
@@ -120,6 +118,33 @@ def _bind(**values: object) -> None:
     structlog.contextvars.bind_contextvars(**values)
 
 
+@dataclass(slots=True)
+class Answer:
+    """What the handler made of a request, for the request-line middleware: the outcome,
+    why it was refused, and whether it was answered without authentication."""
+
+    outcome: str = ""
+    reason: str = ""
+    unauthenticated: bool = False
+
+
+ANSWER: Final = web.RequestKey("answer", Answer)
+
+
+def _note(request: web.Request, **values: object) -> None:
+    """Record the request's outcome on the request and on its log line."""
+    answer = request.get(ANSWER)
+    if answer is not None:
+        if "outcome" in values:
+            answer.outcome = str(values["outcome"])
+        reason = values.get("error") or values.get("auth_reason")
+        if reason:
+            answer.reason = str(reason)
+        if values.get("authenticated") is False:
+            answer.unauthenticated = True
+    _bind(**values)
+
+
 def _request_id(request: web.Request) -> tuple[str, str | None]:
     """The request id to use, and the sent one (escaped) when it could not be used."""
     sent = request.headers.get("X-Request-Id")
@@ -138,12 +163,12 @@ def _sampled_as(request: web.Request, status: int) -> str | None:
     ``GET``, and a ``POST`` challenge answered without authentication). An authenticated
     batch's line, and 5xx other than ``too_many_body_reads``, are always written.
     """
-    if status < 400 and request.method == "POST" and not _UNAUTHENTICATED.get():
-        return None  # an authenticated batch: the logging context is not even read
-    bound = structlog.contextvars.get_contextvars()
+    answer = request.get(ANSWER) or Answer()
+    if status < 400 and request.method == "POST" and not answer.unauthenticated:
+        return None  # an authenticated batch
     if status < 400:
-        return str(bound.get("outcome") or "")
-    reason = str(bound.get("error") or bound.get("auth_reason") or "")
+        return answer.outcome
+    reason = answer.reason
     if status < 500 or reason == "too_many_body_reads":
         return reason
     return None
@@ -162,7 +187,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     and told in one ``requests_not_logged`` line. Metrics count every request.
     """
     structlog.contextvars.clear_contextvars()
-    _UNAUTHENTICATED.set(False)  # requests of a kept-alive connection share one context
+    request[ANSWER] = Answer()
     request_id, sent_request_id = _request_id(request)
     is_webhook = request.path.startswith("/webhooks/")
     if is_webhook:
@@ -247,13 +272,13 @@ async def webhook_get(request: web.Request) -> web.Response:
         return _not_found(request)
     _bind(receiver=receiver.name)
     if "challenge" not in request.query:
-        _bind(outcome="probe")
+        _note(request, outcome="probe")
         return web.Response(status=HTTPStatus.OK)
     try:
         value = check_challenge(request.query["challenge"])
     except InvalidBatch as exc:
         return error_response(HTTPStatus.BAD_REQUEST, exc.code, exc.detail)
-    _bind(outcome="challenge")
+    _note(request, outcome="challenge")
     return web.Response(text=value, content_type="text/plain")
 
 
@@ -262,8 +287,8 @@ def _is_json(content_type: str) -> bool:
     return mime in {"", "application/json"} or mime.endswith("+json") or mime.endswith("/json")
 
 
-def _challenge_reply(challenge: Challenge) -> web.Response:
-    _bind(outcome="challenge")
+def _challenge_reply(request: web.Request, challenge: Challenge) -> web.Response:
+    _note(request, outcome="challenge")
     return web.Response(body=orjson.dumps({"challenge": challenge.value}), content_type=_JSON)
 
 
@@ -292,19 +317,19 @@ async def webhook_post(request: web.Request) -> web.Response:
         status: HTTPStatus, code: str, detail: str, *, close: bool = False
     ) -> web.Response:
         batches(name, "rejected").inc()
-        _bind(outcome="rejected", error=code)
+        _note(request, outcome="rejected", error=code)
         return error_response(status, code, detail, close=close)
 
     def unauthorized(exc: AuthError, body: bytes | None = None) -> web.Response:
         batches(name, "unauthorized").inc()
         state.metrics.auth_failures.labels(name, exc.reason).inc()
-        _bind(outcome="unauthorized", auth_reason=exc.reason)
+        _note(request, outcome="unauthorized", auth_reason=exc.reason)
         log_refusal(state.diagnoses, name, receiver.verifier, request.headers.items(), body)
         return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail, close=True)
 
     if state.shutting_down:
         batches(name, "unavailable").inc()
-        _bind(outcome="unavailable")
+        _note(request, outcome="unavailable")
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -362,7 +387,7 @@ async def webhook_post(request: web.Request) -> web.Response:
             estimated_memory_of_size(settings.max_body_bytes if length is None else length),
             state.slots.reachable_bytes(),
         )
-        throttled = _throttled(state, name, provisional, body_unread=True)
+        throttled = _throttled(request, state, name, provisional, body_unread=True)
         if throttled is not None:
             return throttled
         slot = _enter(state, name, provisional)
@@ -390,7 +415,7 @@ async def webhook_post(request: web.Request) -> web.Response:
                 return unauthorized(auth_error)
             if exc.outcome == "busy":
                 batches(name, "throttled").inc()
-                _bind(outcome="throttled", error="too_many_body_reads")
+                _note(request, outcome="throttled", error="too_many_body_reads")
                 return error_response(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     "too_many_body_reads",
@@ -444,8 +469,12 @@ async def webhook_post(request: web.Request) -> web.Response:
             except AuthError as exc:
                 auth_error = exc.with_traceback(None)
         if auth_error is not None:
-            challenge = _unauthenticated_challenge(state, receiver, body)
-            return _challenge_reply(challenge) if challenge else unauthorized(auth_error, body)
+            challenge = _unauthenticated_challenge(request, state, receiver, body)
+            return (
+                _challenge_reply(request, challenge)
+                if challenge
+                else unauthorized(auth_error, body)
+            )
         # Authenticated: the batch is charged what it will hold while it is parsed and
         # published.
         cost = estimated_memory(body)
@@ -460,7 +489,7 @@ async def webhook_post(request: web.Request) -> web.Response:
             )
             cost = len(body)
         if slot is None:
-            throttled = _throttled(state, name, cost)
+            throttled = _throttled(request, state, name, cost)
             if throttled is not None:
                 return throttled
             slot = _enter(state, name, cost)
@@ -472,7 +501,7 @@ async def webhook_post(request: web.Request) -> web.Response:
         _bind(trace_id=span.context.trace_id)
         status = HTTPStatus.INTERNAL_SERVER_ERROR
         try:
-            response = await _ingest(state, receiver, router, body, deadline, refuse, span)
+            response = await _ingest(request, state, receiver, router, body, deadline, refuse, span)
             status = HTTPStatus(response.status)
             return response
         finally:
@@ -484,7 +513,7 @@ async def webhook_post(request: web.Request) -> web.Response:
 
 
 def _throttled(
-    state: State, receiver: str, cost: int, *, body_unread: bool = False
+    request: web.Request, state: State, receiver: str, cost: int, *, body_unread: bool = False
 ) -> web.Response | None:
     """429 when a batch of ``receiver`` costing ``cost`` bytes may not enter now; before
     its body was read, the connection is closed rather than the body read for nothing."""
@@ -492,7 +521,7 @@ def _throttled(
     if saturated is None:
         return None
     state.metrics.batches_by(receiver, "throttled").inc()
-    _bind(outcome="throttled", saturation=saturated)
+    _note(request, outcome="throttled", saturation=saturated)
     return error_response(
         HTTPStatus.TOO_MANY_REQUESTS,
         "too_many_batches",
@@ -516,6 +545,7 @@ _THROTTLED: Final = {
 
 
 async def _ingest(
+    request: web.Request,
     state: State,
     receiver: Receiver,
     router: Router,
@@ -530,7 +560,7 @@ async def _ingest(
 
     def rejected(status: HTTPStatus, code: str, detail: str) -> web.Response:
         batches(name, "rejected").inc()
-        _bind(outcome="rejected", error=code)
+        _note(request, outcome="rejected", error=code)
         return error_response(status, code, detail)
 
     try:
@@ -549,7 +579,7 @@ async def _ingest(
         return rejected(HTTPStatus.BAD_REQUEST, exc.code, exc.detail)
     except PublishUnavailable as exc:
         batches(name, "unavailable").inc()
-        _bind(outcome="unavailable", error=exc.detail)
+        _note(request, outcome="unavailable", error=exc.detail)
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
             exc.code,
@@ -557,9 +587,10 @@ async def _ingest(
             retry_after=settings.retry_after_seconds,
         )
     if isinstance(summary, Challenge):
-        return _challenge_reply(summary)
+        return _challenge_reply(request, summary)
     batches(name, summary.outcome).inc()
-    _bind(
+    _note(
+        request,
         outcome=summary.outcome,
         account_id=summary.account_id,
         events=summary.received,
@@ -570,7 +601,9 @@ async def _ingest(
     return web.Response(body=orjson.dumps(summary.as_json()), content_type=_JSON)
 
 
-def _unauthenticated_challenge(state: State, receiver: Receiver, body: bytes) -> Challenge | None:
+def _unauthenticated_challenge(
+    request: web.Request, state: State, receiver: Receiver, body: bytes
+) -> Challenge | None:
     if not receiver.unauthenticated_challenge or len(body) > _CHALLENGE_BODY_LIMIT:
         return None
     try:
@@ -579,6 +612,5 @@ def _unauthenticated_challenge(state: State, receiver: Receiver, body: bytes) ->
         return None
     if not isinstance(parsed, Challenge):
         return None
-    _UNAUTHENTICATED.set(True)  # its request line is sampled like a probe's
-    _bind(authenticated=False)
+    _note(request, authenticated=False)  # its request line is sampled like a probe's
     return parsed
