@@ -18,7 +18,13 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 
 from bridge.batching import Handle, Lanes
 from bridge.errors import KafkaStartError, PublishUnavailable
@@ -33,8 +39,8 @@ from bridge.topics import BROKEN_PRODUCER, Topics, describe, metadata, refusal_o
 log = get_logger("bridge.publisher")
 T = TypeVar("T")
 
-_CREDENTIALS_REFUSED = ("SaslAuthenticationFailed", "AuthenticationFailedError")
-_FATAL_NAMES = (*_CREDENTIALS_REFUSED, "SSLError")
+# Kafka refused the credentials: retrying with the same ones never helps.
+_CREDENTIALS_REFUSED = (SaslAuthenticationFailed, AuthenticationFailedError)
 # Errors that say the first bootstrap server was never reached: no listener to ask.
 _NOT_REACHED = (ConnectionRefusedError, socket.gaierror, TimeoutError)
 
@@ -89,10 +95,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 
 def is_fatal(exc: BaseException) -> bool:
     """Errors that a retry cannot fix: bad credentials, an untrusted certificate."""
-    return any(
-        isinstance(each, ssl.SSLError) or type(each).__name__ in _FATAL_NAMES
-        for each in _chain(exc)
-    )
+    return any(isinstance(each, (ssl.SSLError, *_CREDENTIALS_REFUSED)) for each in _chain(exc))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -118,9 +121,7 @@ def _not_reached(exc: BaseException) -> bool:
 
 def _untrusted(exc: BaseException) -> bool:
     """A certificate refused, or credentials: the listener's protocol was the right one."""
-    return _in_chain(exc, ssl.SSLCertVerificationError) or any(
-        type(each).__name__ in _CREDENTIALS_REFUSED for each in _chain(exc)
-    )
+    return _in_chain(exc, (ssl.SSLCertVerificationError, *_CREDENTIALS_REFUSED))
 
 
 def mismatch(settings: Settings, address: str, listener: Listener) -> str | None:
