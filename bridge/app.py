@@ -250,8 +250,7 @@ async def _kafka_lifetime(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        state.shutting_down = True
-        state.metrics.ready.set(0)
+        state.begin_shutdown()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -319,8 +318,7 @@ async def serve(settings: Settings, receivers: list[Receiver] | None = None) -> 
             log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
             os._exit(128 + signum)
         log.info("shutdown_started", signal=signal.Signals(signum).name)
-        state.shutting_down = True
-        state.metrics.ready.set(0)
+        state.begin_shutdown()
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

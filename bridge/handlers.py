@@ -70,6 +70,11 @@ class State:
     def inflight(self) -> int:
         return len(self.slots)
 
+    def begin_shutdown(self) -> None:
+        """From now on: not ready, and new batches answered 503 (the one place it is set)."""
+        self.shutting_down = True
+        self.metrics.ready.set(0)
+
     def ready(self) -> bool:
         """Kafka reachable, not shutting down, and the fleet's memory loaded (or loading
         for longer than BRIDGE_DEDUPE_FLEET_LOAD_TIMEOUT_SECONDS), when it is on."""

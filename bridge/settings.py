@@ -15,6 +15,7 @@ turns them into runtime receivers, and nothing here changes the process environm
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -484,8 +485,13 @@ def _split(secret: SecretStr | None) -> list[str]:
     return [part.strip() for part in secret.get_secret_value().split(",") if part.strip()]
 
 
+@functools.lru_cache(maxsize=8)
 def _reading(config_file: Path) -> type[Settings]:
-    """Settings whose YAML source is ``config_file``, whatever ``BRIDGE_CONFIG_FILE`` says."""
+    """Settings whose YAML source is ``config_file``, whatever ``BRIDGE_CONFIG_FILE`` says.
+
+    One class per file (a reload reads the same file again): the file is read when the
+    class is instantiated, never when it is made.
+    """
     config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
     return cast(
         "type[Settings]",
