@@ -40,7 +40,8 @@ from bench.stats import (
 from bridge.alm import Batch, Limits, parse_body
 from bridge.publisher import producer_options
 from bridge.receivers import resolve
-from bridge.routing import Record, Router
+from bridge.records import Record
+from bridge.routing import Router
 from bridge.settings import Settings, load_settings
 
 TARGET: Final = "aiokafka"

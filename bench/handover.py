@@ -24,7 +24,7 @@ import sys
 from typing import Any, Final
 
 from bridge import batching, publisher
-from bridge.routing import Record
+from bridge.records import Record
 
 DESIGNS: Final = ("send_batch", "send")
 

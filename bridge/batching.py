@@ -42,7 +42,7 @@ from typing import Any, Final
 from aiokafka.errors import KafkaError, ProducerClosed
 from aiokafka.structs import TopicPartition
 
-from bridge.routing import Record
+from bridge.records import Record
 
 Handle = asyncio.Future[None]
 

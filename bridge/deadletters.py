@@ -25,7 +25,8 @@ from bridge.alm import Batch, Challenge, Limits, parse_body
 from bridge.dedupe import digest
 from bridge.errors import AccountNotAccepted, InvalidBatch
 from bridge.receivers import policy_for
-from bridge.routing import Headers, Record, Router, TopicRegistry, family
+from bridge.records import Headers, Record
+from bridge.routing import Router, TopicRegistry, family
 from bridge.settings import Settings
 from bridge.tracing import TRACEPARENT, TRACESTATE, trace_context
 

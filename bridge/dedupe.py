@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from bridge.routing import Record
+    from bridge.records import Record
 
 DIGEST_BYTES: Final = 16
 

@@ -50,7 +50,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.partitioning import partition_for
 from bridge.publisher import client_options
-from bridge.routing import Record
+from bridge.records import Record
 from bridge.settings import Settings
 from bridge.topics import describe
 

@@ -20,7 +20,8 @@ from bridge.errors import AccountNotAccepted, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.receivers import Receiver
-from bridge.routing import Record, Router, TopicRegistry
+from bridge.records import Record
+from bridge.routing import Router, TopicRegistry
 from bridge.settings import Settings
 from bridge.sink import Refusal, Sink
 from bridge.tracing import NO_SPAN, Span

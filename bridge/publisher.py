@@ -31,7 +31,7 @@ from bridge.errors import KafkaStartError, PublishUnavailable
 from bridge.listener import Listener, first_server, identify
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
-from bridge.routing import Record
+from bridge.records import Record
 from bridge.settings import Settings, sasl_password, setting_name, setting_said, setting_to
 from bridge.sink import PublishResult, Refusal
 from bridge.topics import BROKEN_PRODUCER, Topics, describe, metadata, refusal_of

@@ -50,7 +50,7 @@ from bridge.deadletters import (
 )
 from bridge.errors import BridgeError, PublishUnavailable
 from bridge.publisher import Publisher, client_options
-from bridge.routing import Record
+from bridge.records import Record
 from bridge.settings import Settings
 from bridge.topics import describe
 

@@ -17,12 +17,11 @@ import orjson
 
 from bridge.alm import Batch, Event
 from bridge.errors import InvalidBatch
+from bridge.records import Headers, Record
 
 UnlistedPolicy = Literal["template", "catchall", "deadletter"]
 FallbackReason = Literal["name_pattern", "reserved_topic", "topic_collision", "topic_limit"]
 KeyStrategy = Literal["record", "eventId", "accountId", "none"]
-Headers = list[tuple[str, bytes]]
-
 MAX_TOPIC_CHARS: Final = 249
 # ALM's event names: upper-case words joined by '_', optionally prefixed ("RESPONSE:...").
 DEFAULT_EVENT_NAME_PATTERN: Final = r"[A-Z][A-Z0-9_]*(:[A-Z0-9_]+)*"
@@ -310,38 +309,6 @@ class RoutingPolicy:
 # The event name of ``alm-bridge canary``: always on the receiver's canary topic, never on a
 # topic of the consumers, whatever the routing lists, denies or overrides.
 CANARY_EVENT_NAME: Final = "ALM_BRIDGE_CANARY"
-
-_HEADERS_MARGIN: Final = 65_536
-
-
-class Record(NamedTuple):
-    """One Kafka record ready to produce (a named tuple: one is made per event)."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers
-    event_id: str | None = None
-    family: str = "other"
-    dead_letter: bool = False
-    reason: str | None = None
-    # The event's own time (RFC 3339 UTC), for the freshness histogram.
-    time: str | None = None
-
-    @property
-    def size(self) -> int:
-        """Bytes the record occupies, close to what the broker counts against its limit."""
-        header_bytes = sum(len(k) + len(v) for k, v in self.headers)
-        return len(self.value) + len(self.key or b"") + header_bytes + 64
-
-    def exceeds(self, limit: int) -> bool:
-        """``size > limit``, measured only when the value and key come near the limit.
-
-        The headers are the bridge's own (CloudEvents, ids, a bounded error text), far
-        below the margin, so the check is exact and costs nothing for ordinary records.
-        """
-        near = len(self.value) + len(self.key or b"") + _HEADERS_MARGIN > limit
-        return near and self.size > limit
 
 
 @dataclass(frozen=True, slots=True)

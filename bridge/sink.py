@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge.routing import Record
+from bridge.records import Record
 
 
 @dataclass(frozen=True, slots=True)

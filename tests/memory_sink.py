@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 
 from bridge.errors import PublishUnavailable
-from bridge.routing import Record
+from bridge.records import Record
 from bridge.sink import PublishResult, Refusal
 
 

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from bridge.app import create_app
 from bridge.auth import sign_hmac
 from bridge.handlers import STATE, State
-from bridge.routing import Record
+from bridge.records import Record
 from bridge.settings import (
     AuthSettings,
     DeadLetterSettings,

@@ -18,7 +18,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from bridge.batching import Lane, LaneClosed, Lanes
 from bridge.publisher import Publisher
-from bridge.routing import Record
+from bridge.records import Record
 from bridge.settings import Settings
 from tests.kafka_fixtures import consume_all
 

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.errors import KafkaStartError, PublishUnavailable
 from bridge.publisher import Publisher
-from bridge.routing import Record
+from bridge.records import Record
 from bridge.settings import Settings
 from tests.kafka_fixtures import LocalKafka, consume_all
 

@@ -30,7 +30,8 @@ from bridge.asyncapi import (
 )
 from bridge.asyncapi import FAMILIES as FAMILY_MESSAGES
 from bridge.receivers import policy_for
-from bridge.routing import KNOWN_EVENT_NAMES, Record, Router
+from bridge.records import Record
+from bridge.routing import KNOWN_EVENT_NAMES, Router
 from bridge.sender import FAMILIES, generate_batch
 from bridge.settings import (
     AuthSettings,

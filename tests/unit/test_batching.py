@@ -18,7 +18,7 @@ import pytest
 
 from bridge.batching import LaneClosed, Lanes
 from bridge.errors import PublishUnavailable
-from bridge.routing import Record
+from bridge.records import Record
 
 
 class FakeBuilder:

@@ -27,7 +27,8 @@ from bridge.deadletters import (
     summary_lines,
 )
 from bridge.receivers import policy_for
-from bridge.routing import Record, Router
+from bridge.records import Record
+from bridge.routing import Router
 from bridge.settings import DeadLetterSettings, ReceiverSettings, RoutingSettings, Settings
 
 DLQ = "t.deadletter"

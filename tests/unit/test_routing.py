@@ -11,11 +11,11 @@ import pytest
 
 from bridge.alm import Batch, parse_body
 from bridge.errors import InvalidBatch
+from bridge.records import Record
 from bridge.routing import (
     KNOWN_EVENT_NAMES,
     MAX_TOPIC_CHARS,
     Plan,
-    Record,
     Router,
     RoutingPolicy,
     TopicRegistry,
