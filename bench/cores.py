@@ -43,7 +43,7 @@ from bench.loadgen import PhaseSpec
 from bench.run import RESULTS_ROOT, Run, loadavg, make_config, say
 from bench.services import BenchError, Interrupted, ProcessSet
 from bench.stats import PhaseStats
-from deploy.kafka.localkafka import free_ports
+from deploy.ports import free_ports
 
 # Layout -> the bridge processes that share its load; process -> its handover design.
 PROCESS_LAYOUTS: Final = {"one process": ("bridge-1",), "two processes": ("bridge-1", "bridge-2")}

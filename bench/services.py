@@ -25,9 +25,9 @@ from deploy.kafka.localkafka import (
     LocalKafka,
     classpath,
     ensure_jars,
-    free_ports,
     kafka_version,
 )
+from deploy.ports import free_ports
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 

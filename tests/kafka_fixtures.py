@@ -28,8 +28,8 @@ from deploy.kafka.localkafka import (
     LocalKafkaError,
     NodePorts,
     ensure_jars,
-    free_ports,
 )
+from deploy.ports import free_ports
 from tests.system.faultproxy import FaultProxy
 
 __all__ = [

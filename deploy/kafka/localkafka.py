@@ -39,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from deploy.ports import free_ports
+
 HERE: Final = Path(__file__).resolve().parent
 POM: Final = HERE / "pom.xml"
 LOG4J_CONFIG: Final = HERE / "log4j2.yaml"
@@ -157,15 +159,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports that were free on 127.0.0.1 a moment ago."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 def _port_free(port: int) -> bool:

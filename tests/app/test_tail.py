@@ -121,7 +121,7 @@ async def test_tail_by_topic_name_with_a_group_commits_what_it_printed(
 
 
 def test_tail_names_an_unreachable_broker_in_one_line() -> None:
-    from deploy.kafka.localkafka import free_ports
+    from deploy.ports import free_ports
 
     (port,) = free_ports(1)
     result = _tail(f"127.0.0.1:{port}", "--timeout", "1", BRIDGE_KAFKA_REQUEST_TIMEOUT_MS="500")
