@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import time
 import zlib
+from collections.abc import Callable
 from unittest import mock
 
 import pytest
@@ -32,6 +33,15 @@ def stream(data: bytes = b"", *, complete: bool = False) -> StreamReader:
     return reader
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds: no waiting on the clock."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def test_a_body_that_came_with_the_headers_takes_no_place() -> None:
     reads = BodyReads(1)
     body = await reads.read(stream(b"{}", complete=True), limit=10, timeout_seconds=1)
@@ -43,8 +53,9 @@ async def test_a_body_over_the_limit_is_refused() -> None:
     with pytest.raises(BodyTooLarge):
         await BodyReads(1).read(stream(b"x" * 11, complete=True), limit=10, timeout_seconds=1)
     slow = stream(b"x" * 6)
-    task = asyncio.create_task(BodyReads(1).read(slow, limit=10, timeout_seconds=1))
-    await asyncio.sleep(0.01)
+    reads = BodyReads(1)
+    task = asyncio.create_task(reads.read(slow, limit=10, timeout_seconds=1))
+    await until(lambda: len(reads) == 1)
     slow.feed_data(b"x" * 6)
     with pytest.raises(BodyTooLarge):
         await task
@@ -59,14 +70,16 @@ async def test_a_trickling_body_times_out() -> None:
 
 
 async def test_when_full_the_oldest_read_makes_room() -> None:
-    reads = BodyReads(2, min_age_seconds=0.01)
-    stalled = [
-        asyncio.create_task(reads.read(stream(), limit=100, timeout_seconds=5)) for _ in "ab"
-    ]
-    await asyncio.sleep(0.05)
+    now = [100.0]
+    reads = BodyReads(2, min_age_seconds=0.01, clock=lambda: now[0])
+    stalled = []
+    for _ in "ab":
+        stalled.append(asyncio.create_task(reads.read(stream(), limit=100, timeout_seconds=5)))
+        await until(lambda: len(reads) == len(stalled))
+        now[0] += 0.05  # the first is the older
     fresh = stream(b'{"a"')
     newcomer = asyncio.create_task(reads.read(fresh, limit=100, timeout_seconds=5))
-    await asyncio.sleep(0.01)
+    await until(lambda: stalled[0].done())
     fresh.feed_data(b": 1}")
     fresh.feed_eof()
 
@@ -79,9 +92,11 @@ async def test_when_full_the_oldest_read_makes_room() -> None:
 
 
 async def test_young_reads_are_not_evicted() -> None:
-    reads = BodyReads(1, min_age_seconds=10)
+    now = [100.0]
+    reads = BodyReads(1, min_age_seconds=10, clock=lambda: now[0])
     first = asyncio.create_task(reads.read(stream(), limit=100, timeout_seconds=5))
-    await asyncio.sleep(0.01)
+    await until(lambda: len(reads) == 1)
+    now[0] += 9.9
     with pytest.raises(BodyNotRead) as caught:
         await reads.read(stream(), limit=100, timeout_seconds=5)
     assert caught.value.outcome == "busy"
@@ -169,12 +184,11 @@ async def test_a_body_is_charged_its_content_length_before_it_arrives() -> None:
     stalled = asyncio.create_task(
         reads.read(stream(b"{"), limit=1000, timeout_seconds=5, expected=800)
     )
-    await asyncio.sleep(0.01)
-    assert budget.used == 800  # one byte arrived; the announced size is held
+    await until(lambda: budget.used == 800)  # one byte arrived; the announced size is held
 
     fresh = stream(b'{"a": 1}')
     newcomer = asyncio.create_task(reads.read(fresh, limit=1000, timeout_seconds=5, expected=400))
-    await asyncio.sleep(0.01)
+    await until(lambda: stalled.done())
     fresh.feed_eof()
 
     assert await newcomer == b'{"a": 1}'
@@ -290,7 +304,6 @@ async def test_an_authenticated_body_is_read_whatever_strangers_hold() -> None:
     reading = asyncio.create_task(
         reads.read(body, limit=2000, timeout_seconds=1, expected=1000, authenticated=True)
     )
-    await asyncio.sleep(0.01)
     body.feed_eof()
 
     assert await reading == b"x" * 1000
