@@ -29,6 +29,7 @@ from bridge.logs import Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
 from bridge.routing import Router
+from bridge.settings import Settings
 from bridge.tracing import NoTracer, Span, Tracer
 
 log = get_logger("bridge.http")
@@ -297,43 +298,95 @@ def _challenge_reply(request: web.Request, challenge: Challenge) -> web.Response
     return web.Response(body=orjson.dumps({"challenge": challenge.value}), content_type=_JSON)
 
 
-async def webhook_post(request: web.Request) -> web.Response:
-    """An ALM batch (or a challenge) for the named receiver.
+@dataclass(slots=True)
+class _Post:
+    """One webhook POST on its way through the phases of :func:`webhook_post`."""
 
-    In order: the route, the cheap checks on the headers, authentication (a request whose
-    headers already fail it is answered without reading its body), the body under the
-    pre-authentication read budget, and only then a publishing slot.
+    request: web.Request
+    state: State
+    receiver: Receiver
+    # Taken with the receiver: the request is served under the configuration it found.
+    router: Router
+    settings: Settings
+    deadline: float
+    started_ns: int
+    length: int | None = None
+    encoding: str = "identity"
+    # Why the headers alone do not authenticate it (None: they do, or the body must tell).
+    auth_error: AuthError | None = None
+    # Its publishing slot, once it holds one.
+    slot: int | None = None
+    verified_ns: tuple[int, int] = (0, 0)
+
+    @property
+    def name(self) -> str:
+        return self.receiver.name
+
+    def rejected(
+        self, status: HTTPStatus, code: str, detail: str, *, close: bool = False
+    ) -> web.Response:
+        self.state.metrics.batches_by(self.name, "rejected").inc()
+        _note(self.request, outcome="rejected", error=code)
+        return error_response(status, code, detail, close=close)
+
+    def unauthorized(self, exc: AuthError, body: bytes | None = None) -> web.Response:
+        state, name = self.state, self.name
+        state.metrics.batches_by(name, "unauthorized").inc()
+        state.metrics.auth_failures.labels(name, exc.reason).inc()
+        _note(self.request, outcome="unauthorized", auth_reason=exc.reason)
+        headers = self.request.headers.items()
+        log_refusal(state.diagnoses, name, self.receiver.verifier, headers, body)
+        return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail, close=True)
+
+
+async def webhook_post(request: web.Request) -> web.Response:
+    """An ALM batch (or a challenge) for the named receiver, in phases.
+
+    admit (the route, the cheap checks on the headers, authentication by the headers
+    alone: a request they already fail is answered without reading its body) → read (the
+    body, under the pre-authentication budget) → verify → charge (a publishing slot for
+    what the batch will hold) → ingest and answer.
     """
     state = request.app[STATE]
     receiver = _receiver(request)
     if receiver is None:
         return _not_found(request)
-    # Taken with the receiver: the request is served under the configuration it found.
-    router = state.ingestor.routers[receiver.name]
     _bind(receiver=receiver.name)
     settings = state.ingestor.settings
-    started = time.monotonic()
-    started_ns = time.time_ns()
-    deadline = started + settings.publish_timeout_ms / 1000
-    batches = state.metrics.batches_by
-    name = receiver.name
+    post = _Post(
+        request,
+        state,
+        receiver,
+        state.ingestor.routers[receiver.name],
+        settings,
+        deadline=time.monotonic() + settings.publish_timeout_ms / 1000,
+        started_ns=time.time_ns(),
+    )
+    refused = _admit(post)
+    if refused is not None:
+        return refused
+    try:
+        body = await _read(post)
+        if isinstance(body, web.Response):
+            return body
+        refused = _verify(post, body)
+        if refused is not None:
+            return refused
+        charged = _charge(post, body)
+        if isinstance(charged, web.Response):
+            return charged
+        return await _ingest_traced(post, body, charged)
+    finally:
+        if post.slot is not None:
+            state.slots.leave(post.slot)
+            state.metrics.inflight.dec()
 
-    def rejected(
-        status: HTTPStatus, code: str, detail: str, *, close: bool = False
-    ) -> web.Response:
-        batches(name, "rejected").inc()
-        _note(request, outcome="rejected", error=code)
-        return error_response(status, code, detail, close=close)
 
-    def unauthorized(exc: AuthError, body: bytes | None = None) -> web.Response:
-        batches(name, "unauthorized").inc()
-        state.metrics.auth_failures.labels(name, exc.reason).inc()
-        _note(request, outcome="unauthorized", auth_reason=exc.reason)
-        log_refusal(state.diagnoses, name, receiver.verifier, request.headers.items(), body)
-        return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail, close=True)
-
+def _admit(post: _Post) -> web.Response | None:
+    """The checks on the headers; a refusal, or None to read the body."""
+    request, state, settings, name = post.request, post.state, post.settings, post.name
     if state.shutting_down:
-        batches(name, "unavailable").inc()
+        state.metrics.batches_by(name, "unavailable").inc()
         _note(request, outcome="unavailable")
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
@@ -342,52 +395,49 @@ async def webhook_post(request: web.Request) -> web.Response:
             retry_after=settings.retry_after_seconds,
             close=True,
         )
-    length = request.content_length
+    length = post.length = request.content_length
     if length is not None and length > settings.max_body_bytes:
-        return rejected(
+        return post.rejected(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             "body_too_large",
             f"body of {length} bytes is larger than {settings.max_body_bytes}",
             close=True,
         )
     if not _is_json(request.content_type if "Content-Type" in request.headers else ""):
-        return rejected(
+        return post.rejected(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             f"expected application/json, got {request.content_type[:64]!r}",
             close=True,
         )
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = post.encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity" and (
         encoding not in _INFLATABLE or not settings.accept_compressed_bodies
     ):
-        return rejected(
+        return post.rejected(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
             "unsupported_content_encoding",
             f"Content-Encoding {encoding[:32]!r} is not accepted; send the body uncompressed"
             + ("" if encoding not in _INFLATABLE else " (or set BRIDGE_ACCEPT_COMPRESSED_BODIES)"),
             close=True,
         )
-    verifier = receiver.verifier
+    verifier = post.receiver.verifier
     try:
         verifier.precheck(request.headers)
-        auth_error: AuthError | None = None
     except AuthError as exc:
         # Kept without its traceback: the traceback holds this frame, which holds the
         # error, a cycle that would keep every refused request's objects until a full
         # garbage collection.
-        auth_error = exc.with_traceback(None)
-    if auth_error is not None and (
-        not receiver.unauthenticated_challenge
+        post.auth_error = exc.with_traceback(None)
+    if post.auth_error is not None and (
+        not post.receiver.unauthenticated_challenge
         or (length is not None and length > _CHALLENGE_BODY_LIMIT)
     ):
-        return unauthorized(auth_error)
-    limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
+        return post.unauthorized(post.auth_error)
     # A request its headers already authenticate (Basic, or none) takes its publishing slot
     # before its body is read: the body is charged to its receiver's share, never to the
     # budget strangers share, and is never cut short to make room for them.
-    slot: int | None = None
-    if auth_error is None and not verifier.needs_body:
+    if post.auth_error is None and not verifier.needs_body:
         provisional = min(
             estimated_memory_of_size(settings.max_body_bytes if length is None else length),
             state.slots.reachable_bytes(),
@@ -395,126 +445,137 @@ async def webhook_post(request: web.Request) -> web.Response:
         throttled = _throttled(request, state, name, provisional, body_unread=True)
         if throttled is not None:
             return throttled
-        slot = _enter(state, name, provisional)
+        post.slot = _enter(state, name, provisional)
+    return None
+
+
+async def _read(post: _Post) -> bytes | web.Response:
+    """The body (inflated), or the answer to a body that could not be read."""
+    state, settings, encoding = post.state, post.settings, post.encoding
+    auth_error = post.auth_error
+    limit = settings.max_body_bytes if auth_error is None else _CHALLENGE_BODY_LIMIT
+    body_timeout = min(settings.body_timeout_ms / 1000, max(0.0, post.deadline - time.monotonic()))
     try:
-        body_timeout = min(settings.body_timeout_ms / 1000, max(0.0, deadline - time.monotonic()))
-        try:
-            body = await state.reads.read(
-                request.content,
-                limit=limit,
-                timeout_seconds=body_timeout,
-                expected=length,
-                authenticated=slot is not None,
+        body = await state.reads.read(
+            post.request.content,
+            limit=limit,
+            timeout_seconds=body_timeout,
+            expected=post.length,
+            authenticated=post.slot is not None,
+        )
+        if encoding != "identity":
+            body = inflate(
+                body, encoding, limit=limit, max_ratio=MAX_INFLATE_RATIO, budget=state.reads.budget
             )
-            if encoding != "identity":
-                body = inflate(
-                    body,
-                    encoding,
-                    limit=limit,
-                    max_ratio=MAX_INFLATE_RATIO,
-                    budget=state.reads.budget,
-                )
-        except BodyNotRead as exc:
-            state.metrics.body_reads_cut.labels(exc.outcome).inc()
-            if auth_error is not None:
-                return unauthorized(auth_error)
-            if exc.outcome == "busy":
-                batches(name, "throttled").inc()
-                _note(request, outcome="throttled", error="too_many_body_reads")
-                return error_response(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    "too_many_body_reads",
-                    "too many request bodies are being read; send again",
-                    retry_after=settings.retry_after_seconds,
-                    close=True,
-                )
-            return rejected(
-                HTTPStatus.REQUEST_TIMEOUT,
-                "body_timeout",
-                "the body did not arrive in time",
-                close=True,
-            )
-        except (ConnectionError, ClientPayloadError) as exc:
-            # aiohttp keeps this error in the request's stream, and its traceback holds the
-            # frames that hold the stream: dropped, so the request is freed without waiting
-            # for a full garbage collection.
-            exc.__traceback__ = None
-            return rejected(
-                HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early", close=True
-            )
-        except BodyTooLarge:
-            if auth_error is not None:
-                return unauthorized(auth_error)
-            return rejected(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "body_too_large",
-                f"body is larger than {settings.max_body_bytes} bytes"
-                + (
-                    ""
-                    if encoding == "identity"
-                    else f" or {MAX_INFLATE_RATIO} times its compressed size"
-                ),
-                close=True,
-            )
-        except ValueError as exc:  # a compressed body that does not inflate
-            if auth_error is not None:
-                return unauthorized(auth_error)
-            return rejected(
-                HTTPStatus.BAD_REQUEST,
-                "invalid_content_encoding",
-                f"{encoding}: {exc}",
-                close=True,
-            )
-        verified_ns = (0, 0)
-        if auth_error is None:
-            try:
-                checking_ns = time.time_ns()
-                verifier.verify(request.headers, body)
-                verified_ns = (checking_ns, time.time_ns())
-            except AuthError as exc:
-                auth_error = exc.with_traceback(None)
+    except BodyNotRead as exc:
+        state.metrics.body_reads_cut.labels(exc.outcome).inc()
         if auth_error is not None:
-            challenge = _unauthenticated_challenge(request, state, receiver, body)
-            return (
-                _challenge_reply(request, challenge)
-                if challenge
-                else unauthorized(auth_error, body)
+            return post.unauthorized(auth_error)
+        if exc.outcome == "busy":
+            state.metrics.batches_by(post.name, "throttled").inc()
+            _note(post.request, outcome="throttled", error="too_many_body_reads")
+            return error_response(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "too_many_body_reads",
+                "too many request bodies are being read; send again",
+                retry_after=settings.retry_after_seconds,
+                close=True,
             )
-        # Authenticated: the batch is charged what it will hold while it is parsed and
-        # published.
-        cost = estimated_memory(body)
-        refuse: InvalidBatch | None = None
-        if cost > state.slots.reachable_bytes():
-            # It could never be given room: dead-lettered as it is, never parsed.
-            refuse = InvalidBatch(
-                f"the batch would need about {cost // 1_048_576} MiB to parse, more than "
-                f"the {state.slots.reachable_bytes() // 1_048_576} MiB one batch may hold "
-                "(BRIDGE_MAX_INFLIGHT_BYTES)",
-                code="batch_too_complex",
-            )
-            cost = len(body)
-        if slot is None:
-            throttled = _throttled(request, state, name, cost)
-            if throttled is not None:
-                return throttled
-            slot = _enter(state, name, cost)
-        else:
-            state.slots.resize(slot, cost)
-        span = state.tracer.begin(request.headers, started_ns, **{"alm.receiver": name})
-        if verified_ns[1]:
-            span.record("verify", *verified_ns)
-        _bind(trace_id=span.context.trace_id)
-        status = HTTPStatus.INTERNAL_SERVER_ERROR
+        return post.rejected(
+            HTTPStatus.REQUEST_TIMEOUT,
+            "body_timeout",
+            "the body did not arrive in time",
+            close=True,
+        )
+    except (ConnectionError, ClientPayloadError) as exc:
+        # aiohttp keeps this error in the request's stream, and its traceback holds the
+        # frames that hold the stream: dropped, so the request is freed without waiting
+        # for a full garbage collection.
+        exc.__traceback__ = None
+        return post.rejected(
+            HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early", close=True
+        )
+    except BodyTooLarge:
+        if auth_error is not None:
+            return post.unauthorized(auth_error)
+        return post.rejected(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "body_too_large",
+            f"body is larger than {settings.max_body_bytes} bytes"
+            + (
+                ""
+                if encoding == "identity"
+                else f" or {MAX_INFLATE_RATIO} times its compressed size"
+            ),
+            close=True,
+        )
+    except ValueError as exc:  # a compressed body that does not inflate
+        if auth_error is not None:
+            return post.unauthorized(auth_error)
+        return post.rejected(
+            HTTPStatus.BAD_REQUEST, "invalid_content_encoding", f"{encoding}: {exc}", close=True
+        )
+    return body
+
+
+def _verify(post: _Post, body: bytes) -> web.Response | None:
+    """The signature over the body; the challenge or 401 of a request that fails it."""
+    if post.auth_error is None:
         try:
-            response = await _ingest(request, state, receiver, router, body, deadline, refuse, span)
-            status = HTTPStatus(response.status)
-            return response
-        finally:
-            span.end(status)
+            checking_ns = time.time_ns()
+            post.receiver.verifier.verify(post.request.headers, body)
+            post.verified_ns = (checking_ns, time.time_ns())
+        except AuthError as exc:
+            post.auth_error = exc.with_traceback(None)
+    if post.auth_error is None:
+        return None
+    challenge = _unauthenticated_challenge(post.request, post.state, post.receiver, body)
+    if challenge is not None:
+        return _challenge_reply(post.request, challenge)
+    return post.unauthorized(post.auth_error, body)
+
+
+def _charge(post: _Post, body: bytes) -> InvalidBatch | web.Response | None:
+    """A slot charged what the authenticated batch will hold while it is parsed and
+    published; a 429 when none may be had now. Returns the verdict on a batch too costly
+    to parse at all (dead-lettered as it is), else None."""
+    state = post.state
+    cost = estimated_memory(body)
+    refuse: InvalidBatch | None = None
+    if cost > state.slots.reachable_bytes():
+        refuse = InvalidBatch(
+            f"the batch would need about {cost // 1_048_576} MiB to parse, more than "
+            f"the {state.slots.reachable_bytes() // 1_048_576} MiB one batch may hold "
+            "(BRIDGE_MAX_INFLIGHT_BYTES)",
+            code="batch_too_complex",
+        )
+        cost = len(body)
+    if post.slot is None:
+        throttled = _throttled(post.request, state, post.name, cost)
+        if throttled is not None:
+            return throttled
+        post.slot = _enter(state, post.name, cost)
+    else:
+        state.slots.resize(post.slot, cost)
+    return refuse
+
+
+async def _ingest_traced(post: _Post, body: bytes, refuse: InvalidBatch | None) -> web.Response:
+    """The batch published under the request's span; the span ends with the answer."""
+    state = post.state
+    span = state.tracer.begin(post.request.headers, post.started_ns, **{"alm.receiver": post.name})
+    if post.verified_ns[1]:
+        span.record("verify", *post.verified_ns)
+    _bind(trace_id=span.context.trace_id)
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    try:
+        response = await _ingest(
+            post.request, state, post.receiver, post.router, body, post.deadline, refuse, span
+        )
+        status = HTTPStatus(response.status)
+        return response
     finally:
-        if slot is not None:
-            state.slots.leave(slot)
-            state.metrics.inflight.dec()
+        span.end(status)
 
 
 def _throttled(
