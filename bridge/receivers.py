@@ -13,12 +13,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from bridge.auth import BasicAuth, HmacAuth, NoAuth, Verifier, secret_from_text
 from bridge.errors import ConfigError
 from bridge.routing import RoutingPolicy, validate_topics
-from bridge.settings import AuthSettings, ReceiverSettings, Settings, kafka_problems
+from bridge.settings import (
+    AuthSettings,
+    DeadLetterPolicy,
+    ReceiverSettings,
+    Settings,
+    kafka_problems,
+)
 from bridge.tls import tls_problems
 
 
@@ -30,7 +35,7 @@ class Receiver:
     accounts: frozenset[int]
     verifier: Verifier
     routing: RoutingPolicy
-    dead_letter_policy: Literal["deadletter", "reject"]
+    dead_letter_policy: DeadLetterPolicy
     unauthenticated_challenge: bool
     auth_method: str
     # How long its accounts may stay silent (0: no expectation); exported for the alert.

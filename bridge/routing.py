@@ -30,6 +30,8 @@ DEFAULT_TOPIC_TEMPLATE: Final = "alm.{event}"
 DEFAULT_CATCHALL_TOPIC: Final = "alm.other"
 DEFAULT_DEAD_LETTER_TOPIC: Final = "alm.deadletter"
 DEFAULT_CANARY_TOPIC: Final = "alm.canary"
+DEFAULT_UNLISTED: Final = "template"
+DEFAULT_KEY: Final = "record"
 MAX_EVENT_NAME_CHARS: Final = 128
 FALLBACK_REASONS: Final[tuple[FallbackReason, ...]] = (
     "name_pattern",
@@ -263,9 +265,9 @@ class RoutingPolicy:
     overrides: Mapping[str, str] = field(default_factory=dict)
     allow: frozenset[str] | None = None
     deny: frozenset[str] = frozenset()
-    unlisted: UnlistedPolicy = "template"
+    unlisted: UnlistedPolicy = DEFAULT_UNLISTED
     catchall_topic: str = DEFAULT_CATCHALL_TOPIC
-    key: KeyStrategy = "record"
+    key: KeyStrategy = DEFAULT_KEY
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
     dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN

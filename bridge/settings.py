@@ -54,7 +54,11 @@ from bridge.routing import (
     DEFAULT_CATCHALL_TOPIC,
     DEFAULT_DEAD_LETTER_TOPIC,
     DEFAULT_EVENT_NAME_PATTERN,
+    DEFAULT_KEY,
     DEFAULT_TOPIC_TEMPLATE,
+    DEFAULT_UNLISTED,
+    KeyStrategy,
+    UnlistedPolicy,
 )
 
 CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
@@ -206,9 +210,9 @@ class RoutingSettings(_Strict):
     overrides: dict[str, str] = Field(default_factory=dict)
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
-    unlisted: Literal["template", "catchall", "deadletter"] = "template"
+    unlisted: UnlistedPolicy = DEFAULT_UNLISTED
     catchall_topic: str = DEFAULT_CATCHALL_TOPIC
-    key: Literal["record", "eventId", "accountId", "none"] = "record"
+    key: KeyStrategy = DEFAULT_KEY
     source_template: str = "https://learningmanager.adobe.com/accounts/{accountId}"
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
     # Where ``alm-bridge canary``'s events go: never a topic of the consumers.
@@ -227,16 +231,21 @@ class RoutingSettings(_Strict):
 class DeadLetterSettings(_Strict):
     """What happens to a batch that authenticated but can never be accepted."""
 
-    policy: Literal["deadletter", "reject"] = "deadletter"
+    policy: DeadLetterPolicy = "deadletter"
     topic: str = DEFAULT_DEAD_LETTER_TOPIC
+
+
+DeadLetterPolicy = Literal["deadletter", "reject"]
+# ALM delivers as learners act: a working account is rarely silent for a whole day, while
+# ALM disables a failing webhook only after 7 days.
+DEFAULT_MAX_SILENCE_SECONDS: Final = 86_400.0
 
 
 class LivenessSettings(_Strict):
     """How long a receiver's accounts may stay silent before it is worth an alert."""
 
-    # ALM delivers as learners act: a working account is rarely silent for a whole day,
-    # while ALM disables a failing webhook only after 7 days. 0: no expectation.
-    max_silence_seconds: float = Field(default=86_400, ge=0)
+    # 0: no expectation.
+    max_silence_seconds: float = Field(default=DEFAULT_MAX_SILENCE_SECONDS, ge=0)
 
 
 class ReceiverSettings(_Strict):
@@ -335,15 +344,15 @@ class Settings(BaseSettings):
     basic_credentials: SecretStr | None = None
     basic_credentials_file: Path | None = None
     account_ids: str = ""
-    dead_letter_policy: Literal["deadletter", "reject"] = "deadletter"
+    dead_letter_policy: DeadLetterPolicy = "deadletter"
     dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC
     topic_template: str = DEFAULT_TOPIC_TEMPLATE
-    unlisted_policy: Literal["template", "catchall", "deadletter"] = "template"
+    unlisted_policy: UnlistedPolicy = DEFAULT_UNLISTED
     catchall_topic: str = DEFAULT_CATCHALL_TOPIC
-    key_strategy: Literal["record", "eventId", "accountId", "none"] = "record"
+    key_strategy: KeyStrategy = DEFAULT_KEY
     event_name_pattern: str = DEFAULT_EVENT_NAME_PATTERN
     canary_topic: str = DEFAULT_CANARY_TOPIC
-    max_silence_seconds: float = Field(default=86_400, ge=0)
+    max_silence_seconds: float = Field(default=DEFAULT_MAX_SILENCE_SECONDS, ge=0)
 
     @field_validator("dedupe_fleet_topic")
     @classmethod

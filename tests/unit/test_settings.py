@@ -13,6 +13,8 @@ from bridge.errors import AuthError, ConfigError
 from bridge.receivers import Receiver, resolve
 from bridge.settings import (
     CONFIG_FILE_ENV,
+    AuthSettings,
+    ReceiverSettings,
     Settings,
     kafka_problems,
     load_settings,
@@ -890,3 +892,18 @@ def test_every_setting_is_in_the_readme() -> None:
         if name not in told_otherwise and f"`BRIDGE_{name.upper()}`" not in readme
     ]
     assert not missing, f"README.md does not describe {missing}"
+
+
+def test_the_single_receiver_of_the_environment_has_the_defaults_of_a_yaml_receiver() -> None:
+    """The flat variables and the nested models share one definition of each default."""
+    flat = Settings(hmac_secret="a-secret-0123456789").effective_receivers()[0]  # type: ignore[arg-type]
+    nested = ReceiverSettings(name="alm", auth=AuthSettings(secrets=["a-secret-0123456789"]))  # type: ignore[list-item]
+
+    assert flat.routing == nested.routing
+    assert flat.dead_letter == nested.dead_letter
+    assert flat.liveness == nested.liveness
+    assert (flat.auth.header, flat.auth.algorithm, flat.auth.encoding) == (
+        nested.auth.header,
+        nested.auth.algorithm,
+        nested.auth.encoding,
+    )
