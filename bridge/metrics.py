@@ -26,10 +26,6 @@ from prometheus_client import (
 from bridge import __version__
 from bridge.routing import FALLBACK_REASONS, FAMILIES
 
-# Every counter and histogram would otherwise carry a `_created` series of its own, which
-# doubles the exposition; restarts show in process_start_time_seconds instead.
-disable_created_metrics()  # type: ignore[no-untyped-call]
-
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10)
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 # From seconds (real-time events) to a day (batch events, a replay, an ALM backlog).
@@ -94,6 +90,11 @@ class Metrics:
     def __init__(
         self, *, registry: CollectorRegistry | None = None, receivers: Iterable[str] = ()
     ) -> None:
+        # Every counter and histogram would otherwise carry a `_created` series of its own,
+        # which doubles the exposition; restarts show in process_start_time_seconds instead.
+        # prometheus_client's switch is process-wide: thrown when metrics are made, never
+        # as a side effect of importing this module.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
