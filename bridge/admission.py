@@ -32,7 +32,7 @@ import collections
 import itertools
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -321,9 +321,19 @@ class LoopLag:
     ``window_seconds``.
     """
 
-    def __init__(self, *, interval_seconds: float = 0.05, window_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        interval_seconds: float = 0.05,
+        window_seconds: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``clock`` (default: the event loop's) and ``sleep`` are what tests drive."""
         self.interval_seconds = interval_seconds
         self.window_seconds = window_seconds
+        self._clock = clock
+        self._sleep = sleep
         self._samples: collections.deque[tuple[float, float]] = collections.deque()
 
     @property
@@ -337,11 +347,11 @@ class LoopLag:
             samples.popleft()
 
     async def run(self, observe: Callable[[float], None] | None = None) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self._clock or asyncio.get_running_loop().time
         while True:
-            asked = loop.time() + self.interval_seconds
-            await asyncio.sleep(self.interval_seconds)
-            now = loop.time()
+            asked = clock() + self.interval_seconds
+            await self._sleep(self.interval_seconds)
+            now = clock()
             lag = max(0.0, now - asked)
             self.add(now, lag)
             if observe is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,26 +20,50 @@ def _bucket(registry: CollectorRegistry, le: str) -> float:
     return registry.get_sample_value(f"{LAG}_bucket", {"le": le}) or 0.0
 
 
+class Loop:
+    """A clock the test moves: each sleep takes what it asked, plus any stall queued."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.stalls: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds + (self.stalls.pop(0) if self.stalls else 0.0)
+        await asyncio.sleep(0)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry=registry)
-    lag = LoopLag(interval_seconds=0.02)
+    loop = Loop()
+    lag = LoopLag(interval_seconds=0.02, clock=lambda: loop.now, sleep=loop.sleep)
+
+    def count() -> float:
+        return registry.get_sample_value(f"{LAG}_count") or 0.0
+
     task = asyncio.create_task(lag.run(metrics.event_loop_lag.observe))
     try:
-        await asyncio.sleep(0.3)  # idle: every wake-up on time
-        idle_count = registry.get_sample_value(f"{LAG}_count") or 0.0
-        assert idle_count >= 5
-        assert _bucket(registry, "+Inf") - _bucket(registry, "0.1") == 0
-        time.sleep(0.3)  # noqa: ASYNC251  (the stall under test)
-        await asyncio.sleep(0.1)
+        await _until(lambda: count() >= 10)  # idle: every wake-up on time
+        assert _bucket(registry, "+Inf") - _bucket(registry, "0.005") == 0
+        loop.stalls.append(0.3)  # a CPU-bound burst holds the loop 0.3 s
+        before = count()
+        await _until(lambda: count() >= before + 5)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
     stalled = _bucket(registry, "+Inf") - _bucket(registry, "0.25")
     assert stalled == 1, "the 0.3 s stall is one late wake-up, 0.25-0.5 s late"
-    assert lag.recent >= 0.25, "admission sees the same lag"
-    assert (registry.get_sample_value(f"{LAG}_sum") or 0.0) >= 0.28
+    assert lag.recent == pytest.approx(0.3), "admission sees the same lag"
+    assert (registry.get_sample_value(f"{LAG}_sum") or 0.0) == pytest.approx(0.3)
 
 
 @pytest.mark.kafka
