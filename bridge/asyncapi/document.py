@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bridge import __version__
@@ -13,6 +13,7 @@ from bridge.asyncapi.model import (
     FAMILIES,
     KAFKA_BINDING_VERSION,
     Channel,
+    Channels,
     Family,
     collect_channels,
     unique_channel_id,
@@ -32,6 +33,7 @@ from bridge.asyncapi.schemas import (
 from bridge.receivers import policy_for
 from bridge.routing import (
     KNOWN_EVENT_NAMES,
+    RoutingPolicy,
 )
 from bridge.settings import Settings
 
@@ -46,11 +48,47 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
     """
     specs = settings.effective_receivers()
     policies = [policy_for(spec) for spec in specs]
+    examples = message_examples(policies, samples)
+    messages = _family_messages(policies, examples)
+    messages[DEAD_LETTERED_EVENT] = _dead_lettered_event(policies, examples)
+    messages[DEAD_LETTERED_BATCH] = _dead_lettered_batch(policies, examples)
+    schemas: dict[str, Any] = {"almTime": time_schema(), "almEvent": envelope_schema()}
+    schemas.update(data_schemas())
+    for fam in FAMILIES.values():
+        schemas[fam.message] = family_payload(fam)
+    channel_docs, operations = _channels_and_operations(settings, collect_channels(policies))
+    document: dict[str, Any] = {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "alm-kafka-bridge: the records it publishes",
+            "version": __version__,
+            "description": _INFO_DESCRIPTION,
+            "externalDocs": {
+                "description": "Adobe Learning Manager webhooks",
+                "url": (
+                    "https://experienceleague.adobe.com/docs/learning-manager/using/"
+                    "integration/webhooks/webhooks.html"
+                ),
+            },
+        },
+        "defaultContentType": "application/json",
+        "servers": _servers(settings),
+        "channels": channel_docs,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
+    security = _security_schemes(settings)
+    if security:
+        document["components"]["securitySchemes"] = security
+    return document
+
+
+def _family_messages(
+    policies: Sequence[RoutingPolicy], examples: Mapping[str, list[Any]]
+) -> dict[str, Any]:
+    """One message per event family: its headers, payload, key and examples."""
     receivers = [p.receiver for p in policies]
     sources = [p.source_template for p in policies]
-    channels = collect_channels(policies)
-    examples = message_examples(policies, samples)
-
     messages: dict[str, Any] = {}
     for fam in FAMILIES.values():
         if fam.name_pattern is not None:
@@ -72,6 +110,15 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
         if fam.message in examples:
             message["examples"] = examples[fam.message]
         messages[fam.message] = message
+    return messages
+
+
+def _dead_lettered_event(
+    policies: Sequence[RoutingPolicy], examples: Mapping[str, list[Any]]
+) -> dict[str, Any]:
+    """An event's record redirected to the dead-letter topic, with the ``dlq_*`` headers."""
+    receivers = [p.receiver for p in policies]
+    sources = [p.source_template for p in policies]
     dead_event_headers = event_headers(receivers, sources, {})
     dead_event_headers["properties"].update(dlq_properties())
     dead_event_headers["properties"].update(
@@ -96,7 +143,7 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
         }
     )
     dead_event_headers["required"] += ["dlq_reason", "dlq_error", "dlq_time"]
-    messages[DEAD_LETTERED_EVENT] = {
+    message: dict[str, Any] = {
         "name": DEAD_LETTERED_EVENT,
         "title": "Dead-lettered event",
         "summary": (
@@ -111,8 +158,16 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
         "bindings": key_binding(policies, None),
     }
     if DEAD_LETTERED_EVENT in examples:
-        messages[DEAD_LETTERED_EVENT]["examples"] = examples[DEAD_LETTERED_EVENT]
-    messages[DEAD_LETTERED_BATCH] = {
+        message["examples"] = examples[DEAD_LETTERED_EVENT]
+    return message
+
+
+def _dead_lettered_batch(
+    policies: Sequence[RoutingPolicy], examples: Mapping[str, list[Any]]
+) -> dict[str, Any]:
+    """The raw body of a batch that can never be accepted."""
+    receivers = [p.receiver for p in policies]
+    return {
         "name": DEAD_LETTERED_BATCH,
         "title": "Dead-lettered batch",
         "summary": (
@@ -163,11 +218,12 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
         "examples": examples.get(DEAD_LETTERED_BATCH, []),
     }
 
-    schemas: dict[str, Any] = {"almTime": time_schema(), "almEvent": envelope_schema()}
-    schemas.update(data_schemas())
-    for fam in FAMILIES.values():
-        schemas[fam.message] = family_payload(fam)
 
+def _channels_and_operations(
+    settings: Settings, channels: Channels
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A channel per topic (template topics as one parameterized channel) and its
+    publish operation."""
     channel_docs: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     taken: set[str] = set()
@@ -214,31 +270,7 @@ def build_document(settings: Settings, *, samples: Sequence[bytes] = ()) -> dict
                 for name in sorted(channel.messages)
             ],
         }
-
-    document: dict[str, Any] = {
-        "asyncapi": ASYNCAPI_VERSION,
-        "info": {
-            "title": "alm-kafka-bridge: the records it publishes",
-            "version": __version__,
-            "description": _INFO_DESCRIPTION,
-            "externalDocs": {
-                "description": "Adobe Learning Manager webhooks",
-                "url": (
-                    "https://experienceleague.adobe.com/docs/learning-manager/using/"
-                    "integration/webhooks/webhooks.html"
-                ),
-            },
-        },
-        "defaultContentType": "application/json",
-        "servers": _servers(settings),
-        "channels": channel_docs,
-        "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
-    }
-    security = _security_schemes(settings)
-    if security:
-        document["components"]["securitySchemes"] = security
-    return document
+    return channel_docs, operations
 
 
 _INFO_DESCRIPTION: Final = """\
