@@ -199,6 +199,21 @@ def _load_and_resolve(config: Path | None) -> tuple[Settings, list[Receiver]]:
         raise _fail(exc) from None
 
 
+def _kafka_settings(config: Path | None) -> Settings:
+    """The settings, checked for what reading Kafka needs (no receiver's secret is read),
+    or exit 2 with one line a problem."""
+    try:
+        _check_config_file(config)
+        settings = load_settings(config)
+        settings.effective_receivers()
+        problems = kafka_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    return settings
+
+
 @app.command(cls=_ReadsSettings)
 def serve(config: ConfigOption = None) -> None:
     """Run the bridge until SIGTERM or SIGINT."""
@@ -384,16 +399,7 @@ def tail_command(
     if topics and pattern is not None:
         raise typer.BadParameter("give topics or --pattern, not both", param_hint="--pattern")
     _warn_unknown_environment()
-    try:
-        _check_config_file(config)
-        settings = load_settings(config)
-        # Only what reading Kafka needs: a receiver's secrets are not read here.
-        settings.effective_receivers()
-        problems = kafka_problems(settings)
-        if problems:
-            raise ConfigError(problems)
-    except ConfigError as exc:
-        raise _fail(exc) from None
+    settings = _kafka_settings(config)
     options = TailOptions(
         topics=tuple(topics or ()),
         pattern=pattern,
@@ -545,15 +551,7 @@ def replay_command(
         until_ms=_moment(until, "--until"),
     )
     _warn_unknown_environment()
-    try:
-        _check_config_file(config)
-        settings = load_settings(config)
-        settings.effective_receivers()
-        problems = kafka_problems(settings)
-        if problems:
-            raise ConfigError(problems)
-    except ConfigError as exc:
-        raise _fail(exc) from None
+    settings = _kafka_settings(config)
     # Standard output is for the summary; the log (Kafka's warnings) goes to stderr.
     configure("warning", settings.log_format, stream=sys.stderr.buffer)
     options = ReplayOptions(
@@ -671,15 +669,8 @@ def canary_command(
     from bridge.sender.options import SendOptions, auth_headers
 
     _warn_unknown_environment()
-    try:
-        _check_config_file(config)
-        settings = load_settings(config)
-        problems = kafka_problems(settings)
-        if problems:
-            raise ConfigError(problems)
-        receivers = settings.effective_receivers()
-    except ConfigError as exc:
-        raise _fail(exc) from None
+    settings = _kafka_settings(config)
+    receivers = settings.effective_receivers()
     name = url.rstrip("/").rsplit("/", 1)[-1]
     chosen = topic or next(
         (r.routing.canary_topic for r in receivers if r.name == name), DEFAULT_CANARY_TOPIC

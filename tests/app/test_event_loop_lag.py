@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.admission import LoopLag
 from bridge.metrics import Metrics
 from tests.app.conftest import MakeBridge
+from tests.conditions import until
 
 LAG = "almbridge_event_loop_lag_seconds"
 
@@ -32,14 +32,6 @@ class Loop:
         await asyncio.sleep(0)
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
-
-
 async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry=registry)
@@ -51,11 +43,11 @@ async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> Non
 
     task = asyncio.create_task(lag.run(metrics.event_loop_lag.observe))
     try:
-        await _until(lambda: count() >= 10)  # idle: every wake-up on time
+        await until(lambda: count() >= 10)  # idle: every wake-up on time
         assert _bucket(registry, "+Inf") - _bucket(registry, "0.005") == 0
         loop.stalls.append(0.3)  # a CPU-bound burst holds the loop 0.3 s
         before = count()
-        await _until(lambda: count() >= before + 5)
+        await until(lambda: count() >= before + 5)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

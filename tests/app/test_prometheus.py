@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.app.conftest import Bridge, MakeBridge, sample
 from tests.deploy.toolbox import find_tool
 from tests.kafka_fixtures import free_ports
+from tests.prometheus import running_prometheus
 
 pytestmark = pytest.mark.kafka
 
@@ -40,32 +40,8 @@ async def scraped_bridge(
     bridge = await make_bridge()
     binary, port = prometheus
     target = f"127.0.0.1:{bridge.client.server.port}"
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: alm-kafka-bridge\n"
-        f"    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            str(binary),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield bridge, f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    async with running_prometheus(binary, port, tmp_path, target) as url:
+        yield bridge, url
 
 
 async def _query(session: aiohttp.ClientSession, base: str, expr: str) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from bridge.settings import AuthSettings, LivenessSettings
 from tests.app.conftest import Bridge, MakeBridge, receiver_settings, sample
 from tests.deploy.toolbox import find_tool
 from tests.kafka_fixtures import free_ports
+from tests.prometheus import running_prometheus
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 STREAM_ALERTS = (
@@ -78,34 +78,15 @@ async def watched(
         ),
     ]
     bridge = await make_offline_bridge(receivers=receivers, prefix=prefix)
-    port = free_ports(1)[0]
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{_fast_rules(tmp_path)}']\n"
-        "scrape_configs:\n"
-        "  - job_name: alm-kafka-bridge\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{bridge.client.server.port}']}}]\n"
-    )
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            find_tool("prometheus"),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield bridge, f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    target = f"127.0.0.1:{bridge.client.server.port}"
+    async with running_prometheus(
+        find_tool("prometheus"),
+        free_ports(1)[0],
+        tmp_path,
+        target,
+        rule_files=[_fast_rules(tmp_path)],
+    ) as url:
+        yield bridge, url
 
 
 async def _firing(session: aiohttp.ClientSession, base: str) -> list[dict[str, str]]:

@@ -11,7 +11,6 @@ acknowledged event must be in Kafka.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from bridge.auth import sign_hmac
+from tests.mounts import Mount
 from tests.system.harness import (
     SECRET,
     BridgeFactory,
@@ -38,32 +38,6 @@ NEW_SECRET = "the-next-signing-secret-0123456789"
 # The watcher looks every 5 s; a change is applied within two checks, plus slack for a
 # busy machine.
 APPLIED_WITHIN_S = 30.0
-
-
-class Mount:
-    """A folder as the kubelet keeps a mounted Secret or ConfigMap."""
-
-    def __init__(self, folder: Path, files: dict[str, str]) -> None:
-        self.folder = folder
-        self.versions = 0
-        folder.mkdir(parents=True)
-        self.publish(files)
-
-    def publish(self, files: dict[str, str]) -> None:
-        self.versions += 1
-        version = self.folder / f"..v{self.versions}"
-        version.mkdir()
-        for name, content in files.items():
-            (version / name).write_text(content)
-            link = self.folder / name
-            if not link.is_symlink():
-                link.symlink_to(Path("..data") / name)
-        swap = self.folder / "..data.new"
-        swap.symlink_to(version.name)
-        os.replace(swap, self.folder / "..data")
-        for stale in self.folder.iterdir():
-            if stale.is_symlink() and not stale.name.startswith("..") and stale.name not in files:
-                stale.unlink()
 
 
 class Deployment:

@@ -8,7 +8,6 @@ the test's own CA, and every acknowledged event is read back from the real broke
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 import time
@@ -21,6 +20,7 @@ import pytest
 from bridge.sender.engine import client_context
 from bridge.tls import CHECK_SECONDS
 from deploy.kafka.localkafka import issue_certificate, make_tls_material
+from tests.mounts import Mount
 from tests.system.harness import (
     ALM_RESPONSE_LIMIT_MS,
     HOST,
@@ -39,43 +39,18 @@ pytestmark = [pytest.mark.system, pytest.mark.kafka]
 HANDSHAKE_TIMEOUT_MS = 1000
 
 
-class Mount:
-    """A folder laid out like a mounted Secret: names that point through ``..data``."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.versions = 0
-        folder.mkdir(parents=True)
-        for name in ("tls.crt", "tls.key"):
-            (folder / name).symlink_to(Path("..data") / name)
-
-    @property
-    def cert(self) -> Path:
-        return self.folder / "tls.crt"
-
-    @property
-    def key(self) -> Path:
-        return self.folder / "tls.key"
-
-    def publish(self, cert: Path, key: Path) -> None:
-        """A new version folder, then the ``..data`` symlink swapped at once."""
-        self.versions += 1
-        version = self.folder / f"..v{self.versions}"
-        version.mkdir()
-        (version / "tls.crt").write_bytes(cert.read_bytes())
-        (version / "tls.key").write_bytes(key.read_bytes())
-        link = self.folder / "..data.new"
-        link.symlink_to(version.name)
-        os.replace(link, self.folder / "..data")
-
-
 @pytest.fixture
 def tls(tmp_path: Path) -> tuple[Path, Mount]:
     material = tmp_path / "pki"
     make_tls_material(material)
     mount = Mount(tmp_path / "mount")
-    mount.publish(material / "server.pem", material / "server.key")
+    _renew(mount, material / "server.pem", material / "server.key")
     return material, mount
+
+
+def _renew(mount: Mount, cert: Path, key: Path) -> None:
+    """The certificate and key as Kubernetes writes a renewed kubernetes.io/tls Secret."""
+    mount.publish({"tls.crt": cert.read_bytes(), "tls.key": key.read_bytes()})
 
 
 def _spawn(bridges: BridgeFactory, bootstrap: str, mount: Mount, prefix: str) -> BridgeProcess:
@@ -83,8 +58,8 @@ def _spawn(bridges: BridgeFactory, bootstrap: str, mount: Mount, prefix: str) ->
         bootstrap,
         prefix=prefix,
         env={
-            "BRIDGE_TLS_CERT_FILE": str(mount.cert),
-            "BRIDGE_TLS_KEY_FILE": str(mount.key),
+            "BRIDGE_TLS_CERT_FILE": str(mount / "tls.crt"),
+            "BRIDGE_TLS_KEY_FILE": str(mount / "tls.key"),
             "BRIDGE_HEADER_TIMEOUT_MS": str(HANDSHAKE_TIMEOUT_MS),
         },
     )
@@ -163,7 +138,7 @@ async def test_certificate_renewed_under_load_without_a_failed_request(
     current = mount.folder / "..data" / "tls.crt"
     current.write_bytes(renewed_pem.read_bytes())
     # Then the renewal as Kubernetes writes it.
-    mount.publish(renewed_pem, renewed_key)
+    _renew(mount, renewed_pem, renewed_key)
     renewed = _der(renewed_pem)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 3 * CHECK_SECONDS + 10

@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import time
 import zlib
-from collections.abc import Callable
 from unittest import mock
 
 import pytest
@@ -22,6 +21,7 @@ from bridge.admission import (
     Slots,
     inflate,
 )
+from tests.conditions import until
 
 
 def stream(data: bytes = b"", *, complete: bool = False) -> StreamReader:
@@ -31,15 +31,6 @@ def stream(data: bytes = b"", *, complete: bool = False) -> StreamReader:
     if complete:
         reader.feed_eof()
     return reader
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Let the loop run until ``condition`` holds: no waiting on the clock."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
 
 
 async def test_a_body_that_came_with_the_headers_takes_no_place() -> None:

@@ -14,36 +14,10 @@ from bridge.errors import AuthError
 from bridge.receivers import Receiver, resolve
 from bridge.reload import Configuration, Reloader, fixed_changes, watched_files
 from bridge.settings import Settings, load_settings
+from tests.mounts import Mount
 
 OLD = b"the-old-signing-secret"
 NEW = b"the-new-signing-secret"
-
-
-class Mount:
-    """A folder as the kubelet keeps a mounted Secret or ConfigMap: names through ``..data``."""
-
-    def __init__(self, folder: Path, files: dict[str, bytes]) -> None:
-        self.folder = folder
-        self.versions = 0
-        folder.mkdir(parents=True)
-        self.publish(files)
-
-    def publish(self, files: dict[str, bytes]) -> None:
-        """A new version folder, the ``..data`` symlink swapped, names for every file."""
-        self.versions += 1
-        version = self.folder / f"..v{self.versions}"
-        version.mkdir()
-        for name, content in files.items():
-            (version / name).write_bytes(content)
-            link = self.folder / name
-            if not link.is_symlink():
-                link.symlink_to(Path("..data") / name)
-        for stale in self.folder.iterdir():
-            if stale.is_symlink() and not stale.name.startswith("..") and stale.name not in files:
-                stale.unlink()
-        swap = self.folder / "..data.new"
-        swap.symlink_to(version.name)
-        os.replace(swap, self.folder / "..data")
 
 
 @pytest.fixture(autouse=True)
