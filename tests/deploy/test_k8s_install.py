@@ -235,9 +235,9 @@ def helm_install(
 
 
 def release_pods(cluster: Cluster, namespace: str) -> list[Manifest]:
-    pods: list[Manifest] = cluster.get("pods", "-n", namespace, "-l", f"{INSTANCE}={RELEASE}")[
-        "items"
-    ]
+    """The bridge's pods of the release (the canary's Job pods have a name of their own)."""
+    selector = f"{INSTANCE}={RELEASE},app.kubernetes.io/name=alm-kafka-bridge"
+    pods: list[Manifest] = cluster.get("pods", "-n", namespace, "-l", selector)["items"]
     return pods
 
 
