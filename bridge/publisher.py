@@ -372,126 +372,217 @@ class Publisher:
         ``on_produced`` learns, before any wait for Kafka, the outcome future of every
         record handed to the producer: a record stays there after a deadline, and a
         re-send of it can wait for that outcome instead of producing it again.
+
+        Two phases: :class:`_Handover` puts every record in its partition's batch, then
+        :meth:`_outcome` waits for Kafka's answers and sorts them.
         """
         producer, lanes = self._producer, self._lanes
         if producer is None or lanes is None:
             raise PublishUnavailable("the Kafka producer is not connected")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + timeout_seconds
-        max_request = max_request_size(self._settings)
-        refused: dict[int, Refusal] = {}
-        handles: list[tuple[int, asyncio.Future[None]]] = []
-        cluster = producer.client.cluster
+        handover = _Handover(
+            self._topics,
+            producer,
+            lanes,
+            records,
+            deadline=started + timeout_seconds,
+            max_request=max_request_size(self._settings),
+        )
         try:
-            # Nothing below waits in the common case (topics known, room in every batch),
-            # so a deadline timer is only armed around a wait that actually happens.
-            topics = {r.topic for r in records}
-            refused_topics: Mapping[str, Refusal] = {}
-            if not topics <= self._topics.ready:
-                # Topics the producer already has metadata for exist: no need to ask.
-                self._topics.mark_ready(
-                    [
-                        t
-                        for t in topics
-                        if not self._topics.is_refused(t)
-                        and cluster.partitions_for_topic(t) is not None
-                    ]
-                )
-                refused_topics = await self.prepare(topics, timeout_seconds=timeout_seconds)
-            partitions: dict[str, list[int]] = {}
-            for index, record in enumerate(records):
-                topic = record.topic
-                refusal = refused_topics.get(topic)
-                if refusal is None and record.exceeds(max_request):
-                    refusal = Refusal(
-                        "record_too_large",
-                        f"a record of {record.size} bytes is larger than a Kafka request "
-                        f"({max_request} bytes)",
-                    )
-                if refusal is not None:
-                    refused[index] = refusal
-                    continue
-                known = partitions.get(topic)
-                if known is None:
-                    found = cluster.partitions_for_topic(topic)
-                    if found is None:
-                        try:
-                            found = await _within(deadline, producer.partitions_for(topic))
-                        except TopicAuthorizationFailedError as exc:
-                            denied = Refusal("topic_not_authorized", describe(exc))
-                            self._topics.refuse(topic, denied)
-                            refused_topics = {**refused_topics, topic: denied}
-                            refused[index] = denied
-                            continue
-                    known = partitions[topic] = sorted(found)
-                    if not known:
-                        raise PublishUnavailable(f"Kafka lists no partitions of {topic}")
-                if record.key is None:
-                    available = sorted(cluster.available_partitions_for_topic(topic))
-                    partition = partition_for(None, known, available)
-                else:
-                    partition = partition_for(record.key, known, known)
-                lane = lanes.lane(topic, partition)
-                while lane.full:
-                    lanes.flush()
-                    if not lane.full:
-                        # Handed over at once: the room this request waited for is there.
-                        break
-                    # Shielded: the room future is shared with other requests.
-                    await _within(deadline, asyncio.shield(lane.room()))
-                handles.append((index, lane.append(record)))
+            await handover.run()
         except TimeoutError:
-            _report_acks(handles, on_ack)
+            _report_acks(handover.handles, on_ack)
             raise PublishUnavailable(
-                f"Kafka did not accept {len(records) - len(handles) - len(refused)} of "
+                f"Kafka did not accept {handover.not_handed_over} of "
                 f"{len(records)} records within {timeout_seconds:.1f}s"
             ) from None
         except KafkaError as exc:
-            _report_acks(handles, on_ack)
+            _report_acks(handover.handles, on_ack)
             if isinstance(exc, UnknownTopicOrPartitionError) and records:
                 # Created (or described) but not yet in the producer's metadata, or deleted
                 # meanwhile: ask about it again next time.
-                self._topics.ready.discard(records[len(handles) + len(refused)].topic)
+                self._topics.forget(handover.current_topic)
             raise PublishUnavailable(f"Kafka refused a record: {describe(exc)}") from exc
         except BaseException:
-            _report_acks(handles, on_ack)
+            _report_acks(handover.handles, on_ack)
             raise
         finally:
             # Also when giving up: what was added goes out (and may still be acknowledged).
             lanes.flush()
-            if on_produced is not None and handles:
-                on_produced(handles)
-        acknowledged = 0
-        if handles:
-            pending = await _settled({h for _, h in handles}, deadline)
-            acknowledged = _report_acks(handles, on_ack)
-            if pending:
-                waiting = sum(1 for _, h in handles if h in pending)
-                raise PublishUnavailable(
-                    f"Kafka acknowledged {len(handles) - waiting} of {len(handles)} records "
-                    f"within {timeout_seconds:.1f}s"
-                )
-            retriable: BaseException | None = None
-            for index, handle in handles:
-                failure = handle.exception()
-                if failure is None:
-                    continue
-                refusal = refusal_of(failure)
-                if refusal is not None:
-                    refused[index] = refusal
-                    if refusal.reason.startswith("topic_"):
-                        self._topics.refuse(records[index].topic, refusal)
-                    continue
-                if isinstance(failure, BROKEN_PRODUCER):
-                    self._replace_producer(producer, failure)
-                if isinstance(failure, UnknownTopicOrPartitionError):
-                    self._topics.ready.discard(records[index].topic)
-                retriable = retriable or failure
-            if retriable is not None:
-                raise PublishUnavailable(f"Kafka did not store a record: {describe(retriable)}")
+            if on_produced is not None and handover.handles:
+                on_produced(handover.handles)
+        acknowledged = await self._outcome(handover, on_ack, timeout_seconds)
         self._set_connected(True)
-        return PublishResult(acknowledged, loop.time() - started, refused)
+        return PublishResult(acknowledged, loop.time() - started, handover.refused)
+
+    async def _outcome(
+        self,
+        handover: _Handover,
+        on_ack: Callable[[Sequence[int]], None] | None,
+        timeout_seconds: float,
+    ) -> int:
+        """Wait for Kafka's answer about every record handed over; returns how many it stored.
+
+        A record Kafka refuses for good joins ``handover.refused``; any other failure, or
+        a record still unanswered at the deadline, raises :class:`PublishUnavailable`.
+        """
+        handles = handover.handles
+        if not handles:
+            return 0
+        pending = await _settled({h for _, h in handles}, handover.deadline)
+        acknowledged = _report_acks(handles, on_ack)
+        if pending:
+            waiting = sum(1 for _, h in handles if h in pending)
+            raise PublishUnavailable(
+                f"Kafka acknowledged {len(handles) - waiting} of {len(handles)} records "
+                f"within {timeout_seconds:.1f}s"
+            )
+        retriable: BaseException | None = None
+        for index, handle in handles:
+            failure = handle.exception()
+            if failure is None:
+                continue
+            topic = handover.records[index].topic
+            refusal = refusal_of(failure)
+            if refusal is not None:
+                handover.refused[index] = refusal
+                if refusal.reason.startswith("topic_"):
+                    self._topics.refuse(topic, refusal)
+                continue
+            if isinstance(failure, BROKEN_PRODUCER):
+                self._replace_producer(handover.producer, failure)
+            if isinstance(failure, UnknownTopicOrPartitionError):
+                self._topics.forget(topic)
+            retriable = retriable or failure
+        if retriable is not None:
+            raise PublishUnavailable(f"Kafka did not store a record: {describe(retriable)}")
+        return acknowledged
+
+
+class _Handover:
+    """One :meth:`Publisher.publish` call's first phase: every record into its batch.
+
+    Checks the topics, refuses a record larger than a Kafka request, picks each record's
+    partition and appends it to that partition's lane, waiting (until ``deadline``) only
+    when a lane is full or a topic's partitions are not known yet.
+    """
+
+    __slots__ = (
+        "_cluster",
+        "_lanes",
+        "_max_request",
+        "_partitions",
+        "_refused_topics",
+        "_topics",
+        "deadline",
+        "handles",
+        "producer",
+        "records",
+        "refused",
+    )
+
+    def __init__(
+        self,
+        topics: Topics,
+        producer: AIOKafkaProducer,
+        lanes: Lanes,
+        records: Sequence[Record],
+        *,
+        deadline: float,
+        max_request: int,
+    ) -> None:
+        self._topics = topics
+        self.producer = producer
+        self._lanes = lanes
+        self._cluster = producer.client.cluster
+        self.records = records
+        self.deadline = deadline
+        self._max_request = max_request
+        self._refused_topics: Mapping[str, Refusal] = {}
+        self._partitions: dict[str, list[int]] = {}
+        self.refused: dict[int, Refusal] = {}
+        self.handles: list[tuple[int, Handle]] = []
+
+    @property
+    def not_handed_over(self) -> int:
+        return len(self.records) - len(self.handles) - len(self.refused)
+
+    @property
+    def current_topic(self) -> str:
+        """The topic of the first record neither handed over nor refused."""
+        return self.records[len(self.handles) + len(self.refused)].topic
+
+    async def run(self) -> None:
+        # Nothing here waits in the common case (topics known, room in every batch), so
+        # a deadline timer is only armed around a wait that actually happens.
+        await self._check_topics()
+        lanes = self._lanes
+        for index, record in enumerate(self.records):
+            topic = record.topic
+            refusal = self._refused_topics.get(topic)
+            if refusal is None and record.exceeds(self._max_request):
+                refusal = Refusal(
+                    "record_too_large",
+                    f"a record of {record.size} bytes is larger than a Kafka request "
+                    f"({self._max_request} bytes)",
+                )
+            if refusal is not None:
+                self.refused[index] = refusal
+                continue
+            known = self._partitions.get(topic)
+            if known is None:
+                known = await self._partitions_of(topic)
+                if known is None:
+                    self.refused[index] = self._refused_topics[topic]
+                    continue
+            if record.key is None:
+                available = sorted(self._cluster.available_partitions_for_topic(topic))
+                partition = partition_for(None, known, available)
+            else:
+                partition = partition_for(record.key, known, known)
+            lane = lanes.lane(topic, partition)
+            while lane.full:
+                lanes.flush()
+                if not lane.full:
+                    # Handed over at once: the room this request waited for is there.
+                    break
+                # Shielded: the room future is shared with other requests.
+                await _within(self.deadline, asyncio.shield(lane.room()))
+            self.handles.append((index, lane.append(record)))
+
+    async def _check_topics(self) -> None:
+        """Make the records' topics exist, unless known; remembers the ones refused."""
+        topics = {r.topic for r in self.records}
+        own = self._topics
+        if own.all_ready(topics):
+            return
+        # Topics the producer already has metadata for exist: no need to ask.
+        own.mark_ready(
+            [
+                t
+                for t in topics
+                if not own.is_refused(t) and self._cluster.partitions_for_topic(t) is not None
+            ]
+        )
+        timeout = self.deadline - asyncio.get_running_loop().time()
+        self._refused_topics = await own.prepare(self.producer, topics, timeout_seconds=timeout)
+
+    async def _partitions_of(self, topic: str) -> list[int] | None:
+        """The topic's partitions, asked of Kafka if not known; None when it is refused."""
+        found = self._cluster.partitions_for_topic(topic)
+        if found is None:
+            try:
+                found = await _within(self.deadline, self.producer.partitions_for(topic))
+            except TopicAuthorizationFailedError as exc:
+                denied = Refusal("topic_not_authorized", describe(exc))
+                self._topics.refuse(topic, denied)
+                self._refused_topics = {**self._refused_topics, topic: denied}
+                return None
+        known = self._partitions[topic] = sorted(found)
+        if not known:
+            raise PublishUnavailable(f"Kafka lists no partitions of {topic}")
+        return known
 
 
 def _report_acks(

@@ -186,6 +186,14 @@ class Topics:
         self.ready.discard(topic)
         log.warning("kafka_topic_refused", topic=topic, reason=refusal.reason, error=refusal.detail)
 
+    def all_ready(self, topics: Collection[str]) -> bool:
+        """Whether every one of ``topics`` is known to exist."""
+        return all(t in self.ready for t in topics)
+
+    def forget(self, topic: str) -> None:
+        """Ask Kafka about ``topic`` again next time (deleted, or not in the metadata yet)."""
+        self.ready.discard(topic)
+
     def mark_ready(self, topics: Collection[str]) -> None:
         if len(self.ready) + len(topics) > _MAX_REMEMBERED_TOPICS:
             self.ready.clear()
