@@ -223,9 +223,9 @@ def serve(config: ConfigOption = None) -> None:
     try:
         _warn_unknown_environment()
         settings, receivers = _load_and_resolve(config)
-        configure(settings.log_level, settings.log_format)
+        repeated_lines = configure(settings.log_level, settings.log_format)
         # The receivers checked above serve: their secret files are read once.
-        code = _run(run_server(settings, receivers))
+        code = _run(run_server(settings, receivers, repeated_lines=repeated_lines))
     except KafkaTopicRefused as exc:
         typer.echo(f"alm-bridge: {exc.detail}", err=True)
         raise typer.Exit(code=3) from None

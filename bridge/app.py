@@ -32,7 +32,7 @@ from bridge.handlers import (
     webhook_post,
 )
 from bridge.ingest import Ingestor
-from bridge.logs import drain_repeats, get_logger
+from bridge.logs import RepeatFilter, get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
 from bridge.receivers import Receiver, resolve
@@ -175,7 +175,8 @@ def tell_held_back(state: State) -> None:
             count=count,
             window_seconds=state.sampled_lines.window_seconds,
         )
-    for logger, message, count in drain_repeats():
+    repeated = state.repeated_lines
+    for logger, message, count in repeated.drain() if repeated is not None else ():
         log.warning("log_lines_repeated", source=logger, message=message[:200], count=count)
 
 
@@ -298,19 +299,26 @@ async def _start_fleet(state: State) -> None:
         log.debug("dedupe_fleet_still_unreachable", error=exc.detail)
 
 
-async def serve(settings: Settings, receivers: list[Receiver] | None = None) -> int:
+async def serve(
+    settings: Settings,
+    receivers: list[Receiver] | None = None,
+    *,
+    repeated_lines: RepeatFilter | None = None,
+) -> int:
     """Run until SIGTERM/SIGINT, then drain in order; a second signal exits at once.
 
     Signals are handled from the first line on: one that arrives while Kafka is still being
     reached stops the start-up and shuts down what was started. The listening sockets are
     bound before Kafka is contacted, so a taken port fails at once with a
     :class:`StartupError` (connections are accepted only once everything is ready).
-    ``receivers`` are the ones the settings describe, when the caller resolved them already.
+    ``receivers`` are the ones the settings describe, when the caller resolved them already;
+    ``repeated_lines`` is the logging set-up's filter of repeated lines, told periodically.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     app = create_app(settings, receivers=receivers)
     state = app[STATE]
+    state.repeated_lines = repeated_lines
     warn_unauthenticated(state.ingestor.receivers.values())
 
     def on_signal(signum: int) -> None:

@@ -25,7 +25,7 @@ from bridge.diagnosis import Throttle, log_refusal
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.fleet import Fleet
 from bridge.ingest import Ingestor
-from bridge.logs import Sampler, escaped, get_logger, valid_text
+from bridge.logs import RepeatFilter, Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
 from bridge.routing import Router
@@ -62,6 +62,8 @@ class State:
     # Request lines of requests anyone can send without credentials: sampled per receiver,
     # status and error (refusals) or outcome (probes, challenges).
     sampled_lines: Sampler = field(default_factory=Sampler)
+    # Repeated stdlib lines (aiokafka, aiohttp) condensed by the logging set-up, if any.
+    repeated_lines: RepeatFilter | None = None
     # At most one auth_diagnosis line per receiver per few seconds.
     diagnoses: Throttle = field(default_factory=Throttle)
     # Spans of authenticated requests (BRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT), or none.

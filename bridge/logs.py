@@ -195,14 +195,6 @@ class Sampler:
         return told
 
 
-_REPEATS: list[RepeatFilter] = []
-
-
-def drain_repeats() -> list[tuple[str, str, int]]:
-    """What the installed :class:`RepeatFilter` held back, in windows that have ended."""
-    return [told for repeat in _REPEATS for told in repeat.drain()]
-
-
 class StdlibForwarder(logging.Handler):
     """Hands stdlib records (aiohttp, aiokafka) to structlog, whose processors render them."""
 
@@ -376,8 +368,17 @@ def _encode(_: object, __: str, rendered: Any) -> bytes:
         return _utf8(text).decode("utf-8", "backslashreplace").encode()
 
 
-def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None = None) -> None:
-    """Route structlog and stdlib logging to stdout (or ``stream``) in one format."""
+def configure(
+    level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None = None
+) -> RepeatFilter:
+    """Route structlog and stdlib logging to stdout (or ``stream``) in one format.
+
+    The process's logging is global by nature (structlog's configuration, the root
+    logger), so the command line calls this once, before anything logs. Handlers that
+    others added to the root logger stay; a forwarder installed by an earlier call is
+    replaced. Returns the filter that condenses repeated stdlib lines, whose counts the
+    caller tells periodically (:meth:`RepeatFilter.drain`).
+    """
     out = stream or sys.stdout.buffer
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     numeric = logging.getLevelNamesMapping()[level.upper()]
@@ -398,16 +399,17 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None
     )
     handler = StdlibForwarder()
     repeat = RepeatFilter()
-    _REPEATS[:] = [repeat]
     handler.addFilter(ClientErrorFilter())
     handler.addFilter(NewLeaderFilter())
     handler.addFilter(repeat)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, StdlibForwarder)]
+    root.addHandler(handler)
     root.setLevel(numeric)
     # aiohttp's access log duplicates the canonical request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(max(numeric, logging.INFO))
+    return repeat
 
 
 def get_logger(name: str) -> Logger:

@@ -103,6 +103,25 @@ def restore_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_configure_hands_back_its_repeat_filter_and_keeps_other_handlers() -> None:
+    root = logging.getLogger()
+    foreign = logging.NullHandler()
+    root.addHandler(foreign)
+    configure("info", "json", stream=io.BytesIO())
+    out = io.BytesIO()
+    repeat = configure("info", "json", stream=out)
+
+    forwarders = [h for h in root.handlers if type(h).__name__ == "StdlibForwarder"]
+    assert len(forwarders) == 1, "a second configure replaces its own forwarder"
+    assert foreign in root.handlers
+    for _ in range(3):
+        logging.getLogger("aiokafka.conn").warning("broker b-1 down")
+    assert len(out.getvalue().splitlines()) == 1
+    repeat.window_seconds = 0.0  # the window has ended: the count is told
+    assert repeat.drain() == [("aiokafka.conn", "broker b-1 down", 2)]
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_json_lines_have_one_shape_for_structlog_and_stdlib_loggers() -> None:
     out = io.BytesIO()
     configure("info", "json", stream=out)
