@@ -24,7 +24,7 @@ from bridge.alm import Challenge, check_challenge, estimated_memory, estimated_m
 from bridge.diagnosis import Throttle, log_refusal
 from bridge.errors import AccountNotAccepted, AuthError, InvalidBatch, PublishUnavailable
 from bridge.fleet import Fleet
-from bridge.ingest import Ingestor
+from bridge.ingest import Ingestor, Summary
 from bridge.logs import RepeatFilter, Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
 from bridge.receivers import Receiver
@@ -666,7 +666,24 @@ async def _ingest(
         duplicates=summary.duplicates,
         dead_lettered=summary.dead_lettered,
     )
-    return web.Response(body=orjson.dumps(summary.as_json()), content_type=_JSON)
+    return web.Response(body=orjson.dumps(summary_body(summary)), content_type=_JSON)
+
+
+def summary_body(summary: Summary) -> dict[str, object]:
+    """The 200 response body of a batch: the counts the contract names (camelCase)."""
+    body: dict[str, object] = {
+        "received": summary.received,
+        "published": summary.published,
+        "duplicates": summary.duplicates,
+        "deadLettered": summary.dead_lettered,
+    }
+    if summary.filtered:
+        body["filtered"] = summary.filtered
+    if summary.dead_letter_reason is not None:
+        body["deadLetterReason"] = summary.dead_letter_reason
+    if summary.dead_letter_reasons:
+        body["deadLetterReasons"] = summary.dead_letter_reasons
+    return body
 
 
 def _unauthenticated_challenge(

@@ -38,7 +38,7 @@ INLINE_PARSE_BYTES: Final = 256 * 1024
 
 @dataclass(slots=True)
 class Summary:
-    """What happened to one batch; the 200 response body."""
+    """What happened to one batch (the handlers make its 200 response body of it)."""
 
     account_id: int | None = None
     received: int = 0
@@ -53,21 +53,6 @@ class Summary:
     event_times: list[tuple[str, str]] = field(default_factory=list)
     # Of the duplicates, those known from the fleet topic (another replica, an earlier run).
     fleet_duplicates: int = 0
-
-    def as_json(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "received": self.received,
-            "published": self.published,
-            "duplicates": self.duplicates,
-            "deadLettered": self.dead_lettered,
-        }
-        if self.filtered:
-            body["filtered"] = self.filtered
-        if self.dead_letter_reason is not None:
-            body["deadLetterReason"] = self.dead_letter_reason
-        if self.dead_letter_reasons:
-            body["deadLetterReasons"] = self.dead_letter_reasons
-        return body
 
     @property
     def outcome(self) -> str:
