@@ -223,7 +223,9 @@ def serve(config: ConfigOption = None) -> None:
     try:
         _warn_unknown_environment()
         settings, receivers = _load_and_resolve(config)
-        repeated_lines = configure(settings.log_level, settings.log_format)
+        repeated_lines = configure(
+            settings.log_level, settings.log_format, config_defaults=Settings.defaults()
+        )
         # The receivers checked above serve: their secret files are read once.
         code = _run(run_server(settings, receivers, repeated_lines=repeated_lines))
     except KafkaTopicRefused as exc:

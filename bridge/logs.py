@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, Final
 
 import orjson
@@ -217,31 +217,35 @@ class StdlibForwarder(logging.Handler):
             self.handleError(record)
 
 
-def compact_config(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
-    """On a terminal, ``config`` shrinks to the settings that differ from their defaults.
+class CompactConfig:
+    """On a terminal, ``config`` shrinks to the settings that differ from ``defaults``.
 
     The JSON line keeps the whole masked configuration for log collectors; a person at a
-    terminal gets one readable line (``alm-bridge check-config`` prints the rest).
+    terminal gets one readable line (``alm-bridge check-config`` prints the rest). The
+    defaults are given by the caller: logging knows nothing of the settings.
     """
-    config = event_dict.get("config")
-    if not isinstance(config, dict):
-        return event_dict
-    from bridge.settings import Settings  # settings needs no logging; imported when used
 
-    defaults = Settings.model_construct().model_dump(mode="json")
-    event_dict["config"] = {
-        key: value
-        for key, value in config.items()
-        if key != "receivers" and key in defaults and value != defaults[key]
-    }
-    receivers = config.get("receivers")
-    if isinstance(receivers, list):
-        event_dict["receivers"] = [
-            f"{r.get('name')} ({(r.get('auth') or {}).get('method', '?')} auth)"
-            for r in receivers
-            if isinstance(r, dict)
-        ]
-    return event_dict
+    def __init__(self, defaults: Mapping[str, object]) -> None:
+        self._defaults = dict(defaults)
+
+    def __call__(self, _logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+        config = event_dict.get("config")
+        if not isinstance(config, dict):
+            return event_dict
+        defaults = self._defaults
+        event_dict["config"] = {
+            key: value
+            for key, value in config.items()
+            if key != "receivers" and key in defaults and value != defaults[key]
+        }
+        receivers = config.get("receivers")
+        if isinstance(receivers, list):
+            event_dict["receivers"] = [
+                f"{r.get('name')} ({(r.get('auth') or {}).get('method', '?')} auth)"
+                for r in receivers
+                if isinstance(r, dict)
+            ]
+        return event_dict
 
 
 def _utf8(value: str) -> bytes:
@@ -369,7 +373,11 @@ def _encode(_: object, __: str, rendered: Any) -> bytes:
 
 
 def configure(
-    level: str = "info", fmt: str = "auto", *, stream: BinaryIO | None = None
+    level: str = "info",
+    fmt: str = "auto",
+    *,
+    stream: BinaryIO | None = None,
+    config_defaults: Mapping[str, object] | None = None,
 ) -> RepeatFilter:
     """Route structlog and stdlib logging to stdout (or ``stream``) in one format.
 
@@ -377,7 +385,8 @@ def configure(
     logger), so the command line calls this once, before anything logs. Handlers that
     others added to the root logger stay; a forwarder installed by an earlier call is
     replaced. Returns the filter that condenses repeated stdlib lines, whose counts the
-    caller tells periodically (:meth:`RepeatFilter.drain`).
+    caller tells periodically (:meth:`RepeatFilter.drain`). On a terminal, a ``config``
+    value shrinks to what differs from ``config_defaults``.
     """
     out = stream or sys.stdout.buffer
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
@@ -387,7 +396,7 @@ def configure(
         processors.append(structlog.processors.format_exc_info)
         processors.append(render_json)
     else:
-        processors.append(compact_config)
+        processors.append(CompactConfig(config_defaults or {}))
         processors.append(printable_values)
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
         processors.append(_encode)

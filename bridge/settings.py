@@ -472,6 +472,11 @@ class Settings(BaseSettings):
             )
         ]
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every setting's default, as :meth:`masked` would show it."""
+        return cls.model_construct().model_dump(mode="json")
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration, safe to print or log."""
         dumped = self.model_dump(mode="json", exclude={"receivers"})

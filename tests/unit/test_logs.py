@@ -176,7 +176,7 @@ def _started(fmt: str) -> str:
         ],
     )
     out = io.BytesIO()
-    configure("info", fmt, stream=out)
+    configure("info", fmt, stream=out, config_defaults=Settings.defaults())
     get_logger("bridge.app").info(
         "bridge_started", version="1.2.3", receivers=["prod", "sandbox"], config=settings.masked()
     )
