@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import uuid
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from bridge.admission import LoopLag
 from bridge.auth import basic_authorization, sign_hmac
 from bridge.settings import AuthSettings, DeadLetterSettings
 from tests.app.conftest import SECRET, MakeBridge, receiver_settings, sample
+from tests.clocks import DrivenClock
+from tests.conditions import until
 
 
 async def test_unknown_receiver_is_404(make_offline_bridge: MakeBridge) -> None:
@@ -284,11 +286,19 @@ async def test_a_batch_queued_too_long_throttles_newcomers_only_on_a_lagging_loo
     make_offline_bridge: MakeBridge,
 ) -> None:
     bridge = await make_offline_bridge(max_queue_delay_ms=50)
-    bridge.state.slots.enter("alm")  # a batch that has waited long: Kafka may just be slow
-    await asyncio.sleep(0.1)
+    slots = bridge.state.slots
+    clock = DrivenClock()
+    slots.clock = clock
+    slots.lag = LoopLag(clock=clock, sleep=clock.sleep)  # measured on the driven clock
+    slots.enter("alm")
+    clock.advance(0.1)  # a batch that has waited long: Kafka may just be slow
     waited = await bridge.post(sample("enrollment-batch"))
-    time.sleep(0.3)  # noqa: ASYNC251 - the loop runs late, as when the CPU is saturated
-    await asyncio.sleep(0.1)
+    measuring = asyncio.create_task(slots.lag.run())
+    clock.stalls.append(0.3)  # the loop runs late, as when the CPU is saturated
+    await until(lambda: slots.lag.recent > 0)
+    measuring.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await measuring
 
     response = await bridge.post(sample("enrollment-batch"))
 
