@@ -22,6 +22,7 @@ from bridge.app import bind_listeners, create_app, runner_for
 from bridge.auth import sign_hmac
 from bridge.server import Connection
 from bridge.settings import AuthSettings, ReceiverSettings, Settings
+from tests.conditions import until
 from tests.memory_sink import MemorySink
 
 SECRET = "connection-limits-secret"
@@ -32,6 +33,13 @@ BATCH = b'{"accountId": 1234, "events": []}'
 class Served:
     port: int
     registry: CollectorRegistry
+    runner: web.AppRunner
+
+    def open_connections(self) -> int:
+        """Connections the server has not yet let go of (their handler still running)."""
+        server = self.runner.server
+        assert server is not None
+        return len(server.connections)
 
     def cut(self, reason: str) -> float:
         value = self.registry.get_sample_value(
@@ -76,7 +84,7 @@ async def serve() -> AsyncIterator[Serve]:
         await runner.setup()
         (sock,) = bind_listeners("127.0.0.1", 0, "BRIDGE_PORT")
         await web.SockSite(runner, sock).start()
-        return Served(sock.getsockname()[1], registry)
+        return Served(sock.getsockname()[1], registry, runner)
 
     yield start
     for runner in runners:
@@ -157,7 +165,7 @@ async def test_a_refused_request_is_freed_without_the_garbage_collector(
     try:
         for _ in range(5):
             await served.exchange(request)
-        await asyncio.sleep(0.05)
+        await until(lambda: served.open_connections() == 0)  # each one let go of
         gc.collect()
         held = [o for o in gc.garbage if isinstance(o, web.BaseRequest | Connection)]
     finally:

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 
 from tests.app.conftest import Bridge, MakeBridge, sample
+from tests.conditions import within
 
 pytestmark = pytest.mark.kafka
 
@@ -35,14 +36,6 @@ async def _replicas(make_bridge: MakeBridge) -> tuple[str, list[Bridge]]:
     re-sent to the other replica is published again, as consumers must expect."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     return prefix, [await make_bridge(prefix=prefix), await make_bridge(prefix=prefix)]
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.1)
 
 
 def _start(
@@ -118,8 +111,10 @@ async def test_example_consumer_handles_each_event_once_and_dead_letters_apart(
 
     stop, stats, group = asyncio.Event(), Stats(), f"{prefix}-consumer"
     task = _start(first.bootstrap, prefix, group, handle, dead, stop, stats)
-    await _until(
-        lambda: len(handled) >= len(expected) and stats.duplicates >= resent and dead != []
+    await within(
+        30,
+        lambda: len(handled) >= len(expected) and stats.duplicates >= resent and dead != [],
+        every=0.1,
     )
     stop.set()
     await task
@@ -183,7 +178,7 @@ async def test_a_record_whose_processing_failed_is_delivered_again(
 
     stop, stats = asyncio.Event(), Stats()
     task = _start(bridge.bootstrap, prefix, group, succeed, dead, stop, stats)
-    await _until(lambda: failing_id in handled)
+    await within(30, lambda: failing_id in handled, every=0.1)
     stop.set()
     await task
     assert handled[0] == dict(records[0].headers)["ce_id"].decode()

@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.admission import LoopLag
 from bridge.metrics import Metrics
 from tests.app.conftest import MakeBridge
-from tests.conditions import until
+from tests.clocks import DrivenClock
+from tests.conditions import until, within
 
 LAG = "almbridge_event_loop_lag_seconds"
 
@@ -20,23 +21,11 @@ def _bucket(registry: CollectorRegistry, le: str) -> float:
     return registry.get_sample_value(f"{LAG}_bucket", {"le": le}) or 0.0
 
 
-class Loop:
-    """A clock the test moves: each sleep takes what it asked, plus any stall queued."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.stalls: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds + (self.stalls.pop(0) if self.stalls else 0.0)
-        await asyncio.sleep(0)
-
-
 async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry=registry)
-    loop = Loop()
-    lag = LoopLag(interval_seconds=0.02, clock=lambda: loop.now, sleep=loop.sleep)
+    clock = DrivenClock()
+    lag = LoopLag(interval_seconds=0.02, clock=clock, sleep=clock.sleep)
 
     def count() -> float:
         return registry.get_sample_value(f"{LAG}_count") or 0.0
@@ -45,7 +34,7 @@ async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> Non
     try:
         await until(lambda: count() >= 10)  # idle: every wake-up on time
         assert _bucket(registry, "+Inf") - _bucket(registry, "0.005") == 0
-        loop.stalls.append(0.3)  # a CPU-bound burst holds the loop 0.3 s
+        clock.stalls.append(0.3)  # a CPU-bound burst holds the loop 0.3 s
         before = count()
         await until(lambda: count() >= before + 5)
     finally:
@@ -61,7 +50,8 @@ async def test_a_blocked_loop_is_observed_as_lag_and_an_idle_one_is_not() -> Non
 @pytest.mark.kafka
 async def test_the_app_exports_the_lag_histogram(make_bridge: MakeBridge) -> None:
     bridge = await make_bridge()
-    await asyncio.sleep(0.8)
+    # The app's own measurement, on the real loop: a wake-up every 50 ms.
+    await within(10, lambda: bridge.metric(f"{LAG}_count") >= 5)
     response = await bridge.client.get("/metrics")
     text = await response.text()
     [family] = [f for f in text_string_to_metric_families(text) if f.name == LAG]

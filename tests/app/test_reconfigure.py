@@ -17,6 +17,7 @@ from bridge.receivers import resolve
 from bridge.reload import Configuration
 from bridge.settings import AuthSettings, ReceiverSettings, RoutingSettings, Settings
 from tests.app.conftest import SECRET, MakeBridge, receiver_settings, sample
+from tests.conditions import until
 
 OTHER = "another-secret-0123456789"
 
@@ -54,10 +55,7 @@ async def test_a_request_in_flight_finishes_under_the_routing_it_started_with(
         )
     )
     await half.wait()
-    for _ in range(500):
-        if len(bridge.state.reads):
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: len(bridge.state.reads) > 0)
     assert len(bridge.state.reads) == 1, "the body is not being read"
     # The request has found its receiver and is reading its body: the routing changes.
     moved = receiver_settings(

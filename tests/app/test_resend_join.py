@@ -14,10 +14,15 @@ import asyncio
 import json
 
 from bridge.sink import Refusal
-from tests.app.conftest import MakeBridge, sample
+from tests.app.conftest import Bridge, MakeBridge, sample
+from tests.conditions import until
 
 # Short, so that a held attempt is answered 503 quickly.
 TIMEOUT_MS = 300
+
+
+def _joined(bridge: Bridge) -> float:
+    return bridge.metric("almbridge_resent_events_joined_total", receiver="alm")
 
 
 def _with_event(body: bytes, event_id: str) -> bytes:
@@ -63,9 +68,8 @@ async def test_resend_waits_for_the_earlier_attempt_and_counts_its_events(
     await sink.holding.wait()
 
     resend = asyncio.create_task(bridge.post(body))
-    while bridge.metric("almbridge_resent_events_joined_total", receiver="alm") < 2:
-        assert not resend.done(), await resend.result().text()
-        await asyncio.sleep(0.01)
+    await until(lambda: resend.done() or _joined(bridge) >= 2)
+    assert not resend.done(), await resend.result().text()
     sink.release()
     answers = [await first, await resend]
 
@@ -167,9 +171,8 @@ async def test_a_resend_joining_dead_letters_counts_them_as_dead_letters(
     await sink.holding.wait()
 
     resend = asyncio.create_task(bridge.post(body))
-    while bridge.metric("almbridge_resent_events_joined_total", receiver="alm") < 2:
-        assert not resend.done(), await resend.result().text()
-        await asyncio.sleep(0.01)
+    await until(lambda: resend.done() or _joined(bridge) >= 2)
+    assert not resend.done(), await resend.result().text()
     sink.release()
     answers = [await first, await resend]
 

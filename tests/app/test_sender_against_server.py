@@ -47,6 +47,9 @@ class FakeReceiver:
     slow_seconds: float = 0.0
     delay_seconds: float = 0.0
     echo_challenges: bool = True
+    # Hold every request until this many are in flight at once; from then on, none.
+    gather: int = 0
+    gathered: asyncio.Event = field(default_factory=asyncio.Event)
     requests: int = 0
     unauthorized: int = 0
     inflight: int = 0
@@ -76,7 +79,10 @@ class FakeReceiver:
     async def post(self, request: web.Request) -> web.Response:
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
+        if self.inflight >= self.gather:
+            self.gathered.set()
         try:
+            await self.gathered.wait()
             return await self._post(request)
         finally:
             self.inflight -= 1
@@ -351,8 +357,8 @@ async def test_resend_reports_duplicates_and_publishes_nothing_new(
 async def test_concurrency_is_the_number_of_batches_in_flight(
     serve: Serve,
 ) -> None:
-    one = await serve(FakeReceiver(delay_seconds=0.03))
-    three = await serve(FakeReceiver(delay_seconds=0.03))
+    one = await serve(FakeReceiver(delay_seconds=0.03))  # slow: any overlap would show
+    three = await serve(FakeReceiver(gather=3))  # answers once three are in flight
 
     await run_send(_options(one.url, count=6, concurrency=1))
     await run_send(_options(three.url, count=9, concurrency=3))

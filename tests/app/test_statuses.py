@@ -10,58 +10,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 from pydantic import SecretStr
 
+from bridge.admission import LoopLag
 from bridge.auth import basic_authorization, sign_hmac
 from bridge.settings import AuthSettings, DeadLetterSettings
-from tests.app.conftest import SECRET, MakeBridge, receiver_settings, sample
-
-
-async def test_unknown_receiver_is_404(make_offline_bridge: MakeBridge) -> None:
-    bridge = await make_offline_bridge()
-
-    response = await bridge.post(sample("enrollment-batch"), receiver="nope")
-
-    assert response.status == 404
-    assert (await response.json())["error"] == "unknown_receiver"
-
-
-@pytest.mark.parametrize(
-    ("headers", "reason"),
-    [
-        ({}, "missing"),
-        ({"X-ALM-Signature": "zz-not-hex"}, "malformed"),
-        ({"X-ALM-Signature": "00" * 32}, "mismatch"),
-    ],
-)
-async def test_bad_signature_is_401_and_nothing_published(
-    make_offline_bridge: MakeBridge, headers: dict[str, str], reason: str
-) -> None:
-    bridge = await make_offline_bridge()
-
-    response = await bridge.post(sample("enrollment-batch"), signed=False, headers=headers)
-
-    assert response.status == 401
-    assert (await response.json())["error"] == f"auth_{reason}"
-    assert bridge.metric("almbridge_auth_failures_total", receiver="alm", reason=reason) == 1
-    assert bridge.stored() == []
-
-
-async def test_signature_of_another_body_is_rejected(make_offline_bridge: MakeBridge) -> None:
-    bridge = await make_offline_bridge()
-    body = sample("enrollment-batch")
-    tampered = body.replace(b"51001", b"51009")
-
-    response = await bridge.post(
-        tampered, signed=False, headers={"X-ALM-Signature": sign_hmac(body, SECRET)}
-    )
-
-    assert response.status == 401
+from tests.app.conftest import SECRET, Bridge, MakeBridge, receiver_settings, sample
+from tests.clocks import DrivenClock
+from tests.conditions import until
 
 
 async def test_basic_auth_receiver(make_offline_bridge: MakeBridge) -> None:
@@ -89,42 +52,6 @@ async def test_basic_auth_receiver(make_offline_bridge: MakeBridge) -> None:
     assert wrong.status == 401
 
 
-async def test_body_over_the_cap_is_413_from_content_length(
-    make_offline_bridge: MakeBridge,
-) -> None:
-    bridge = await make_offline_bridge(max_body_bytes=2048)
-    body = b'{"accountId": 1, "events": [' + b" " * 4096 + b"]}"
-
-    response = await bridge.post(body)
-
-    assert response.status == 413
-    assert (await response.json())["error"] == "body_too_large"
-
-
-async def test_chunked_body_over_the_cap_is_413(make_offline_bridge: MakeBridge) -> None:
-    bridge = await make_offline_bridge(max_body_bytes=2048)
-
-    async def chunks() -> Any:
-        for _ in range(8):
-            yield b" " * 1024
-
-    response = await bridge.client.post(
-        "/webhooks/alm",
-        data=chunks(),
-        headers={"Content-Type": "application/json", "X-ALM-Signature": "00" * 32},
-    )
-
-    assert response.status == 413
-
-
-async def test_non_json_content_type_is_415(make_offline_bridge: MakeBridge) -> None:
-    bridge = await make_offline_bridge()
-
-    response = await bridge.post(sample("enrollment-batch"), headers={"Content-Type": "text/plain"})
-
-    assert response.status == 415
-
-
 async def test_json_with_charset_is_accepted(make_offline_bridge: MakeBridge) -> None:
     bridge = await make_offline_bridge()
 
@@ -134,39 +61,6 @@ async def test_json_with_charset_is_accepted(make_offline_bridge: MakeBridge) ->
     )
 
     assert response.status == 200
-
-
-async def test_malformed_batch_is_400_naming_the_field_under_reject_policy(
-    make_offline_bridge: MakeBridge,
-) -> None:
-    prefix = "treject"
-    receiver = receiver_settings(
-        prefix, dead_letter=DeadLetterSettings(policy="reject", topic="treject.dlq")
-    )
-    bridge = await make_offline_bridge(receivers=[receiver], prefix=prefix)
-    body = b'{"accountId": 1, "events": [{"eventName": "COURSE_COMPLETED"}]}'
-
-    response = await bridge.post(body)
-
-    assert response.status == 400
-    error = await response.json()
-    assert error["error"] == "invalid_event"
-    assert "events[0].eventId" in error["detail"]
-    assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="rejected") == 1
-
-
-async def test_account_not_accepted_is_403_and_nothing_published(
-    make_offline_bridge: MakeBridge,
-) -> None:
-    prefix = "tacct"
-    bridge = await make_offline_bridge(
-        receivers=[receiver_settings(prefix, accounts=[99])], prefix=prefix
-    )
-
-    response = await bridge.post(sample("enrollment-batch"))
-
-    assert response.status == 403
-    assert (await response.json())["error"] == "account_not_accepted"
 
 
 async def test_get_challenge_is_echoed_as_text(make_offline_bridge: MakeBridge) -> None:
@@ -212,18 +106,6 @@ async def test_plain_get_is_a_reachability_probe(make_offline_bridge: MakeBridge
     assert await response.read() == b""
 
 
-async def test_inflight_limit_answers_429_with_retry_after(make_offline_bridge: MakeBridge) -> None:
-    bridge = await make_offline_bridge(max_inflight_batches=2)
-    bridge.state.slots.enter()
-    bridge.state.slots.enter()
-
-    response = await bridge.post(sample("enrollment-batch"))
-
-    assert response.status == 429
-    assert response.headers["Retry-After"] == "1"
-    assert bridge.metric("almbridge_batches_total", receiver="alm", outcome="throttled") == 1
-
-
 async def test_health_ready_and_metrics(make_offline_bridge: MakeBridge) -> None:
     bridge = await make_offline_bridge()
 
@@ -254,20 +136,6 @@ async def test_every_answer_says_nosniff(make_offline_bridge: MakeBridge) -> Non
     assert answers[0].headers["Content-Type"].startswith("text/plain")
 
 
-async def test_a_missing_signature_is_401_without_reading_the_body(
-    make_offline_bridge: MakeBridge,
-) -> None:
-    bridge = await make_offline_bridge()
-    body = sample("enrollment-batch") + b" " * 8000  # larger than a challenge
-
-    response = await bridge.post(body, signed=False)
-
-    assert response.status == 401
-    assert (await response.json())["error"] == "auth_missing"
-    assert response.headers["Connection"] == "close"
-    assert bridge.state.inflight == 0
-
-
 async def test_unauthenticated_requests_never_take_a_slot(make_offline_bridge: MakeBridge) -> None:
     bridge = await make_offline_bridge(max_inflight_batches=1)
     bridge.state.slots.enter()  # the only slot is taken
@@ -284,11 +152,19 @@ async def test_a_batch_queued_too_long_throttles_newcomers_only_on_a_lagging_loo
     make_offline_bridge: MakeBridge,
 ) -> None:
     bridge = await make_offline_bridge(max_queue_delay_ms=50)
-    bridge.state.slots.enter("alm")  # a batch that has waited long: Kafka may just be slow
-    await asyncio.sleep(0.1)
+    slots = bridge.state.slots
+    clock = DrivenClock()
+    slots.clock = clock
+    slots.lag = LoopLag(clock=clock, sleep=clock.sleep)  # measured on the driven clock
+    slots.enter("alm")
+    clock.advance(0.1)  # a batch that has waited long: Kafka may just be slow
     waited = await bridge.post(sample("enrollment-batch"))
-    time.sleep(0.3)  # noqa: ASYNC251 - the loop runs late, as when the CPU is saturated
-    await asyncio.sleep(0.1)
+    measuring = asyncio.create_task(slots.lag.run())
+    clock.stalls.append(0.3)  # the loop runs late, as when the CPU is saturated
+    await until(lambda: slots.lag.recent > 0)
+    measuring.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await measuring
 
     response = await bridge.post(sample("enrollment-batch"))
 
@@ -296,33 +172,6 @@ async def test_a_batch_queued_too_long_throttles_newcomers_only_on_a_lagging_loo
     assert response.status == 429
     assert response.headers["Retry-After"] == "1"
     assert "queued" in (await response.json())["detail"]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b'{"accountId": 999, "events": [{"eventId": "x"}]}',
-        b'{"accountId": "1234", "events": [{"eventId": "x"}]}',
-        b'{"accountId": 1234.0, "events": []}',
-        b'{"events": [{"eventId": "x", "eventName": "COURSE_ENROLLMENT"}]}',
-        b'{"accountId": 1234, "accountId": 999, "events": []}',
-        b'{"accountId": 1234, "events": [',
-        b"[1234]",
-    ],
-)
-async def test_a_foreign_account_is_403_before_the_body_is_judged(
-    make_offline_bridge: MakeBridge, body: bytes
-) -> None:
-    prefix = f"tacc{uuid.uuid4().hex[:8]}"
-    bridge = await make_offline_bridge(
-        receivers=[receiver_settings(prefix, accounts=[1234])], prefix=prefix
-    )
-
-    response = await bridge.post(body)
-
-    assert response.status == 403
-    assert (await response.json())["error"] == "account_not_accepted"
-    assert bridge.stored() == []  # not even a dead letter
 
 
 async def test_an_accepted_account_with_a_bad_event_is_still_dead_lettered(
@@ -337,3 +186,175 @@ async def test_an_accepted_account_with_a_bad_event_is_still_dead_lettered(
 
     assert response.status == 200
     assert (await response.json())["deadLetterReason"] == "invalid_event"
+
+
+# ------------------------------------------------------------------ refused requests
+
+
+Send = Callable[[Bridge], Awaitable[ClientResponse]]
+
+
+def _post(
+    body: bytes,
+    *,
+    receiver: str | None = None,
+    signed: bool = True,
+    headers: dict[str, str] | None = None,
+) -> Send:
+    async def send(bridge: Bridge) -> ClientResponse:
+        response: ClientResponse = await bridge.post(
+            body, receiver=receiver, signed=signed, headers=headers
+        )
+        return response
+
+    return send
+
+
+async def _chunked_over_the_cap(bridge: Bridge) -> ClientResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b" " * 1024
+
+    response: ClientResponse = await bridge.client.post(
+        "/webhooks/alm",
+        data=chunks(),
+        headers={"Content-Type": "application/json", "X-ALM-Signature": "00" * 32},
+    )
+    return response
+
+
+def _take_every_slot(bridge: Bridge) -> None:
+    bridge.state.slots.enter()
+    bridge.state.slots.enter()
+
+
+def _reject(prefix: str) -> dict[str, Any]:
+    return {"dead_letter": DeadLetterSettings(policy="reject", topic=f"{prefix}.dlq")}
+
+
+def _accounts(*accounts: int) -> Callable[[str], dict[str, Any]]:
+    return lambda prefix: {"accounts": list(accounts)}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request the bridge must refuse, and everything its answer must show."""
+
+    send: Send
+    status: int
+    error: str  # the reason code of the JSON answer
+    settings: dict[str, Any] = field(default_factory=dict)
+    receiver: Callable[[str], dict[str, Any]] | None = None
+    before: Callable[[Bridge], None] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    detail: str | None = None
+    # Prometheus samples (name, labels) and the value each must have afterwards.
+    metrics: tuple[tuple[str, dict[str, str], float], ...] = ()
+
+
+def _bad_signature(headers: dict[str, str], reason: str) -> Refused:
+    return Refused(
+        _post(sample("enrollment-batch"), signed=False, headers=headers),
+        401,
+        f"auth_{reason}",
+        metrics=(("almbridge_auth_failures_total", {"receiver": "alm", "reason": reason}, 1),),
+    )
+
+
+def _foreign(body: bytes) -> Refused:
+    return Refused(
+        _post(body),
+        403,
+        "account_not_accepted",
+        receiver=_accounts(1234),
+    )
+
+
+_BATCH = sample("enrollment-batch")
+
+REFUSED: dict[str, Refused] = {
+    "unknown-receiver": Refused(_post(_BATCH, receiver="nope"), 404, "unknown_receiver"),
+    "signature-missing": _bad_signature({}, "missing"),
+    "signature-not-hex": _bad_signature({"X-ALM-Signature": "zz-not-hex"}, "malformed"),
+    "signature-mismatch": _bad_signature({"X-ALM-Signature": "00" * 32}, "mismatch"),
+    "signature-of-another-body": Refused(
+        _post(
+            _BATCH.replace(b"51001", b"51009"),
+            signed=False,
+            headers={"X-ALM-Signature": sign_hmac(_BATCH, SECRET)},
+        ),
+        401,
+        "auth_mismatch",
+    ),
+    "signature-missing-body-not-read": Refused(
+        _post(_BATCH + b" " * 8000, signed=False),
+        401,
+        "auth_missing",
+        headers={"Connection": "close"},
+    ),
+    "content-length-over-the-cap": Refused(
+        _post(b'{"accountId": 1, "events": [' + b" " * 4096 + b"]}"),
+        413,
+        "body_too_large",
+        settings={"max_body_bytes": 2048},
+    ),
+    "chunked-over-the-cap": Refused(
+        _chunked_over_the_cap, 413, "body_too_large", settings={"max_body_bytes": 2048}
+    ),
+    "not-json": Refused(
+        _post(_BATCH, headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type"
+    ),
+    "malformed-under-reject": Refused(
+        _post(b'{"accountId": 1, "events": [{"eventName": "COURSE_COMPLETED"}]}'),
+        400,
+        "invalid_event",
+        receiver=_reject,
+        detail="events[0].eventId",
+        metrics=(("almbridge_batches_total", {"receiver": "alm", "outcome": "rejected"}, 1),),
+    ),
+    "account-not-accepted": Refused(
+        _post(_BATCH), 403, "account_not_accepted", receiver=_accounts(99)
+    ),
+    "inflight-limit": Refused(
+        _post(_BATCH),
+        429,
+        "too_many_batches",
+        settings={"max_inflight_batches": 2},
+        before=_take_every_slot,
+        headers={"Retry-After": "1"},
+        metrics=(("almbridge_batches_total", {"receiver": "alm", "outcome": "throttled"}, 1),),
+    ),
+    # A foreign account is refused before the body is judged: whatever else is wrong.
+    "foreign-account": _foreign(b'{"accountId": 999, "events": [{"eventId": "x"}]}'),
+    "account-id-string": _foreign(b'{"accountId": "1234", "events": [{"eventId": "x"}]}'),
+    "account-id-float": _foreign(b'{"accountId": 1234.0, "events": []}'),
+    "no-account-id": _foreign(b'{"events": [{"eventId": "x", "eventName": "COURSE_ENROLLMENT"}]}'),
+    "account-id-twice": _foreign(b'{"accountId": 1234, "accountId": 999, "events": []}'),
+    "truncated-json": _foreign(b'{"accountId": 1234, "events": ['),
+    "a-list": _foreign(b"[1234]"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED.values(), ids=REFUSED.keys())
+async def test_a_refused_request(make_offline_bridge: MakeBridge, case: Refused) -> None:
+    prefix = f"tref{uuid.uuid4().hex[:8]}"
+    changes = case.receiver(prefix) if case.receiver else {}
+    bridge = await make_offline_bridge(
+        receivers=[receiver_settings(prefix, **changes)], prefix=prefix, **case.settings
+    )
+    if case.before is not None:
+        case.before(bridge)
+    taken = bridge.state.inflight
+
+    response = await case.send(bridge)
+
+    assert response.status == case.status
+    answer = await response.json()
+    assert answer["error"] == case.error
+    assert case.detail is None or case.detail in answer["detail"]
+    for name, value in case.headers.items():
+        assert response.headers[name] == value
+    for metric, labels, expected in case.metrics:
+        assert bridge.metric(metric, **labels) == expected
+    assert bridge.stored() == [], "nothing published, not even a dead letter"
+    assert bridge.state.inflight == taken, "a refused request holds no slot"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import time
 import zlib
 from unittest import mock
 
@@ -21,6 +20,7 @@ from bridge.admission import (
     Slots,
     inflate,
 )
+from tests.clocks import DrivenClock
 from tests.conditions import until
 
 
@@ -117,14 +117,17 @@ def test_slots_trip_on_the_limit_and_on_queueing_while_the_loop_lags() -> None:
 
 
 async def test_the_loop_lag_is_measured() -> None:
-    lag = LoopLag(interval_seconds=0.01, window_seconds=5)
+    clock = DrivenClock()
+    lag = LoopLag(interval_seconds=0.01, window_seconds=5, clock=clock, sleep=clock.sleep)
     seen: list[float] = []
     task = asyncio.create_task(lag.run(seen.append))
-    await asyncio.sleep(0.05)
-    time.sleep(0.2)  # noqa: ASYNC251 - block the loop, as a CPU-bound burst would
-    await asyncio.sleep(0.05)
+    await until(lambda: len(seen) >= 5)
+    clock.stalls.append(0.2)  # the loop held, as a CPU-bound burst would
+    await until(lambda: len(seen) >= 10)
     task.cancel()
-    assert lag.recent >= 0.15
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert lag.recent == pytest.approx(0.2)
     assert max(seen) == lag.recent
 
 

@@ -19,6 +19,8 @@ import pytest
 from bridge.batching import LaneClosed, Lanes
 from bridge.errors import PublishUnavailable
 from bridge.records import Record
+from tests.clocks import drive_the_loop_clock
+from tests.conditions import until
 
 
 class FakeBuilder:
@@ -134,17 +136,24 @@ async def test_records_arriving_while_a_batch_waits_form_the_next_batch() -> Non
     assert [values for _, _, values in producer.handed] == [[b"a"], [b"b", b"c"]]
 
 
-async def test_linger_lets_later_requests_join_the_batch() -> None:
+async def test_linger_lets_later_requests_join_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = drive_the_loop_clock(monkeypatch)
     producer = FakeProducer()
     lanes = Lanes(producer, linger_seconds=0.05)
     lane = lanes.lane("alm.t", 0)
     first = lane.append(record("a"))
     lanes.flush()
-    await asyncio.sleep(0.01)
+    clock.advance(0.01)
+    await settle()
     second = lane.append(record("b"))  # another request, within the linger
     lanes.flush()
+    clock.advance(0.039)
+    await settle()
     assert producer.handed == []  # the batch is younger than the linger
-    await asyncio.sleep(0.08)
+    clock.advance(0.002)  # the linger of the first record is over
+    await settle()
     assert first is second
     assert producer.handed == [("alm.t", 0, [b"a", b"b"])]
 
@@ -285,10 +294,13 @@ class ClusterProducer(FakeProducer):
     client = FakeClient()
 
 
-async def test_a_request_giving_up_on_a_full_batch_does_not_fail_the_others() -> None:
+async def test_a_request_giving_up_on_a_full_batch_does_not_fail_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from bridge.publisher import Publisher
     from bridge.settings import Settings
 
+    clock = drive_the_loop_clock(monkeypatch)
     producer = ClusterProducer(capacity=1)
     publisher = Publisher(settings=Settings(kafka_auto_create_topics=False))
     publisher._use(producer)
@@ -300,8 +312,10 @@ async def test_a_request_giving_up_on_a_full_batch_does_not_fail_the_others() ->
         publisher.publish([record("c"), record("d")], timeout_seconds=0.05)
     )
     patient = asyncio.create_task(publisher.publish([record("e")], timeout_seconds=5))
-    await asyncio.sleep(0.1)
-    assert impatient.done()
+    await settle()
+    assert not impatient.done()
+    clock.advance(0.1)  # past the impatient request's deadline, far from the others'
+    await until(impatient.done)
     assert isinstance(impatient.exception(), PublishUnavailable)
     assert not patient.done()  # still waiting for room, not failed with the impatient one
     for _ in range(10):  # the sender drains, Kafka acknowledges
