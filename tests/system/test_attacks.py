@@ -27,8 +27,10 @@ from bridge.logs import RepeatFilter
 from bridge.routing import KNOWN_EVENT_NAMES, sanitize_topic_part
 from bridge.settings import Settings
 from tests.system.attacks import (
+    ALM_WINDOW_MS,
     ATTACK_MARKER,
     LEGIT_LATENCY_LIMIT_MS,
+    LEGIT_WITHIN_LIMIT_SHARE,
     NOSNIFF,
     AttackProcess,
     AttackResult,
@@ -172,8 +174,12 @@ def _assert_legit_unharmed(sender: LegitSender) -> None:
         f"{len(failures)} of {len(answers)} legitimate batches not acknowledged: "
         f"{[(a.status, a.error) for a in failures[:5]]}"
     )
+    late = sender.slow(ALM_WINDOW_MS)
+    assert not late, (
+        f"{len(late)} of {len(answers)} legitimate batches past ALM's {ALM_WINDOW_MS:g} ms"
+    )
     slow = sender.slow()
-    assert not slow, (
+    assert len(slow) <= len(answers) * (1 - LEGIT_WITHIN_LIMIT_SHARE), (
         f"{len(slow)} of {len(answers)} legitimate batches slower than "
         f"{LEGIT_LATENCY_LIMIT_MS:g} ms; the slowest {sender.max_latency_ms:.0f} ms"
     )

@@ -114,6 +114,9 @@ def test_ctrl_c_while_the_command_runs_waits_for_it_then_stops_the_broker(
     tmp_path: Path,
 ) -> None:
     kafka = FakeKafka(tmp_path, 9093)
+    # What the launcher must put back: Python's own handler, or SIG_IGN when this process
+    # was started in the background of a non-interactive shell.
+    before = signal.getsignal(signal.SIGINT)
     # The command interrupts its parent (this process) as the terminal would, then takes
     # its time to shut down: the launcher must wait for it before stopping the broker.
     code = (
@@ -129,4 +132,4 @@ def test_ctrl_c_while_the_command_runs_waits_for_it_then_stops_the_broker(
     assert result == 0
     assert (tmp_path / "out").read_text() == "done"
     assert kafka.calls == ["start", "stop"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
