@@ -35,17 +35,8 @@ from bench.ceilings import ProducerSpec, java_command, run_java
 from bench.handover import DESIGNS
 from bench.loadgen import LoadSpec, PhaseSpec, planned_seconds
 from bench.processes import alive, memory_mb, steal_seconds
-from bench.report import (
-    Results,
-    exit_status,
-    generator_check,
-    render_broker_summary,
-    render_chart,
-    render_markdown,
-    targets,
-    to_json,
-    trust_problems,
-)
+from bench.report import render_broker_summary, write_outputs
+from bench.results import Results
 from bench.services import (
     LOG4J_CONFIG,
     REPO_ROOT,
@@ -59,6 +50,7 @@ from bench.services import (
     kafka_version,
 )
 from bench.stats import PhaseStats, step_passes
+from bench.targets import exit_status, generator_check, targets, trust_problems
 
 RESULTS_ROOT: Final = REPO_ROOT / "bench" / "results"
 KAFKA_STATE: Final = REPO_ROOT / ".local" / "bench-kafka"
@@ -1000,23 +992,8 @@ def loadavg() -> str:
         return "?"
 
 
-def write_outputs(results: Results, run_dir: Path) -> str:
-    (run_dir / "results.json").write_bytes(
-        orjson.dumps(to_json(results), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-    )
-    markdown = render_markdown(results)
-    (run_dir / "results.md").write_text(markdown)
-    try:
-        render_chart(results, run_dir / "chart.png")
-    except Exception as exc:  # a missing matplotlib must not lose the numbers
-        results.notes.append(f"chart not drawn: {type(exc).__name__}: {exc}")
-        markdown = render_markdown(results)
-        (run_dir / "results.md").write_text(markdown)
-    return markdown
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit 0 when every target passed; see :func:`bench.report.exit_status` for the others."""
+    """Exit 0 when every target passed; see :func:`bench.targets.exit_status` for the others."""
     args = _parser().parse_args(argv)
     config = make_config(args)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -19,21 +19,13 @@ from bench.ceilings import parse_producer_performance
 from bench.loadgen import Generator, LoadSpec, PhaseSpec, planned_seconds
 from bench.profile import area, parse_collapsed, summarize_profile
 from bench.report import (
-    Comparison,
-    Results,
-    background_pct,
     chart_series,
-    comparisons,
-    exit_status,
-    generator_check,
-    paired_steps,
     render_broker_summary,
     render_chart,
     render_markdown,
-    targets,
     to_json,
-    trust_problems,
 )
+from bench.results import Results, background_pct, paired_steps
 from bench.run import _parser, make_config
 from bench.stats import (
     Latency,
@@ -49,6 +41,14 @@ from bench.stats import (
     step_passes,
     summarize,
     sustainable,
+)
+from bench.targets import (
+    Comparison,
+    comparisons,
+    exit_status,
+    generator_check,
+    targets,
+    trust_problems,
 )
 
 # Percentiles and ratios -------------------------------------------------------------------
