@@ -307,8 +307,30 @@ def _noise_warning(results: Results) -> list[str]:
 
 
 def render_markdown(results: Results) -> str:
+    """results.md: the run, the targets, the bridge next to its ceilings, every phase measured."""
+    lines = [
+        *_md_header(results),
+        *_md_targets(results),
+        *_md_comparisons(results),
+        *_md_bridge_workloads(results),
+        *_md_over_capacity(results),
+        *_md_soak(results),
+        *_md_ceilings(results),
+        *_md_java(results),
+        *_md_peer(results),
+        *_md_all_cores(results),
+        *_md_benthos(results),
+        *_md_compare(results),
+        *_md_profile(results),
+        *_md_notes(results),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _md_header(results: Results) -> list[str]:
+    """The title, the host and versions, the broker and the bridge's configuration."""
     meta = results.meta
-    lines: list[str] = [
+    return [
         f"# alm-kafka-bridge benchmark ({'quick' if meta.get('quick') else 'full'} run)",
         "",
         f"Started {meta.get('started', '?')}, took {num(meta.get('duration_s'))} s. "
@@ -328,10 +350,13 @@ def render_markdown(results: Results) -> str:
         "",
         *_noise_warning(results),
         *_untrusted(results),
-        "## Targets",
-        "",
     ]
-    doubted = bool(meta.get("quick")) and bool(trust_problems(results))
+
+
+def _md_targets(results: Results) -> list[str]:
+    """The targets (untrusted in a quick run on a busy host) and the generator's check."""
+    lines = ["## Targets", ""]
+    doubted = bool(results.meta.get("quick")) and bool(trust_problems(results))
     rows = [
         [t.name, num(t.value, 3), num(t.limit, 2), "untrusted" if doubted else t.verdict, t.detail]
         for t in targets(results)
@@ -339,7 +364,11 @@ def render_markdown(results: Results) -> str:
     check = generator_check(results)
     rows.append([check.name, num(check.value, 1), num(check.limit, 1), check.verdict, check.detail])
     lines += _table(("target", "value", "limit", "result", "detail"), rows)
-    lines += ["", "## Bridge next to its ceilings", ""]
+    return lines
+
+
+def _md_comparisons(results: Results) -> list[str]:
+    lines = ["", "## Bridge next to its ceilings", ""]
     lines += _table(
         ("metric", "bridge", "ceiling", "ceiling value", "bridge / ceiling"),
         [
@@ -353,7 +382,12 @@ def render_markdown(results: Results) -> str:
             for c in comparisons(results)
         ],
     )
-    lines += ["", "## Bridge workloads", ""]
+    return lines
+
+
+def _md_bridge_workloads(results: Results) -> list[str]:
+    """One row per phase of the bridge: ALM-like, the open-loop search, over capacity, soak."""
+    lines = ["", "## Bridge workloads", ""]
     phase_rows = [_phase_row(f"ALM-like {p.senders} x {p.batch}", p, BRIDGE) for p in results.alm]
     phase_rows += _search_rows(results.open_steps, BRIDGE)
     if results.overload is not None:
@@ -371,32 +405,48 @@ def render_markdown(results: Results) -> str:
             )
         )
     lines += _table(_PHASE_HEADER, phase_rows)
-    if results.overload is not None:
-        over = results.overload
-        lines += [
-            "",
-            f"Over capacity: {over.requests} requests at {num(over.offered_rps, 1)} req/s for "
-            f"{num(over.duration_s)} s; answers {statuses(over)}; {over.slow} slower than "
-            f"{DEADLINE_S:g} s or unanswered; max latency {ms(over.latency.max)}.",
-        ]
-        busy = results.alm_cell(16, 100)
-        most = busy.requests_per_s if busy else None
-        if most and over.offered_rps and over.offered_rps < OVERLOAD_MARGIN * most:
-            lines[-1] += (
-                f" That rate is below the {most:,.1f} req/s that 16 closed-loop senders "
-                "reached, so it did not overload the bridge: the sustainable rate was limited "
-                "by latency spikes, not by throughput."
-            )
-    if results.soak is not None and BRIDGE in results.soak.procs:
-        growth = rss_growth(results.soak.procs[BRIDGE].rss_mb)
-        if growth is not None:
-            lines += [
-                "",
-                f"Soak: RSS {growth.first_mb:.1f} MB (first third) -> {growth.last_mb:.1f} MB "
-                f"(last third), growth {growth.growth_mb:+.1f} MB "
-                f"({num(growth.growth_pct, 1)} %), {growth.samples} samples.",
-            ]
-    lines += ["", "## Ceilings", ""]
+    return lines
+
+
+def _md_over_capacity(results: Results) -> list[str]:
+    """What over capacity got as answers, and whether its rate overloaded the bridge at all."""
+    over = results.overload
+    if over is None:
+        return []
+    line = (
+        f"Over capacity: {over.requests} requests at {num(over.offered_rps, 1)} req/s for "
+        f"{num(over.duration_s)} s; answers {statuses(over)}; {over.slow} slower than "
+        f"{DEADLINE_S:g} s or unanswered; max latency {ms(over.latency.max)}."
+    )
+    busy = results.alm_cell(16, 100)
+    most = busy.requests_per_s if busy else None
+    if most and over.offered_rps and over.offered_rps < OVERLOAD_MARGIN * most:
+        line += (
+            f" That rate is below the {most:,.1f} req/s that 16 closed-loop senders "
+            "reached, so it did not overload the bridge: the sustainable rate was limited "
+            "by latency spikes, not by throughput."
+        )
+    return ["", line]
+
+
+def _md_soak(results: Results) -> list[str]:
+    """The bridge's RSS at the start and at the end of the soak."""
+    if results.soak is None or BRIDGE not in results.soak.procs:
+        return []
+    growth = rss_growth(results.soak.procs[BRIDGE].rss_mb)
+    if growth is None:
+        return []
+    return [
+        "",
+        f"Soak: RSS {growth.first_mb:.1f} MB (first third) -> {growth.last_mb:.1f} MB "
+        f"(last third), growth {growth.growth_mb:+.1f} MB "
+        f"({num(growth.growth_pct, 1)} %), {growth.samples} samples.",
+    ]
+
+
+def _md_ceilings(results: Results) -> list[str]:
+    """The HTTP ceiling and the raw producer, and where the generator limited the former."""
+    lines = ["", "## Ceilings", ""]
     ceiling_rows = [
         _phase_row(f"HTTP ceiling {p.senders} x {p.batch}", p, "http-ceiling")
         for p in results.http_cells
@@ -429,10 +479,15 @@ def render_markdown(results: Results) -> str:
             f"The generator used a whole core against the HTTP ceiling in {', '.join(saturated)}: "
             "there the HTTP ceiling is at least the figure shown (the generator's own limit).",
         ]
+    return lines
+
+
+def _md_java(results: Results) -> list[str]:
+    """Java ProducerPerformance's summary, or why it did not report."""
     java = results.java or {}
     summary = java.get("summary")
     if summary:
-        lines += [
+        return [
             "",
             f"Java ProducerPerformance ({java.get('record_size', '?')}-byte records, same broker, "
             f"acks=all, idempotent): {num(summary['records_per_s'])} records/s "
@@ -440,101 +495,126 @@ def render_markdown(results: Results) -> str:
             f"speed avg {summary['avg_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms (queueing in "
             f"its own buffer); JVM CPU {java.get('cpu_s', '?')} s.",
         ]
-    elif results.java is not None:
-        lines += [
+    if results.java is not None:
+        return [
             "",
             f"Java ProducerPerformance did not report: {java.get('error', 'see its log')}.",
         ]
-    if results.peer_alm or results.peer_steps:
-        lines += [
-            "",
-            "## Hand-written peer (bench/peer.py)",
-            "",
-            "aiohttp + aiokafka with their defaults, stdlib json, HMAC check, one `send()` per "
-            "event, no limits; measured right after the bridge at the same workloads, and "
-            "with it for one sender of 10-event batches asking both by turns, request by "
-            "request (each server's events/s there is its share of the round).",
-            "",
-        ]
-        peer_rows = [
-            _phase_row(f"ALM-like {p.senders} x {p.batch}", p, PEER) for p in results.peer_alm
-        ]
-        for index, (bridge_turn, peer_turn) in enumerate(results.single_turns, 1):
-            peer_rows.append(_phase_row(f"round {index}: bridge 1 x 10", bridge_turn, BRIDGE))
-            peer_rows.append(_phase_row(f"round {index}: hand-written 1 x 10", peer_turn, PEER))
-        peer_rows += _search_rows(results.peer_steps, PEER)
-        lines += _table(_PHASE_HEADER, peer_rows)
-    if results.all_cores_steps:
-        lines += [
-            "",
-            "## All cores: two bridge processes (bridge, bridge-2)",
-            "",
-            "Two one-core bridge processes taking requests in turn, as two pods behind a "
-            "Service; open-loop steps of 100-event batches like the one-process search.",
-            "",
-        ]
-        both = results.all_cores_sustainable
-        rows = []
-        for step in results.all_cores_steps:
-            rows.append(
-                [
-                    _step_label(step, both),
-                    num(step.events_per_s),
-                    ms(step.latency.p50),
-                    ms(step.latency.p99),
-                    ms(step.latency.max),
-                    str(step.failed),
-                    " / ".join(_pct(step, name) for name in ("bridge", "bridge-2", "kafka")),
-                ]
-            )
-        lines += _table(
-            (
-                "workload",
-                "events/s",
-                "p50",
-                "p99",
-                "max",
-                "non-2xx",
-                "CPU % bridge / bridge-2 / broker",
-            ),
-            rows,
-        )
-    if results.benthos_steps:
-        lines += [
-            "",
-            "## Benthos peer (bench/benthos-peer)",
-            "",
-            "The Benthos engine with issue 15's pipeline: http_server, HMAC check and split in "
-            "Bloblang, one record per event through franz-go with the bridge's producer settings "
-            "(acks=all, idempotent, no compression), the answer after Kafka acknowledged the "
-            "batch. Pipeline threads on every core. Open-loop steps of 100-event batches, "
-            "searched like the bridge's, on the same broker.",
-            "",
-        ]
-        lines += _table(_PHASE_HEADER, _search_rows(results.benthos_steps, BENTHOS))
-    if results.compare:
-        lines += ["", f"## Compared endpoint {results.compare_url}", ""]
-        lines += _table(
-            _PHASE_HEADER,
-            [_phase_row(f"{p.senders} x {p.batch}", p, "none") for p in results.compare],
-        )
-    if results.profile and results.profile.get("top_self"):
-        lines += [
-            "",
-            f"## Where the bridge's time goes (py-spy, {results.profile.get('workload', '')})",
-            "",
-        ]
-        lines += _table(
-            ("function (self time)", "share"),
+    return []
+
+
+def _md_peer(results: Results) -> list[str]:
+    """The hand-written peer: its ALM-like cells, the rounds by turns, its open-loop search."""
+    if not (results.peer_alm or results.peer_steps):
+        return []
+    lines = [
+        "",
+        "## Hand-written peer (bench/peer.py)",
+        "",
+        "aiohttp + aiokafka with their defaults, stdlib json, HMAC check, one `send()` per "
+        "event, no limits; measured right after the bridge at the same workloads, and "
+        "with it for one sender of 10-event batches asking both by turns, request by "
+        "request (each server's events/s there is its share of the round).",
+        "",
+    ]
+    peer_rows = [_phase_row(f"ALM-like {p.senders} x {p.batch}", p, PEER) for p in results.peer_alm]
+    for index, (bridge_turn, peer_turn) in enumerate(results.single_turns, 1):
+        peer_rows.append(_phase_row(f"round {index}: bridge 1 x 10", bridge_turn, BRIDGE))
+        peer_rows.append(_phase_row(f"round {index}: hand-written 1 x 10", peer_turn, PEER))
+    peer_rows += _search_rows(results.peer_steps, PEER)
+    lines += _table(_PHASE_HEADER, peer_rows)
+    return lines
+
+
+def _md_all_cores(results: Results) -> list[str]:
+    """The open-loop search on two one-core bridge processes taking requests in turn."""
+    if not results.all_cores_steps:
+        return []
+    lines = [
+        "",
+        "## All cores: two bridge processes (bridge, bridge-2)",
+        "",
+        "Two one-core bridge processes taking requests in turn, as two pods behind a "
+        "Service; open-loop steps of 100-event batches like the one-process search.",
+        "",
+    ]
+    both = results.all_cores_sustainable
+    rows = []
+    for step in results.all_cores_steps:
+        rows.append(
             [
-                [f"`{row['frame']}`", f"{row['pct']:.1f} %"]
-                for row in results.profile["top_self"][:12]
-            ],
+                _step_label(step, both),
+                num(step.events_per_s),
+                ms(step.latency.p50),
+                ms(step.latency.p99),
+                ms(step.latency.max),
+                str(step.failed),
+                " / ".join(_pct(step, name) for name in ("bridge", "bridge-2", "kafka")),
+            ]
         )
-    if results.notes:
-        lines += ["", "Notes:", ""]
-        lines += [f"- {note}" for note in results.notes]
-    return "\n".join(lines) + "\n"
+    lines += _table(
+        (
+            "workload",
+            "events/s",
+            "p50",
+            "p99",
+            "max",
+            "non-2xx",
+            "CPU % bridge / bridge-2 / broker",
+        ),
+        rows,
+    )
+    return lines
+
+
+def _md_benthos(results: Results) -> list[str]:
+    if not results.benthos_steps:
+        return []
+    lines = [
+        "",
+        "## Benthos peer (bench/benthos-peer)",
+        "",
+        "The Benthos engine with issue 15's pipeline: http_server, HMAC check and split in "
+        "Bloblang, one record per event through franz-go with the bridge's producer settings "
+        "(acks=all, idempotent, no compression), the answer after Kafka acknowledged the "
+        "batch. Pipeline threads on every core. Open-loop steps of 100-event batches, "
+        "searched like the bridge's, on the same broker.",
+        "",
+    ]
+    lines += _table(_PHASE_HEADER, _search_rows(results.benthos_steps, BENTHOS))
+    return lines
+
+
+def _md_compare(results: Results) -> list[str]:
+    if not results.compare:
+        return []
+    lines = ["", f"## Compared endpoint {results.compare_url}", ""]
+    lines += _table(
+        _PHASE_HEADER,
+        [_phase_row(f"{p.senders} x {p.batch}", p, "none") for p in results.compare],
+    )
+    return lines
+
+
+def _md_profile(results: Results) -> list[str]:
+    if not (results.profile and results.profile.get("top_self")):
+        return []
+    lines = [
+        "",
+        f"## Where the bridge's time goes (py-spy, {results.profile.get('workload', '')})",
+        "",
+    ]
+    lines += _table(
+        ("function (self time)", "share"),
+        [[f"`{row['frame']}`", f"{row['pct']:.1f} %"] for row in results.profile["top_self"][:12]],
+    )
+    return lines
+
+
+def _md_notes(results: Results) -> list[str]:
+    if not results.notes:
+        return []
+    return ["", "Notes:", "", *(f"- {note}" for note in results.notes)]
 
 
 # Chart ----------------------------------------------------------------------------------
