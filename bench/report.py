@@ -231,59 +231,60 @@ def render_broker_summary(runs: Sequence[tuple[str, Results]]) -> str:
     lines = ["# Bridge and hand-written peer, fresh and crowded broker", ""]
     lines += [f"- {label}: {_broker(results.meta)}" for label, results in runs]
     lines += [""]
+    lines += _table(("", *names), _summary_rows([results for _, results in runs]))
+    lines += ["", "## Targets", ""]
+    lines += _table(("target", *names), _summary_targets([results for _, results in runs]))
+    return "\n".join(lines) + "\n"
+
+
+def _summary_rows(runs: Sequence[Results]) -> list[list[str]]:
+    """The issue's table: per server, its figures on each broker."""
     rows: list[list[str]] = []
     for who in ("bridge", "hand-written"):
+        bridge = who == "bridge"
+        held = [_held(r.sustainable if bridge else r.peer_sustainable) for r in runs]
+        p99 = [_paired_p99(r, bridge=bridge) for r in runs]
+        one = [_one_sender(r, bridge=bridge) for r in runs]
+        cpu = [cpu_ms(paired_steps(r).cpu_per_1k(BRIDGE if bridge else PEER)) for r in runs]
+        rows.append([f"{who}: highest rate held (events/s)", *held])
+        rows.append([f"{who}: open-loop p99, median over the rates both held", *p99])
+        rows.append([f"{who}: 1 sender x 10 events, p50 / p99", *one])
+        rows.append([f"{who}: CPU ms per 1,000 events, rates both held", *cpu])
+    if any(r.all_cores_steps for r in runs):
+        both = [_held(r.all_cores_sustainable) for r in runs]
+        rows.append(["bridge, two one-core processes: highest rate held", *both])
+    if any(r.benthos_steps for r in runs):
+        benthos = [_held(r.benthos_sustainable) for r in runs]
+        rows.append(["Benthos peer: highest rate held", *benthos])
+    return rows
 
-        def held(results: Results, who: str = who) -> str:
-            sus = results.sustainable if who == "bridge" else results.peer_sustainable
-            return num(sus.offered_eps if sus else None)
 
-        def one(results: Results, who: str = who) -> str:
-            if results.single_turns:
-                turns = [b if who == "bridge" else p for b, p in results.single_turns]
-                p50 = statistics.median(t.latency.p50 for t in turns if t.latency.p50 is not None)
-                p99 = results.single_p99s()[0 if who == "bridge" else 1]
-                return f"{ms(p50)} / {ms(p99)}"
-            cell = results.alm_cell(1, 10) if who == "bridge" else results.peer_cell(1, 10)
-            if cell is None:
-                return "-"
-            return f"{ms(cell.latency.p50)} / {ms(cell.latency.p99)}"
+def _held(sus: PhaseStats | None) -> str:
+    return num(sus.offered_eps if sus else None)
 
-        def p99(results: Results, who: str = who) -> str:
-            pairs = paired_steps(results)
-            return ms(pairs.bridge_p99 if who == "bridge" else pairs.peer_p99)
 
-        def cpu(results: Results, who: str = who) -> str:
-            return cpu_ms(paired_steps(results).cpu_per_1k(BRIDGE if who == "bridge" else PEER))
+def _paired_p99(results: Results, *, bridge: bool) -> str:
+    pairs = paired_steps(results)
+    return ms(pairs.bridge_p99 if bridge else pairs.peer_p99)
 
-        rows.append([f"{who}: highest rate held (events/s)", *(held(r) for _, r in runs)])
-        rows.append(
-            [f"{who}: open-loop p99, median over the rates both held", *(p99(r) for _, r in runs)]
-        )
-        rows.append([f"{who}: 1 sender x 10 events, p50 / p99", *(one(r) for _, r in runs)])
-        rows.append(
-            [f"{who}: CPU ms per 1,000 events, rates both held", *(cpu(r) for _, r in runs)]
-        )
-    if any(r.all_cores_steps for _, r in runs):
 
-        def held_two(results: Results) -> str:
-            both = results.all_cores_sustainable
-            return num(both.offered_eps if both else None)
+def _one_sender(results: Results, *, bridge: bool) -> str:
+    """p50 / p99 of one sender of 10-event batches: medians of the turns, else the cell."""
+    if results.single_turns:
+        turns = [b if bridge else p for b, p in results.single_turns]
+        p50 = statistics.median(t.latency.p50 for t in turns if t.latency.p50 is not None)
+        p99 = results.single_p99s()[0 if bridge else 1]
+        return f"{ms(p50)} / {ms(p99)}"
+    cell = results.alm_cell(1, 10) if bridge else results.peer_cell(1, 10)
+    if cell is None:
+        return "-"
+    return f"{ms(cell.latency.p50)} / {ms(cell.latency.p99)}"
 
-        rows.append(
-            ["bridge, two one-core processes: highest rate held", *(held_two(r) for _, r in runs)]
-        )
-    if any(r.benthos_steps for _, r in runs):
 
-        def held_benthos(results: Results) -> str:
-            benthos = results.benthos_sustainable
-            return num(benthos.offered_eps if benthos else None)
-
-        rows.append(["Benthos peer: highest rate held", *(held_benthos(r) for _, r in runs)])
-    lines += _table(("", *names), rows)
-    lines += ["", "## Targets", ""]
-    per_run = [targets(results) for _, results in runs]
-    doubted = [bool(r.meta.get("quick")) and bool(trust_problems(r)) for _, r in runs]
+def _summary_targets(runs: Sequence[Results]) -> list[list[str]]:
+    """Each target's verdict and value on each broker (untrusted for a doubtful quick run)."""
+    per_run = [targets(results) for results in runs]
+    doubted = [bool(r.meta.get("quick")) and bool(trust_problems(r)) for r in runs]
     target_rows = []
     for index, target in enumerate(per_run[0]):
         cells = []
@@ -291,8 +292,7 @@ def render_broker_summary(runs: Sequence[tuple[str, Results]]) -> str:
             t = run_targets[index]
             cells.append(f"{'untrusted' if doubt else t.verdict} ({num(t.value, 2)})")
         target_rows.append([target.name, *cells])
-    lines += _table(("target", *names), target_rows)
-    return "\n".join(lines) + "\n"
+    return target_rows
 
 
 def _noise_warning(results: Results) -> list[str]:
