@@ -16,6 +16,7 @@ import pytest
 from bench import processes
 from bench.bodies import BodyFactory, event_id_offsets, make_templates, ring_length, tagged
 from bench.ceilings import parse_producer_performance
+from bench.config import make_config, make_parser
 from bench.loadgen import Generator, LoadSpec, PhaseSpec, planned_seconds
 from bench.profile import area, parse_collapsed, summarize_profile
 from bench.report import (
@@ -26,7 +27,6 @@ from bench.report import (
     to_json,
 )
 from bench.results import Results, background_pct, paired_steps
-from bench.run import _parser, make_config
 from bench.stats import (
     Latency,
     PhaseStats,
@@ -688,20 +688,20 @@ def test_load_spec_round_trip_and_time_bound() -> None:
 
 
 def test_quick_and_full_configurations() -> None:
-    quick = make_config(_parser().parse_args(["--quick"]))
+    quick = make_config(make_parser().parse_args(["--quick"]))
     assert quick.soak_s == 0
     assert quick.overload_s < 30
-    full = make_config(_parser().parse_args(["--soak-seconds", "60"]))
+    full = make_config(make_parser().parse_args(["--soak-seconds", "60"]))
     assert full.soak_s == 60
     assert full.overload_s == 30
     assert len(full.http_cells) == 9
     with pytest.raises(SystemExit):
-        make_config(_parser().parse_args(["--bridge-env", "NOPE=1"]))
-    args = _parser().parse_args(["--both", "--crowded-topics", "500"])
+        make_config(make_parser().parse_args(["--bridge-env", "NOPE=1"]))
+    args = make_parser().parse_args(["--both", "--crowded-topics", "500"])
     assert (args.both, args.crowded, args.crowded_topics) == (True, False, 500)
-    assert _parser().parse_args(["--crowded"]).crowded_topics == 2000
+    assert make_parser().parse_args(["--crowded"]).crowded_topics == 2000
     with pytest.raises(SystemExit):
-        _parser().parse_args(["--both", "--crowded"])
+        make_parser().parse_args(["--both", "--crowded"])
 
 
 def test_markdown_says_when_over_capacity_did_not_overload() -> None:
