@@ -32,75 +32,77 @@ SATURATED_GENERATOR_PCT: Final = 90.0
 
 
 def to_json(results: Results) -> dict[str, Any]:
+    """results.json: the verdicts first, then every phase measured, by part of the run."""
+    return {
+        "meta": results.meta,
+        "targets": [t.to_dict() for t in targets(results)],
+        "generator_check": generator_check(results).to_dict(),
+        "comparisons": [c.to_dict() for c in comparisons(results)],
+        "bridge": _json_bridge(results),
+        "ceilings": _json_ceilings(results),
+        "compare": {"url": results.compare_url, "phases": [p.to_dict() for p in results.compare]},
+        "peer": _json_peer(results),
+        "all_cores": _json_search(results.all_cores_steps),
+        "benthos": _json_search(results.benthos_steps),
+        "untrusted": trust_problems(results) if results.meta.get("quick") else [],
+        "profile": results.profile,
+        "notes": results.notes,
+    }
+
+
+def _json_bridge(results: Results) -> dict[str, Any]:
     sus = results.sustainable
     soak_growth = None
     if results.soak is not None and BRIDGE in results.soak.procs:
         growth = rss_growth(results.soak.procs[BRIDGE].rss_mb)
         soak_growth = growth.to_dict() if growth else None
     return {
-        "meta": results.meta,
-        "targets": [t.to_dict() for t in targets(results)],
-        "generator_check": generator_check(results).to_dict(),
-        "comparisons": [c.to_dict() for c in comparisons(results)],
-        "bridge": {
-            "peak_rss_mb": rounded(results.bridge_peak_rss_mb),
-            "alm_like": [p.to_dict() for p in results.alm],
-            "open_loop": {
-                "steps": [
-                    {**p.to_dict(), "passed": step_passes(p, P99_LIMIT_MS)}
-                    for p in results.open_steps
-                ],
-                "sustainable_rps": rounded(sus.offered_rps if sus else None),
-                "sustainable_events_per_s": rounded(sus.events_per_s if sus else None),
-            },
-            "over_capacity": results.overload.to_dict() if results.overload else None,
-            "soak": (
-                {**results.soak.to_dict(), "rss_growth": soak_growth} if results.soak else None
-            ),
-        },
-        "ceilings": {
-            "http": {
-                "closed": [p.to_dict() for p in results.http_cells],
-                "open_steps": [p.to_dict() for p in results.http_steps],
-            },
-            "aiokafka": {
-                **results.producer_info,
-                "throughput": _d(results.producer_throughput),
-                "latency": _d(results.producer_latency),
-                "open_steps": [p.to_dict() for p in results.producer_steps],
-            },
-            "java": results.java,
-        },
-        "compare": {"url": results.compare_url, "phases": [p.to_dict() for p in results.compare]},
-        "peer": {
-            "alm_like": [p.to_dict() for p in results.peer_alm],
-            "single_turns": [
-                {"bridge": b.to_dict(), "peer": p.to_dict()} for b, p in results.single_turns
+        "peak_rss_mb": rounded(results.bridge_peak_rss_mb),
+        "alm_like": [p.to_dict() for p in results.alm],
+        "open_loop": {
+            "steps": [
+                {**p.to_dict(), "passed": step_passes(p, P99_LIMIT_MS)} for p in results.open_steps
             ],
-            "open_loop": {
-                "steps": [{**p.to_dict(), "passed": step_passes(p)} for p in results.peer_steps],
-                "sustainable_events_per_s": rounded(
-                    results.peer_sustainable.events_per_s if results.peer_sustainable else None
-                ),
-            },
+            "sustainable_rps": rounded(sus.offered_rps if sus else None),
+            "sustainable_events_per_s": rounded(sus.events_per_s if sus else None),
         },
-        "all_cores": {
-            "steps": [{**p.to_dict(), "passed": step_passes(p)} for p in results.all_cores_steps],
-            "sustainable_events_per_s": rounded(
-                results.all_cores_sustainable.events_per_s
-                if results.all_cores_sustainable
-                else None
-            ),
+        "over_capacity": results.overload.to_dict() if results.overload else None,
+        "soak": ({**results.soak.to_dict(), "rss_growth": soak_growth} if results.soak else None),
+    }
+
+
+def _json_ceilings(results: Results) -> dict[str, Any]:
+    return {
+        "http": {
+            "closed": [p.to_dict() for p in results.http_cells],
+            "open_steps": [p.to_dict() for p in results.http_steps],
         },
-        "benthos": {
-            "steps": [{**p.to_dict(), "passed": step_passes(p)} for p in results.benthos_steps],
-            "sustainable_events_per_s": rounded(
-                results.benthos_sustainable.events_per_s if results.benthos_sustainable else None
-            ),
+        "aiokafka": {
+            **results.producer_info,
+            "throughput": _d(results.producer_throughput),
+            "latency": _d(results.producer_latency),
+            "open_steps": [p.to_dict() for p in results.producer_steps],
         },
-        "untrusted": trust_problems(results) if results.meta.get("quick") else [],
-        "profile": results.profile,
-        "notes": results.notes,
+        "java": results.java,
+    }
+
+
+def _json_peer(results: Results) -> dict[str, Any]:
+    return {
+        "alm_like": [p.to_dict() for p in results.peer_alm],
+        "single_turns": [
+            {"bridge": b.to_dict(), "peer": p.to_dict()} for b, p in results.single_turns
+        ],
+        "open_loop": _json_search(results.peer_steps),
+    }
+
+
+def _json_search(steps: Sequence[PhaseStats]) -> dict[str, Any]:
+    """An open-loop rate search: its steps, each passed or not, and the rate it held."""
+    held = sustainable(steps)
+    return {
+        "steps": [{**p.to_dict(), "passed": step_passes(p)} for p in steps],
+        "sustainable_events_per_s": rounded(held.events_per_s if held else None),
     }
 
 
