@@ -127,17 +127,7 @@ def run_once(config: Config, run_dir: Path, label: str) -> tuple[Results, bool]:
     started = time.monotonic()
     steal0 = steal_seconds()
     say(f"bench: {'quick' if config.quick else 'full'} run, {label} broker, results in {run_dir}")
-    meta: dict[str, Any] = {
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": config.quick,
-        "broker": label,
-        "handover": config.handover,
-        "cpus": os.cpu_count(),
-        "loadavg_start": loadavg(),
-        **_versions(),
-    }
-    with contextlib.suppress(Exception):
-        meta["kafka_version"] = kafka_version()
+    meta = _meta_at_start(config, label)
     failure: str | None = None
     run: Run | None = None
     try:
@@ -177,7 +167,32 @@ def run_once(config: Config, run_dir: Path, label: str) -> tuple[Results, bool]:
         results.notes.append(f"the run did not complete: {failure.strip().splitlines()[-1]}")
     markdown = write_outputs(results, run_dir)
     print(markdown)
-    doubts = trust_problems(results) if config.quick else []
+    _say_verdicts(results, quick=config.quick)
+    say(f"results: {run_dir} (took {meta['duration_s']:.0f} s)")
+    if failure is not None:
+        say(f"bench: {failure}")
+    return results, failure is not None
+
+
+def _meta_at_start(config: Config, label: str) -> dict[str, Any]:
+    """What results.json records of the run before it starts: when, where, which versions."""
+    meta: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": config.quick,
+        "broker": label,
+        "handover": config.handover,
+        "cpus": os.cpu_count(),
+        "loadavg_start": loadavg(),
+        **_versions(),
+    }
+    with contextlib.suppress(Exception):
+        meta["kafka_version"] = kafka_version()
+    return meta
+
+
+def _say_verdicts(results: Results, *, quick: bool) -> None:
+    """One line per target (?? for a quick run that cannot be trusted), then why not."""
+    doubts = trust_problems(results) if quick else []
     for target in targets(results):
         verdict = "??" if doubts else target.verdict
         say(f"{verdict:4}  {target.name}  ({target.detail})")
@@ -185,7 +200,3 @@ def run_once(config: Config, run_dir: Path, label: str) -> tuple[Results, bool]:
     say(f"{check.verdict:4}  {check.name}")
     for doubt in doubts:
         say(f"untrusted: {doubt}")
-    say(f"results: {run_dir} (took {meta['duration_s']:.0f} s)")
-    if failure is not None:
-        say(f"bench: {failure}")
-    return results, failure is not None
