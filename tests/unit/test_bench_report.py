@@ -704,6 +704,15 @@ def test_quick_and_full_configurations() -> None:
         make_parser().parse_args(["--both", "--crowded"])
 
 
+def test_the_recorded_configuration_leaves_out_the_compared_secret() -> None:
+    args = ["--compare-url", "http://x/webhooks/alm", "--compare-secret", "s3cret"]
+    recorded = make_config(make_parser().parse_args(args)).to_dict()
+    assert "compare_secret" not in recorded
+    assert recorded["compare_url"] == "http://x/webhooks/alm"
+    assert isinstance(recorded["results_root"], str)
+    assert orjson.loads(orjson.dumps(recorded))["soak_s"] == 300.0
+
+
 def test_markdown_says_when_over_capacity_did_not_overload() -> None:
     results = _results()
     assert "did not overload the bridge" not in render_markdown(results)
