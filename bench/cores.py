@@ -38,9 +38,13 @@ from typing import Any, Final
 
 import orjson
 
+from bench.config import RESULTS_ROOT, make_config
 from bench.handover import DESIGNS
 from bench.loadgen import PhaseSpec
-from bench.run import RESULTS_ROOT, Run, loadavg, make_config, say
+from bench.phases import Driver
+from bench.results import Results
+from bench.run import loadavg
+from bench.servers import Servers, say
 from bench.services import BenchError, Interrupted, ProcessSet
 from bench.stats import PhaseStats
 from deploy.ports import free_ports
@@ -209,10 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_start": loadavg(),
     }
     rounds: list[dict[str, dict[str, PhaseStats]]] = []
-    run: Run | None = None
+    servers: Servers | None = None
     try:
         with ProcessSet(run_dir) as procs:
-            run = Run(config, run_dir, procs)
+            servers = Servers(config, run_dir, procs, Results())
+            driver = Driver(servers)
             if sink_port is not None:
                 procs.start(
                     "otlp-sink",
@@ -220,23 +225,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log=run_dir / "otlp-sink.log",
                 )
                 procs.wait_http("otlp-sink", f"http://127.0.0.1:{sink_port}/", 30)
-            run.start_kafka()
+            servers.start_kafka()
             urls = {
-                name: run.start_bridge(name, handover, envs.get(name))
+                name: servers.start_bridge(name, handover, envs.get(name))
                 for name, handover in processes.items()
             }
             first = next(iter(urls.values()))
-            run.bridge_url = first
+            servers.bridge_url = first
             warm = [PhaseSpec("warm-up", "closed", 100, 2.0, senders=4)]
             for url in urls.values():
-                run.load("warm-up", warm, target="bridge", url=url, watch={}, urls=[url])
+                driver.load("warm-up", warm, target="bridge", url=url, watch={}, urls=[url])
             rate: float | None = None
             for index in range(args.rounds):
                 this: dict[str, dict[str, PhaseStats]] = {}
                 for layout, names in layouts.items():
                     chosen = [urls[name] for name in names]
                     watch = {name: procs.pid(name) for name in names}
-                    watch.update(run.kafka_watch())
+                    watch.update(servers.kafka_watch())
                     tag = f"round{index + 1}-{layout.replace(' ', '_')}"
                     this[layout] = {}
                     for key in ("closed", "open", "single"):
@@ -254,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             spec = PhaseSpec(
                                 f"{layout} 1 x 10", "closed", 10, args.seconds, senders=1
                             )
-                        out = run.load(
+                        out = driver.load(
                             f"{tag}-{key}",
                             [spec],
                             target="bridge",
@@ -269,10 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"bench.cores: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        if run is not None and run.kafka is not None and run.kafka_started:
+        if servers is not None and servers.kafka is not None and servers.kafka_started:
             with contextlib.suppress(Exception):
-                if not run.kafka.is_running():
-                    shutil.rmtree(run.kafka.data_dir, ignore_errors=True)
+                if not servers.kafka.is_running():
+                    shutil.rmtree(servers.kafka.data_dir, ignore_errors=True)
     rows = summarize(rounds)
     text = render(rows, len(rounds), meta)
     (run_dir / "cores.md").write_text(text)

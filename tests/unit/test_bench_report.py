@@ -16,25 +16,17 @@ import pytest
 from bench import processes
 from bench.bodies import BodyFactory, event_id_offsets, make_templates, ring_length, tagged
 from bench.ceilings import parse_producer_performance
+from bench.config import make_config, make_parser
 from bench.loadgen import Generator, LoadSpec, PhaseSpec, planned_seconds
 from bench.profile import area, parse_collapsed, summarize_profile
 from bench.report import (
-    Comparison,
-    Results,
-    background_pct,
     chart_series,
-    comparisons,
-    exit_status,
-    generator_check,
-    paired_steps,
     render_broker_summary,
     render_chart,
     render_markdown,
-    targets,
     to_json,
-    trust_problems,
 )
-from bench.run import _parser, make_config
+from bench.results import Results, background_pct, paired_steps
 from bench.stats import (
     Latency,
     PhaseStats,
@@ -49,6 +41,14 @@ from bench.stats import (
     step_passes,
     summarize,
     sustainable,
+)
+from bench.targets import (
+    Comparison,
+    comparisons,
+    exit_status,
+    generator_check,
+    targets,
+    trust_problems,
 )
 
 # Percentiles and ratios -------------------------------------------------------------------
@@ -688,20 +688,29 @@ def test_load_spec_round_trip_and_time_bound() -> None:
 
 
 def test_quick_and_full_configurations() -> None:
-    quick = make_config(_parser().parse_args(["--quick"]))
+    quick = make_config(make_parser().parse_args(["--quick"]))
     assert quick.soak_s == 0
     assert quick.overload_s < 30
-    full = make_config(_parser().parse_args(["--soak-seconds", "60"]))
+    full = make_config(make_parser().parse_args(["--soak-seconds", "60"]))
     assert full.soak_s == 60
     assert full.overload_s == 30
     assert len(full.http_cells) == 9
     with pytest.raises(SystemExit):
-        make_config(_parser().parse_args(["--bridge-env", "NOPE=1"]))
-    args = _parser().parse_args(["--both", "--crowded-topics", "500"])
+        make_config(make_parser().parse_args(["--bridge-env", "NOPE=1"]))
+    args = make_parser().parse_args(["--both", "--crowded-topics", "500"])
     assert (args.both, args.crowded, args.crowded_topics) == (True, False, 500)
-    assert _parser().parse_args(["--crowded"]).crowded_topics == 2000
+    assert make_parser().parse_args(["--crowded"]).crowded_topics == 2000
     with pytest.raises(SystemExit):
-        _parser().parse_args(["--both", "--crowded"])
+        make_parser().parse_args(["--both", "--crowded"])
+
+
+def test_the_recorded_configuration_leaves_out_the_compared_secret() -> None:
+    args = ["--compare-url", "http://x/webhooks/alm", "--compare-secret", "s3cret"]
+    recorded = make_config(make_parser().parse_args(args)).to_dict()
+    assert "compare_secret" not in recorded
+    assert recorded["compare_url"] == "http://x/webhooks/alm"
+    assert isinstance(recorded["results_root"], str)
+    assert orjson.loads(orjson.dumps(recorded))["soak_s"] == 300.0
 
 
 def test_markdown_says_when_over_capacity_did_not_overload() -> None:
