@@ -31,6 +31,7 @@ from bridge.errors import KafkaStartError, PublishUnavailable
 from bridge.listener import Listener, first_server, identify
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
+from bridge.reasons import DeadLetterReason
 from bridge.records import Record
 from bridge.settings import Settings, sasl_password, setting_name, setting_said, setting_to
 from bridge.sink import PublishResult, Refusal
@@ -405,7 +406,7 @@ class Publisher:
                 refusal = refused_topics.get(topic)
                 if refusal is None and record.exceeds(max_request):
                     refusal = Refusal(
-                        "record_too_large",
+                        DeadLetterReason.RECORD_TOO_LARGE,
                         f"a record of {record.size} bytes is larger than a Kafka request "
                         f"({max_request} bytes)",
                     )
@@ -419,7 +420,7 @@ class Publisher:
                         try:
                             found = await _within(deadline, producer.partitions_for(topic))
                         except TopicAuthorizationFailedError as exc:
-                            denied = Refusal("topic_not_authorized", describe(exc))
+                            denied = Refusal(DeadLetterReason.TOPIC_NOT_AUTHORIZED, describe(exc))
                             self._topics.refuse(topic, denied)
                             refused_topics = {**refused_topics, topic: denied}
                             refused[index] = denied

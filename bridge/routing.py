@@ -17,11 +17,13 @@ import orjson
 
 from bridge.alm import Batch, Event
 from bridge.errors import InvalidBatch
+from bridge.reasons import DeadLetterReason, FallbackReason
 from bridge.records import Headers, Record
 
 UnlistedPolicy = Literal["template", "catchall", "deadletter"]
-FallbackReason = Literal["name_pattern", "reserved_topic", "topic_collision", "topic_limit"]
 KeyStrategy = Literal["record", "eventId", "accountId", "none"]
+# Why an event name does not go to its template topic.
+RouteReason = FallbackReason | Literal[DeadLetterReason.UNLISTED_EVENT]
 MAX_TOPIC_CHARS: Final = 249
 # ALM's event names: upper-case words joined by '_', optionally prefixed ("RESPONSE:...").
 DEFAULT_EVENT_NAME_PATTERN: Final = r"[A-Z][A-Z0-9_]*(:[A-Z0-9_]+)*"
@@ -33,12 +35,6 @@ DEFAULT_CANARY_TOPIC: Final = "alm.canary"
 DEFAULT_UNLISTED: Final = "template"
 DEFAULT_KEY: Final = "record"
 MAX_EVENT_NAME_CHARS: Final = 128
-FALLBACK_REASONS: Final[tuple[FallbackReason, ...]] = (
-    "name_pattern",
-    "reserved_topic",
-    "topic_collision",
-    "topic_limit",
-)
 _ILLEGAL_TOPIC_CHARS: Final = re.compile(r"[^a-z0-9._-]")
 _LEGAL_TOPIC: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
@@ -232,16 +228,20 @@ class TopicRegistry:
         """None when ``receiver`` may publish to template topic ``topic``, else why not."""
         key = collision_key(topic)
         if key in self._operator:
-            return "reserved_topic"
+            return DeadLetterReason.RESERVED_TOPIC
         reserved = self._reserved.get(key)
         if reserved is not None:
             owner, receivers = reserved
-            return None if owner == topic and receiver in receivers else "topic_collision"
+            return (
+                None
+                if owner == topic and receiver in receivers
+                else DeadLetterReason.TOPIC_COLLISION
+            )
         derived = self._derived.get(key)
         if derived is not None and derived != topic:
-            return "topic_collision"
+            return DeadLetterReason.TOPIC_COLLISION
         if not budget.spend(key):
-            return "topic_limit"
+            return DeadLetterReason.TOPIC_LIMIT
         if derived is None:
             self._derived[key] = topic
         return None
@@ -319,7 +319,7 @@ class Plan:
 
     records: tuple[Record, ...]
     filtered: int
-    fallbacks: Mapping[str, int] = field(default_factory=dict)
+    fallbacks: Mapping[FallbackReason, int] = field(default_factory=dict)
     # Events of ``alm-bridge canary``, on the canary topic.
     canaries: int = 0
 
@@ -332,12 +332,12 @@ class Route(NamedTuple):
     """
 
     topic: str | None
-    reason: str | None = None
+    reason: RouteReason | None = None
 
 
 class _NameInfo(NamedTuple):
     topic: str | None
-    reason: str | None
+    reason: RouteReason | None
     family: str
     ce_type: bytes
     name: bytes
@@ -385,12 +385,12 @@ class Router:
         if not listed and policy.unlisted == "catchall":
             return Route(policy.catchall_topic)
         if not listed and policy.unlisted == "deadletter":
-            return Route(None, "unlisted_event")
+            return Route(None, DeadLetterReason.UNLISTED_EVENT)
         if not listed and (len(name) > MAX_EVENT_NAME_CHARS or not self._pattern.fullmatch(name)):
-            return self._fallback("name_pattern")
+            return self._fallback(DeadLetterReason.NAME_PATTERN)
         topic = policy.template_topic(name)
         if collision_key(topic) in self._reserved:
-            return self._fallback("reserved_topic")
+            return self._fallback(DeadLetterReason.RESERVED_TOPIC)
         refused = self.topics.claim(policy.receiver, topic, self.budget)
         if refused is not None:
             return self._fallback(refused)
@@ -451,7 +451,7 @@ class Router:
         """
         records: list[Record] = []
         filtered = 0
-        fallbacks: dict[str, int] = {}
+        fallbacks: dict[FallbackReason, int] = {}
         account = batch.account_id
         account_bytes = str(account).encode()
         source = self.policy.source_template.replace("{accountId}", str(account)).encode()
@@ -483,10 +483,10 @@ class Router:
                 *extra,
             )
             key = self.key_for(account, event, fam)
-            if reason is not None and reason != "unlisted_event":
+            if reason is not None and reason is not DeadLetterReason.UNLISTED_EVENT:
                 fallbacks[reason] = fallbacks.get(reason, 0) + 1
             if topic is None:
-                reason = reason or "unlisted_event"
+                reason = reason or DeadLetterReason.UNLISTED_EVENT
                 headers.extend(dead_letter_headers(reason, f"event name {name[:200]!r}"))
                 records.append(
                     Record(
@@ -505,7 +505,11 @@ class Router:
         return Plan(tuple(records), filtered, fallbacks, canaries)
 
     def dead_letter(
-        self, body: bytes, reason: str, error: str, extra: Sequence[tuple[str, bytes]] = ()
+        self,
+        body: bytes,
+        reason: DeadLetterReason,
+        error: str,
+        extra: Sequence[tuple[str, bytes]] = (),
     ) -> Record:
         """The raw body of a batch that can never be accepted, with why in headers."""
         headers = [
@@ -523,7 +527,7 @@ class Router:
         )
 
     def dead_letter_event(
-        self, record: Record, reason: str, error: str, *, max_value_bytes: int
+        self, record: Record, reason: DeadLetterReason, error: str, *, max_value_bytes: int
     ) -> Record:
         """An event's record that Kafka refused for good, redirected to the dead-letter topic.
 
@@ -548,7 +552,7 @@ class Router:
         )
 
 
-def dead_letter_headers(reason: str, error: str) -> Headers:
+def dead_letter_headers(reason: DeadLetterReason, error: str) -> Headers:
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return [
         ("dlq_reason", reason.encode()),
@@ -575,7 +579,7 @@ def _value(raw: Mapping[str, Any], account_id: int) -> bytes:
         return bytes(memoryview(orjson.dumps({**raw, "accountId": account_id})))
     except orjson.JSONEncodeError as exc:
         raise InvalidBatch(
-            f"event cannot be encoded as JSON: {exc}", code="invalid_event"
+            f"event cannot be encoded as JSON: {exc}", code=DeadLetterReason.INVALID_EVENT
         ) from None
 
 

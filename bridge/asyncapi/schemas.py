@@ -18,6 +18,7 @@ from bridge.asyncapi.model import (
     KAFKA_BINDING_VERSION,
     Family,
 )
+from bridge.reasons import FALLBACK_REASONS, DeadLetterReason
 from bridge.routing import (
     Router,
     RoutingPolicy,
@@ -357,16 +358,37 @@ def trace_properties() -> dict[str, Any]:
     }
 
 
+# The reasons the ``dlq_reason`` description names as examples; the enum has them all.
+_BODY_REASONS_NAMED: Final = (
+    DeadLetterReason.INVALID_JSON,
+    DeadLetterReason.INVALID_ENVELOPE,
+    DeadLetterReason.INVALID_EVENT,
+    DeadLetterReason.RECORD_TOO_LARGE,
+)
+_EVENT_REASONS_NAMED: Final = (
+    DeadLetterReason.UNLISTED_EVENT,
+    *FALLBACK_REASONS,
+    DeadLetterReason.TOPIC_INVALID,
+    DeadLetterReason.TOPIC_NOT_AUTHORIZED,
+    DeadLetterReason.TOPIC_POLICY,
+    DeadLetterReason.TOPIC_CONFIG,
+    DeadLetterReason.TOPIC_MISSING,
+    DeadLetterReason.KAFKA_REFUSED,
+)
+
+
+def _codes(reasons: Sequence[DeadLetterReason]) -> str:
+    return ", ".join(f"`{r}`" for r in reasons)
+
+
 def dlq_properties() -> dict[str, Any]:
     return {
         "dlq_reason": {
             "description": (
-                "A short code: the error code of a malformed body (`invalid_json`, "
-                "`invalid_envelope`, `invalid_event`, `record_too_large`, ...) or why an "
-                "event was not published to its topic (`unlisted_event`, `name_pattern`, "
-                "`reserved_topic`, `topic_collision`, `topic_limit`, `topic_invalid`, "
-                "`topic_not_authorized`, `topic_policy`, `topic_config`, `topic_missing`, "
-                "`kafka_refused`, ...). An open set: new reasons may appear."
+                "A short code: the error code of a malformed body "
+                f"({_codes(_BODY_REASONS_NAMED)}, ...) or why an event was not published to "
+                f"its topic ({_codes(_EVENT_REASONS_NAMED)}, ...). An open set: new reasons "
+                "may appear."
             ),
             "type": "string",
             "pattern": "^[a-z0-9_]+$",
@@ -478,13 +500,16 @@ def message_examples(
                 )
     body = b'{"accountId": 1234, "events": [{"eventId": "", "eventName": "COURSE_ENROLLMENT"}]}'
     dead = router.dead_letter(
-        body, "invalid_event", "events[0].eventId must be a non-empty string", EXAMPLE_TRACE
+        body,
+        DeadLetterReason.INVALID_EVENT,
+        "events[0].eventId must be a non-empty string",
+        EXAMPLE_TRACE,
     )
     headers = {k: v.decode() for k, v in dead.headers}
     headers["dlq_time"] = "2026-11-02T10:15:00.000Z"
     examples[DEAD_LETTERED_BATCH] = [
         {
-            "name": "invalid_event",
+            "name": DeadLetterReason.INVALID_EVENT.value,
             "summary": f"A batch whose event has an empty eventId; {_key_text(dead.key)}",
             "headers": headers,
             "payload": body.decode(),

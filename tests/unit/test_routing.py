@@ -11,6 +11,7 @@ import pytest
 
 from bridge.alm import Batch, parse_body
 from bridge.errors import InvalidBatch
+from bridge.reasons import DeadLetterReason
 from bridge.records import Record
 from bridge.routing import (
     KNOWN_EVENT_NAMES,
@@ -523,7 +524,9 @@ class TestDeadLetter:
         policy = RoutingPolicy(receiver="prod", dead_letter_topic="alm.dlq")
         body = b'{"accountId": 1, "events": [{"eventId": ""}]} \xff raw bytes'
         before = datetime.now(UTC)
-        record = Router(policy).dead_letter(body, "invalid_event", "events[0].eventId is empty")
+        record = Router(policy).dead_letter(
+            body, DeadLetterReason.INVALID_EVENT, "events[0].eventId is empty"
+        )
         after = datetime.now(UTC)
         assert record.topic == "alm.dlq"
         assert record.value == body
@@ -539,7 +542,9 @@ class TestDeadLetter:
         assert before - timedelta(milliseconds=1) <= when <= after
 
     def test_long_or_odd_error_text_is_bounded(self) -> None:
-        record = Router(DEFAULT).dead_letter(b"{}", "invalid_json", "\ud800" + "e" * 5000)
+        record = Router(DEFAULT).dead_letter(
+            b"{}", DeadLetterReason.INVALID_JSON, "\ud800" + "e" * 5000
+        )
         error = headers_of(record)["dlq_error"]
         assert len(error) <= 1000
         assert error.endswith(b"e")
