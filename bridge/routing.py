@@ -94,9 +94,20 @@ KNOWN_EVENT_NAMES: Final = frozenset(
     | {"CI_STATS", "LEARNER_PROGRESS"}
     | {f"{name}_BATCH" for name in _BATCHABLE}
 )
-_RECORD_FAMILIES: Final = frozenset(
-    {"enrollment", "completion", "unenrollment", "progress", "rollback"}
-)
+# The key rule of the ``record`` strategy, the one definition routing and the AsyncAPI
+# document share: the ids in ``data`` (or ``eventData``) that name the record an event of
+# the family is about, keyed ``{accountId}:{id}...`` when every one is present; every
+# other event (and one missing an id) is keyed ``{accountId}:{eventId}``.
+RECORD_KEY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "enrollment": ("userId", "loInstanceId"),
+    "completion": ("userId", "loInstanceId"),
+    "unenrollment": ("userId", "loInstanceId"),
+    "progress": ("userId", "loInstanceId"),
+    "rollback": ("userId", "loInstanceId"),
+    "ci_stats": ("loInstanceId",),
+    "learning_object_instance": ("loInstanceId",),
+    "learning_object": ("loId",),
+}
 
 
 def family(name: str) -> str:
@@ -413,19 +424,22 @@ class Router:
             return str(account_id).encode()
         if strategy == "eventId":
             return event.event_id.encode()
-        data = event.data
-        if fam in _RECORD_FAMILIES:
-            user, instance = data.get("userId"), data.get("loInstanceId")
-            if _is_id(user) and _is_id(instance):
-                return f"{account_id}:{user}:{instance}".encode()
-        elif fam in {"ci_stats", "learning_object_instance"}:
-            instance = data.get("loInstanceId")
-            if _is_id(instance):
-                return f"{account_id}:{instance}".encode()
-        elif fam == "learning_object":
-            lo = data.get("loId")
-            if _is_id(lo):
-                return f"{account_id}:{lo}".encode()
+        fields = RECORD_KEY_FIELDS.get(fam)
+        if fields is not None:
+            # One and two ids spelled out: this runs for every event.
+            data = event.data
+            if len(fields) == 1:
+                only = data.get(fields[0])
+                if _is_id(only):
+                    return f"{account_id}:{only}".encode()
+            elif len(fields) == 2:
+                first, second = data.get(fields[0]), data.get(fields[1])
+                if _is_id(first) and _is_id(second):
+                    return f"{account_id}:{first}:{second}".encode()
+            else:
+                ids = [data.get(f) for f in fields]
+                if all(_is_id(i) for i in ids):
+                    return ":".join([str(account_id), *map(str, ids)]).encode()
         return f"{account_id}:{event.event_id}".encode()
 
     def _name_info(self, name: str) -> _NameInfo:

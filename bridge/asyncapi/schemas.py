@@ -20,6 +20,7 @@ from bridge.asyncapi.model import (
 )
 from bridge.reasons import FALLBACK_REASONS, DeadLetterReason
 from bridge.routing import (
+    RECORD_KEY_FIELDS,
     Router,
     RoutingPolicy,
     family,
@@ -405,7 +406,9 @@ def dlq_properties() -> dict[str, Any]:
     }
 
 
-def _key_templates(strategy: str, fam: Family) -> list[str]:
+def _key_templates(strategy: str, fam: str) -> list[str]:
+    """The keys of family ``fam``'s records under ``strategy``, as templates, from the
+    rule routing keys them by (:data:`bridge.routing.RECORD_KEY_FIELDS`)."""
     if strategy == "none":
         return []
     if strategy == "accountId":
@@ -413,8 +416,9 @@ def _key_templates(strategy: str, fam: Family) -> list[str]:
     if strategy == "eventId":
         return ["{eventId}"]
     fallback = "{accountId}:{eventId}"
-    if fam.key_fields:
-        fields = ":".join(f"{{{f}}}" for f in fam.key_fields)
+    key_fields = RECORD_KEY_FIELDS.get(fam)
+    if key_fields:
+        fields = ":".join(f"{{{f}}}" for f in key_fields)
         return [f"{{accountId}}:{fields}", fallback]
     return [fallback]
 
@@ -436,7 +440,8 @@ _KEY_TEXT: Final[Mapping[str, str]] = {
 }
 
 
-def key_binding(policies: Sequence[RoutingPolicy], fam: Family | None) -> dict[str, Any]:
+def key_binding(policies: Sequence[RoutingPolicy], fam: str | None) -> dict[str, Any]:
+    """The Kafka key binding of family ``fam``'s message (None: the dead-lettered event)."""
     strategies = sorted({p.key for p in policies})
     schemas = [_KEY_SCHEMAS[s] for s in strategies]
     key: dict[str, Any] = dict(schemas[0]) if len(schemas) == 1 else {"anyOf": schemas}
@@ -456,7 +461,7 @@ def key_binding(policies: Sequence[RoutingPolicy], fam: Family | None) -> dict[s
     return {"kafka": {"key": key, "bindingVersion": KAFKA_BINDING_VERSION}}
 
 
-def x_key(policies: Sequence[RoutingPolicy], fam: Family) -> list[dict[str, Any]]:
+def x_key(policies: Sequence[RoutingPolicy], fam: str) -> list[dict[str, Any]]:
     return [
         {"receiver": p.receiver, "strategy": p.key, "templates": _key_templates(p.key, fam)}
         for p in policies

@@ -16,6 +16,7 @@ from bridge.records import Record
 from bridge.routing import (
     KNOWN_EVENT_NAMES,
     MAX_TOPIC_CHARS,
+    RECORD_KEY_FIELDS,
     Plan,
     Router,
     RoutingPolicy,
@@ -362,6 +363,17 @@ class TestKeys:
             event("COURSE_COMPLETED_BATCH", "c", data=USER_INSTANCE),
         )
         assert {r.key for r in result.records} == {b"1234:51001:course:7_9"}
+
+    @pytest.mark.parametrize("fam", sorted(RECORD_KEY_FIELDS))
+    def test_the_record_key_follows_the_rule_of_its_family(self, fam: str) -> None:
+        name = min(n for n in KNOWN_EVENT_NAMES if family(n) == fam)
+        fields = RECORD_KEY_FIELDS[fam]
+        data = {f: f"{f}-1" for f in fields}
+        assert (
+            only_record(DEFAULT, event(name, data=data)).key
+            == ":".join(["1234", *data.values()]).encode()
+        )
+        assert only_record(DEFAULT, event(name, data=data | {fields[-1]: ""})).key == b"1234:e-1"
 
     @pytest.mark.parametrize(
         ("strategy", "key"), [("eventId", b"e-1"), ("accountId", b"1234"), ("none", None)]
