@@ -30,7 +30,9 @@ from bridge.reasons import (
     AuthReason,
     BodyReadCut,
     DeadLetterReason,
+    FleetWriteFailure,
     HeaderCut,
+    ReloadResult,
 )
 from bridge.routing import FAMILIES
 
@@ -46,8 +48,8 @@ AUTH_REASONS: Final = tuple(AuthReason)
 DEAD_LETTER_REASONS: Final = tuple(DeadLetterReason)
 BODY_READ_OUTCOMES: Final = tuple(BodyReadCut)
 HEADER_CUTS: Final = tuple(HeaderCut)
-# Why an event's digest did not reach the fleet topic.
-FLEET_WRITE_FAILURES: Final = ("dropped", "failed")
+FLEET_WRITE_FAILURES: Final = tuple(FleetWriteFailure)
+RELOAD_RESULTS: Final = tuple(ReloadResult)
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
 
@@ -220,8 +222,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        for reason in FLEET_WRITE_FAILURES:
-            self.fleet_writes_failed.labels(reason)
+        for failure in FLEET_WRITE_FAILURES:
+            self.fleet_writes_failed.labels(failure)
         self.fleet_read_errors = Counter(
             "almbridge_dedupe_fleet_read_errors",
             "Reads of the fleet topic that failed (retried every second).",
@@ -275,8 +277,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        for reason in HEADER_CUTS:
-            self.connections_cut.labels(reason)
+        for cut in HEADER_CUTS:
+            self.connections_cut.labels(cut)
         self.tls_reloads = Counter(
             "almbridge_tls_certificate_reloads",
             "Changes of the TLS certificate files: loaded (new connections get the new "
@@ -284,7 +286,7 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        for result in ("loaded", "refused"):
+        for result in RELOAD_RESULTS:
             self.tls_reloads.labels(result)
         self.tls_loaded = Gauge(
             "almbridge_tls_certificate_loaded_timestamp_seconds",
@@ -299,7 +301,7 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        for result in ("loaded", "refused"):
+        for result in RELOAD_RESULTS:
             self.config_reloads.labels(result)
         self.config_generation = Gauge(
             "almbridge_config_generation",

@@ -62,6 +62,19 @@ FallbackReason = Literal[
     DeadLetterReason.TOPIC_LIMIT,
 ]
 FALLBACK_REASONS: Final[tuple[FallbackReason, ...]] = get_args(FallbackReason)
+# Why Kafka refuses a record for good (sink.Refusal): the event is dead-lettered with it,
+# or, under the ``reject`` policy, the batch answered 400 with it.
+KafkaRefusal = Literal[
+    DeadLetterReason.TOPIC_COLLISION,
+    DeadLetterReason.TOPIC_INVALID,
+    DeadLetterReason.TOPIC_NOT_AUTHORIZED,
+    DeadLetterReason.TOPIC_POLICY,
+    DeadLetterReason.TOPIC_CONFIG,
+    DeadLetterReason.TOPIC_MISSING,
+    DeadLetterReason.RECORD_TOO_LARGE,
+    DeadLetterReason.KAFKA_REFUSED,
+]
+KAFKA_REFUSALS: Final[tuple[KafkaRefusal, ...]] = get_args(KafkaRefusal)
 
 
 @unique
@@ -146,3 +159,22 @@ class HeaderCut(StrEnum):
     HEADER_TOO_LARGE = "header_too_large"
     EVICTED = "evicted"
     BUSY = "busy"
+
+
+@unique
+class FleetWriteFailure(StrEnum):
+    """Why an event's digest did not reach the fleet topic: the ``reason`` label of
+    ``almbridge_dedupe_fleet_writes_failed_total``."""
+
+    DROPPED = "dropped"  # the queue was full, or the topic refused
+    FAILED = "failed"  # Kafka did not store it
+
+
+@unique
+class ReloadResult(StrEnum):
+    """What became of a change of the TLS certificate or of the receivers' configuration:
+    the ``result`` label of ``almbridge_tls_certificate_reloads_total`` and
+    ``almbridge_config_reloads_total``."""
+
+    LOADED = "loaded"
+    REFUSED = "refused"

@@ -43,7 +43,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.errors import PublishUnavailable
 from bridge.logs import get_logger
-from bridge.reasons import DeadLetterReason
+from bridge.reasons import DeadLetterReason, KafkaRefusal
 from bridge.settings import Settings
 from bridge.sink import Refusal
 
@@ -62,7 +62,7 @@ BROKEN_PRODUCER = (
 
 # Kafka's answers that will never change for a topic or a record: the records concerned
 # are dead-lettered instead of being answered 503 until ALM gives up.
-_TOPIC_REFUSALS: Final[Mapping[type[BaseException], DeadLetterReason]] = {
+_TOPIC_REFUSALS: Final[Mapping[type[BaseException], KafkaRefusal]] = {
     TopicAuthorizationFailedError: DeadLetterReason.TOPIC_NOT_AUTHORIZED,
     ClusterAuthorizationFailedError: DeadLetterReason.TOPIC_NOT_AUTHORIZED,
     PolicyViolationError: DeadLetterReason.TOPIC_POLICY,
@@ -70,7 +70,7 @@ _TOPIC_REFUSALS: Final[Mapping[type[BaseException], DeadLetterReason]] = {
     InvalidReplicationFactorError: DeadLetterReason.TOPIC_CONFIG,
     InvalidReplicationAssignmentError: DeadLetterReason.TOPIC_CONFIG,
 }
-_RECORD_REFUSALS: Final[Mapping[type[BaseException], DeadLetterReason]] = {
+_RECORD_REFUSALS: Final[Mapping[type[BaseException], KafkaRefusal]] = {
     MessageSizeTooLargeError: DeadLetterReason.RECORD_TOO_LARGE,
     RecordTooLargeError: DeadLetterReason.RECORD_TOO_LARGE,
     RecordListTooLargeError: DeadLetterReason.RECORD_TOO_LARGE,
@@ -99,7 +99,9 @@ def refusal_of(exc: BaseException) -> Refusal | None:
 
 def _invalid_topic(detail: str) -> Refusal:
     collides = "collides" in detail
-    reason = DeadLetterReason.TOPIC_COLLISION if collides else DeadLetterReason.TOPIC_INVALID
+    reason: KafkaRefusal = (
+        DeadLetterReason.TOPIC_COLLISION if collides else DeadLetterReason.TOPIC_INVALID
+    )
     return Refusal(reason, detail)
 
 

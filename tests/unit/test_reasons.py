@@ -21,11 +21,14 @@ from bridge.reasons import (
     AUTH_ERROR_CODES,
     BATCH_OUTCOMES,
     FALLBACK_REASONS,
+    KAFKA_REFUSALS,
     AuthReason,
     BodyReadCut,
     DeadLetterReason,
     ErrorCode,
+    FleetWriteFailure,
     HeaderCut,
+    ReloadResult,
     RequestOutcome,
 )
 from bridge.settings import Settings
@@ -39,6 +42,8 @@ ENUMS: tuple[type[StrEnum], ...] = (
     RequestOutcome,
     BodyReadCut,
     HeaderCut,
+    FleetWriteFailure,
+    ReloadResult,
 )
 CODES = {member.value for enum in ENUMS for member in enum}
 # Keyword arguments that carry a code, whatever the call (errors, log lines, _note).
@@ -56,8 +61,9 @@ CODE_ARGUMENTS = {
     "rejected": 1,
     "dead_letter": 1,
     "dead_letter_event": 1,
-    "batches_by": 1,
 }
+# Calls whose every positional argument may be a code: a metric's label values.
+LABEL_CALLS = {"labels", "batches_by"}
 # A comparison with one of these is a comparison of codes.
 CODE_NAMES = {"code", "reason", "outcome"}
 
@@ -91,6 +97,8 @@ def _literal_codes(tree: ast.AST) -> Iterator[tuple[int, str]]:
             index = CODE_ARGUMENTS.get(name)
             if index is not None and len(node.args) > index:
                 candidates.append(node.args[index])
+            if name in LABEL_CALLS:
+                candidates += node.args
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _returns_a_code(node):
             candidates += [
                 r.value for r in ast.walk(node) if isinstance(r, ast.Return) and r.value is not None
@@ -147,6 +155,7 @@ def test_the_scan_finds_literal_codes() -> None:
         "if 'challenge' in doc: pass\n"
         "if exc.outcome == 'busy': pass\n"
         "_note(request, outcome='probe')\n"
+        "metrics.config_reloads.labels('loaded' if ok else 'refused').inc()\n"
         "log.info('free text', error='anything else')\n"
     )
     assert {value for _, value in _literal_codes(planted)} == {
@@ -156,12 +165,15 @@ def test_the_scan_finds_literal_codes() -> None:
         "topic_limit",
         "busy",
         "probe",
+        "loaded",
+        "refused",
     }
 
 
 def test_kafka_refusals_are_dead_letter_reasons() -> None:
     for reason in (*_RECORD_REFUSALS.values(), *_TOPIC_REFUSALS.values()):
-        assert isinstance(reason, DeadLetterReason)
+        assert reason in KAFKA_REFUSALS
+    assert set(KAFKA_REFUSALS) <= set(DeadLetterReason)
 
 
 def test_the_enums_do_not_share_a_value_where_one_place_holds_both() -> None:
@@ -190,6 +202,9 @@ def _labels(metrics: Metrics, family: str, label: str) -> set[str]:
         ("almbridge_auth_failures", "reason", _values(AuthReason)),
         ("almbridge_body_reads_cut", "outcome", _values(BodyReadCut)),
         ("almbridge_connections_cut", "reason", _values(HeaderCut)),
+        ("almbridge_dedupe_fleet_writes_failed", "reason", _values(FleetWriteFailure)),
+        ("almbridge_tls_certificate_reloads", "result", _values(ReloadResult)),
+        ("almbridge_config_reloads", "result", _values(ReloadResult)),
     ],
 )
 def test_the_metrics_create_exactly_the_series_of_the_enum(
@@ -217,6 +232,9 @@ def _operations_row(metric: str) -> tuple[set[str], set[str]]:
         ("almbridge_auth_failures_total", _values(AuthReason)),
         ("almbridge_body_reads_cut_total", _values(BodyReadCut)),
         ("almbridge_connections_cut_total", _values(HeaderCut)),
+        ("almbridge_dedupe_fleet_writes_failed_total", _values(FleetWriteFailure)),
+        ("almbridge_tls_certificate_reloads_total", _values(ReloadResult)),
+        ("almbridge_config_reloads_total", _values(ReloadResult)),
     ],
 )
 def test_the_operations_guide_names_exactly_the_values_of_each_label(
@@ -241,6 +259,17 @@ def test_the_readme_names_the_error_codes_of_bodies_and_answers_the_code_gives()
     assert named <= _values(ErrorCode) | _values(DeadLetterReason)
     [unauthorized] = [line for line in statuses.splitlines() if line.startswith("| 401 |")]
     assert _backticked(unauthorized) == _values(AUTH_ERROR_CODES.values())
+
+
+def test_the_readme_names_exactly_the_kafka_refusals_and_the_fallback_reasons() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| reason | Kafka's answer |", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split(" | ")[0].strip("| `") for line in table.splitlines()[2:]}
+    assert rows == _values(KAFKA_REFUSALS)
+    [fallbacks] = re.findall(
+        r"almbridge_topic_fallbacks_total\{receiver,reason\}` \((.*?)\)", readme, re.S
+    )
+    assert _backticked(fallbacks) == _values(FALLBACK_REASONS)
 
 
 def _walk(value: Any) -> Iterator[Any]:
