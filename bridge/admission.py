@@ -38,6 +38,8 @@ from typing import Final, Literal
 
 from aiohttp import StreamReader
 
+from bridge.reasons import BodyReadCut
+
 _CHUNK: Final = 64 * 1024
 # A read younger than this is never cut short to make room: under a flood of new
 # connections, every newcomer would otherwise evict the one before it.
@@ -46,7 +48,6 @@ MIN_READ_AGE_SECONDS: Final = 0.1
 # The event loop lags this much (or more) only when it has more ready work than CPU.
 SATURATED_LAG_SECONDS: Final = 0.1
 
-ReadFailure = Literal["timeout", "evicted", "busy"]
 Saturation = Literal["limit", "share", "delay"]
 
 
@@ -57,9 +58,9 @@ class BodyTooLarge(Exception):
 class BodyNotRead(Exception):
     """The body did not arrive: too slow, cut short for a newer request, or no room."""
 
-    def __init__(self, outcome: ReadFailure) -> None:
+    def __init__(self, outcome: BodyReadCut) -> None:
         super().__init__(outcome)
-        self.outcome: ReadFailure = outcome
+        self.outcome = outcome
 
 
 class BudgetFull(Exception):
@@ -189,7 +190,7 @@ class BodyReads:
         if len(self._reads) >= self.max_reads:
             oldest = next(iter(self._reads.values()))
             if self._clock() - oldest.started < self.min_age_seconds:
-                raise BodyNotRead("busy")
+                raise BodyNotRead(BodyReadCut.BUSY)
             self._reads.pop(oldest.key, None)
             self.budget.evict(oldest)
         charge = self.budget.open(read.cut)
@@ -200,7 +201,7 @@ class BodyReads:
         try:
             self.budget.grow(charge, nbytes)
         except BudgetFull:
-            raise BodyNotRead("evicted" if charge.evicted else "busy") from None
+            raise BodyNotRead(BodyReadCut.EVICTED if charge.evicted else BodyReadCut.BUSY) from None
 
     async def read(
         self,
@@ -269,7 +270,7 @@ async def _read_all(
                     grow(size)
                 chunks.append(chunk)
     except TimeoutError:
-        raise BodyNotRead("evicted" if read.evicted else "timeout") from None
+        raise BodyNotRead(BodyReadCut.EVICTED if read.evicted else BodyReadCut.TIMEOUT) from None
     return b"".join(chunks)
 
 
@@ -292,7 +293,7 @@ def inflate(body: bytes, encoding: str, *, limit: int, max_ratio: int, budget: B
             try:
                 budget.grow(charge, _CHUNK)
             except BudgetFull:
-                raise BodyNotRead("busy") from None
+                raise BodyNotRead(BodyReadCut.BUSY) from None
             try:
                 part = inflater.decompress(pending, _CHUNK)
             except zlib.error as exc:

@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from bridge.errors import AccountNotAccepted, InvalidBatch
+from bridge.reasons import DeadLetterReason, ErrorCode
 
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
@@ -74,7 +75,7 @@ class Challenge:
 
 
 def _reject_constant(name: str) -> Any:
-    raise InvalidBatch(f"{name} is not valid JSON", code="invalid_json")
+    raise InvalidBatch(f"{name} is not valid JSON", code=DeadLetterReason.INVALID_JSON)
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -83,7 +84,9 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise InvalidBatch(f"duplicate JSON key {key[:64]!r}", code="duplicate_key")
+                raise InvalidBatch(
+                    f"duplicate JSON key {key[:64]!r}", code=DeadLetterReason.DUPLICATE_KEY
+                )
             seen.add(key)
     return obj
 
@@ -121,17 +124,23 @@ def _decode_strict(body: bytes, limits: Limits) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidBatch(f"body is not UTF-8 (byte {exc.start})", code="invalid_utf8") from None
+        raise InvalidBatch(
+            f"body is not UTF-8 (byte {exc.start})", code=DeadLetterReason.INVALID_UTF8
+        ) from None
     try:
         value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
     except json.JSONDecodeError as exc:
-        raise InvalidBatch(f"invalid JSON: {exc.msg} at {exc.pos}", code="invalid_json") from None
+        raise InvalidBatch(
+            f"invalid JSON: {exc.msg} at {exc.pos}", code=DeadLetterReason.INVALID_JSON
+        ) from None
     except RecursionError:
-        raise InvalidBatch("JSON nested too deeply", code="too_deep") from None
+        raise InvalidBatch("JSON nested too deeply", code=DeadLetterReason.TOO_DEEP) from None
     except ValueError as exc:  # integers longer than Python's digit limit
-        raise InvalidBatch(f"number out of range: {exc}", code="number_out_of_range") from None
+        raise InvalidBatch(
+            f"number out of range: {exc}", code=DeadLetterReason.NUMBER_OUT_OF_RANGE
+        ) from None
     if _skip_ws(text, end) != len(text):
-        raise InvalidBatch(f"extra data after JSON at {end}", code="invalid_json")
+        raise InvalidBatch(f"extra data after JSON at {end}", code=DeadLetterReason.INVALID_JSON)
     _check_tree(value, limits)
     return value
 
@@ -163,12 +172,16 @@ def _check_tree(root: Any, limits: Limits, *, fast: bool = False) -> int:
         kind = type(node)
         if kind is dict:
             if depth > max_depth:
-                raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
+                raise InvalidBatch(
+                    f"JSON nested deeper than {max_depth}", code=DeadLetterReason.TOO_DEEP
+                )
             keys.extend(node)
             values = node.values()
         elif kind is list:
             if depth > max_depth:
-                raise InvalidBatch(f"JSON nested deeper than {max_depth}", code="too_deep")
+                raise InvalidBatch(
+                    f"JSON nested deeper than {max_depth}", code=DeadLetterReason.TOO_DEEP
+                )
             values = node
         else:
             values = (node,)
@@ -185,27 +198,33 @@ def _check_tree(root: Any, limits: Limits, *, fast: bool = False) -> int:
                 numbers.append(child)
     max_chars = limits.max_string_chars
     if keys and max(map(len, keys)) > max_chars:
-        raise InvalidBatch("a JSON key is too long", code="string_too_long")
+        raise InvalidBatch("a JSON key is too long", code=DeadLetterReason.STRING_TOO_LONG)
     if strings and max(map(len, strings)) > max_chars:
         raise _too_long(max_chars)
     for number in numbers:
         if type(number) is int:
             if not _INT64_MIN <= number <= _UINT64_MAX:
-                raise InvalidBatch("an integer is outside 64 bits", code="number_out_of_range")
+                raise InvalidBatch(
+                    "an integer is outside 64 bits", code=DeadLetterReason.NUMBER_OUT_OF_RANGE
+                )
         elif type(number) is float:
             if not math.isfinite(number):
-                raise InvalidBatch("a number is too large", code="number_out_of_range")
+                raise InvalidBatch(
+                    "a number is too large", code=DeadLetterReason.NUMBER_OUT_OF_RANGE
+                )
             if fast and abs(number) >= _FLOAT_AMBIGUOUS:
                 raise _Ambiguous
         else:  # pragma: no cover - both parsers build only the JSON types above
             raise InvalidBatch(
-                f"unexpected JSON value {type(number).__name__}", code="invalid_json"
+                f"unexpected JSON value {type(number).__name__}", code=DeadLetterReason.INVALID_JSON
             )
     return len(keys) + "\x00".join(keys).count(":") + "\x00".join(strings).count(":")
 
 
 def _too_long(max_chars: int) -> InvalidBatch:
-    return InvalidBatch(f"a string is longer than {max_chars} characters", code="string_too_long")
+    return InvalidBatch(
+        f"a string is longer than {max_chars} characters", code=DeadLetterReason.STRING_TOO_LONG
+    )
 
 
 # What parsing a body and publishing its records holds at most, per byte of the body
@@ -269,7 +288,7 @@ def parse_body(
             shown = "missing" if account_id is None else repr(account_id)[:40]
             raise AccountNotAccepted(f"accountId {shown} is not accepted by this receiver")
     if not is_object:
-        raise InvalidBatch("the body must be a JSON object", code="invalid_envelope")
+        raise InvalidBatch("the body must be a JSON object", code=DeadLetterReason.INVALID_ENVELOPE)
     return _batch(doc, limits)
 
 
@@ -283,7 +302,7 @@ def check_challenge(value: object) -> str:
     ):
         raise InvalidBatch(
             f"challenge must be a printable string of 1 to {_CHALLENGE_MAX_CHARS} characters",
-            code="invalid_challenge",
+            code=ErrorCode.INVALID_CHALLENGE,
         )
     return value
 
@@ -291,14 +310,16 @@ def check_challenge(value: object) -> str:
 def _batch(doc: dict[str, Any], limits: Limits) -> Batch:
     account_id = doc.get("accountId")
     if isinstance(account_id, bool) or not isinstance(account_id, int) or account_id < 0:
-        raise InvalidBatch("accountId must be a non-negative integer", code="invalid_envelope")
+        raise InvalidBatch(
+            "accountId must be a non-negative integer", code=DeadLetterReason.INVALID_ENVELOPE
+        )
     events = doc.get("events")
     if not isinstance(events, list):
-        raise InvalidBatch("events must be an array", code="invalid_envelope")
+        raise InvalidBatch("events must be an array", code=DeadLetterReason.INVALID_ENVELOPE)
     if len(events) > limits.max_events:
         raise InvalidBatch(
             f"events holds {len(events)} events, more than {limits.max_events}",
-            code="too_many_events",
+            code=DeadLetterReason.TOO_MANY_EVENTS,
         )
     return Batch(account_id, tuple(_event(e, i) for i, e in enumerate(events)))
 
@@ -321,7 +342,9 @@ def _over_id_bytes(text: str) -> bool:
 def _event(raw: object, index: int) -> Event:
     # Both JSON parsers build exact dicts, lists and strs: ``type(...) is`` is exact here.
     if type(raw) is not dict:
-        raise InvalidBatch(f"events[{index}] must be an object", code="invalid_event")
+        raise InvalidBatch(
+            f"events[{index}] must be an object", code=DeadLetterReason.INVALID_EVENT
+        )
     event_id = raw.get("eventId")
     if type(event_id) is int:
         event_id = str(event_id)
@@ -329,14 +352,14 @@ def _event(raw: object, index: int) -> Event:
         raise InvalidBatch(
             f"events[{index}].eventId must be a non-empty string of at most "
             f"{_MAX_ID_BYTES} UTF-8 bytes",
-            code="invalid_event",
+            code=DeadLetterReason.INVALID_EVENT,
         )
     name = raw.get("eventName")
     if type(name) is not str or _blank(name) or _over_id_bytes(name):
         raise InvalidBatch(
             f"events[{index}].eventName must be a non-empty string of at most "
             f"{_MAX_ID_BYTES} UTF-8 bytes",
-            code="invalid_event",
+            code=DeadLetterReason.INVALID_EVENT,
         )
     data = raw.get("data")
     if data is None:
@@ -344,9 +367,13 @@ def _event(raw: object, index: int) -> Event:
         if data is None:
             data = {}
         elif type(data) is not dict:
-            raise InvalidBatch(f"events[{index}].eventData must be an object", code="invalid_event")
+            raise InvalidBatch(
+                f"events[{index}].eventData must be an object", code=DeadLetterReason.INVALID_EVENT
+            )
     elif type(data) is not dict:
-        raise InvalidBatch(f"events[{index}].data must be an object", code="invalid_event")
+        raise InvalidBatch(
+            f"events[{index}].data must be an object", code=DeadLetterReason.INVALID_EVENT
+        )
     when = raw.get("timestamp")
     if when is None:
         when = raw.get("eventTime")

@@ -35,6 +35,7 @@ from bridge.ingest import Ingestor
 from bridge.logs import RepeatFilter, get_logger
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
+from bridge.reasons import ReloadResult
 from bridge.receivers import Receiver, resolve
 from bridge.reload import Configuration, Reloader
 from bridge.server import MAX_HEADER_FIELD_BYTES, MAX_HEADER_FIELDS, HeaderLimits, Runner
@@ -433,7 +434,7 @@ def _certificate(settings: Settings, state: State) -> ServerCertificate | None:
     metrics = state.metrics
 
     def on_reload(ok: bool) -> None:
-        metrics.tls_reloads.labels("loaded" if ok else "refused").inc()
+        metrics.tls_reloads.labels(ReloadResult.LOADED if ok else ReloadResult.REFUSED).inc()
         if ok:
             metrics.tls_loaded.set_to_current_time()
 
@@ -490,7 +491,7 @@ def _reloader(settings: Settings, state: State) -> Reloader:
     metrics = state.metrics
 
     def on_result(ok: bool) -> None:
-        metrics.config_reloads.labels("loaded" if ok else "refused").inc()
+        metrics.config_reloads.labels(ReloadResult.LOADED if ok else ReloadResult.REFUSED).inc()
         metrics.config_last_reload_successful.set(1 if ok else 0)
         if ok:
             metrics.config_loaded.set_to_current_time()

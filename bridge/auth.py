@@ -2,7 +2,7 @@
 
 Every verifier works on header values and the raw body bytes only, never on a parsed
 body, and compares in constant time. Failures raise :class:`AuthError` with a closed
-reason code (``missing``, ``malformed``, ``mismatch``) that is safe to put in a metric.
+reason code (:class:`bridge.reasons.AuthReason`) that is safe to put in a metric.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Final, Literal, Protocol, get_args
 import orjson
 
 from bridge.errors import AuthError
+from bridge.reasons import AuthReason
 
 # The one list of HMAC hashes and digest encodings; settings, the sender's options and the
 # tests take theirs from here.
@@ -94,23 +95,25 @@ class BasicAuth:
     def precheck(self, headers: Mapping[str, str]) -> None:
         value = headers.get("Authorization")
         if not value:
-            raise AuthError("missing", "no Authorization header")
+            raise AuthError(AuthReason.MISSING, "no Authorization header")
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "basic" or not token:
-            raise AuthError("malformed", "Authorization is not Basic")
+            raise AuthError(AuthReason.MALFORMED, "Authorization is not Basic")
         try:
             decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
         except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII tokens
-            raise AuthError("malformed", "Basic credentials are not base64 of UTF-8") from None
+            raise AuthError(
+                AuthReason.MALFORMED, "Basic credentials are not base64 of UTF-8"
+            ) from None
         username, sep, password = decoded.partition(":")
         if not sep:
-            raise AuthError("malformed", "Basic credentials have no ':'")
+            raise AuthError(AuthReason.MALFORMED, "Basic credentials have no ':'")
         given = _credential_digest(username, password)
         matched = False
         for digest in self._digests:
             matched |= hmac.compare_digest(given, digest)
         if not matched:
-            raise AuthError("mismatch", "unknown username or wrong password")
+            raise AuthError(AuthReason.MISMATCH, "unknown username or wrong password")
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         return None
@@ -136,12 +139,13 @@ class HmacAuth:
         """
         value = headers.get(self.header, "")
         if not value.strip():
-            raise AuthError("missing", f"no {self.header} header")
+            raise AuthError(AuthReason.MISSING, f"no {self.header} header")
         size = len(self._decode(value))
         expected = hashlib.new(self.algorithm).digest_size
         if size != expected:
             raise AuthError(
-                "malformed", f"signature has {size} bytes, an HMAC-{self.algorithm} has {expected}"
+                AuthReason.MALFORMED,
+                f"signature has {size} bytes, an HMAC-{self.algorithm} has {expected}",
             )
 
     def _decode(self, value: str) -> bytes:
@@ -149,28 +153,28 @@ class HmacAuth:
         prefixed = _PREFIX.match(text)
         if prefixed is not None:
             if prefixed.group(1).lower() != self.algorithm:
-                raise AuthError("malformed", "signature prefix names another algorithm")
+                raise AuthError(AuthReason.MALFORMED, "signature prefix names another algorithm")
             text = prefixed.group(2).strip()
         if not text:
-            raise AuthError("malformed", "signature is empty")
+            raise AuthError(AuthReason.MALFORMED, "signature is empty")
         try:
             if self.encoding == "hex":
                 return bytes.fromhex(text)
             return base64.b64decode(text, validate=True)
         except (ValueError, binascii.Error):
-            raise AuthError("malformed", f"signature is not {self.encoding}") from None
+            raise AuthError(AuthReason.MALFORMED, f"signature is not {self.encoding}") from None
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         value = headers.get(self.header, "")
         if not value.strip():
-            raise AuthError("missing", f"no {self.header} header")
+            raise AuthError(AuthReason.MISSING, f"no {self.header} header")
         given = self._decode(value)
         matched = False
         for secret in self.secrets:
             expected = hmac.new(secret, body, self.algorithm).digest()
             matched |= hmac.compare_digest(given, expected)
         if not matched:
-            raise AuthError("mismatch", "signature does not match the body")
+            raise AuthError(AuthReason.MISMATCH, "signature does not match the body")
 
 
 def sign_hmac(

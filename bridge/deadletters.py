@@ -24,6 +24,7 @@ import orjson
 from bridge.alm import Batch, Challenge, Limits, parse_body
 from bridge.dedupe import digest
 from bridge.errors import AccountNotAccepted, InvalidBatch
+from bridge.reasons import DeadLetterReason, ErrorCode
 from bridge.receivers import policy_for
 from bridge.records import Headers, Record
 from bridge.routing import Router, TopicRegistry, family
@@ -227,7 +228,7 @@ class Replanner:
             blocked = "denied"
         route = router.route(name) if blocked is None else None
         if route is not None and route.topic is None:
-            blocked = route.reason or "unlisted_event"
+            blocked = route.reason or DeadLetterReason.UNLISTED_EVENT
         if blocked is not None or route is None or route.topic is None or letter.value is None:
             return Item(letter.source, letter, account, name, event_id, None, blocked)
         record = Record(
@@ -239,7 +240,15 @@ class Replanner:
             family(name),
         )
         if record.exceeds(self.max_record_bytes):
-            return Item(letter.source, letter, account, name, event_id, None, "record_too_large")
+            return Item(
+                letter.source,
+                letter,
+                account,
+                name,
+                event_id,
+                None,
+                DeadLetterReason.RECORD_TOO_LARGE,
+            )
         return Item(letter.source, letter, account, name, event_id, record)
 
     def _batch(self, router: Router, letter: DeadLetter) -> list[Item]:
@@ -253,7 +262,7 @@ class Replanner:
         except InvalidBatch as exc:
             return [self._blocked(letter, exc.code)]
         except AccountNotAccepted:
-            return [self._blocked(letter, "account_not_accepted")]
+            return [self._blocked(letter, ErrorCode.ACCOUNT_NOT_ACCEPTED)]
         if isinstance(parsed, Challenge):
             return [self._blocked(letter, "challenge")]
         return self._batch_items(router, letter, parsed)
@@ -265,7 +274,11 @@ class Replanner:
             return [self._blocked(letter, exc.code, account_id=batch.account_id)]
         if any(r.exceeds(self.max_record_bytes) for r in plan.records):
             # As live: one event too large for a record refuses the whole batch.
-            return [self._blocked(letter, "record_too_large", account_id=batch.account_id)]
+            return [
+                self._blocked(
+                    letter, DeadLetterReason.RECORD_TOO_LARGE, account_id=batch.account_id
+                )
+            ]
         names = {e.event_id: e.name for e in batch.events}
         items: list[Item] = []
         for record in plan.records:
@@ -279,7 +292,7 @@ class Replanner:
                     names.get(event_id),
                     event_id,
                     None,
-                    record.reason or "unlisted_event",
+                    record.reason or DeadLetterReason.UNLISTED_EVENT,
                 )
                 items.append(blocked)
                 continue
@@ -483,6 +496,8 @@ class Tally:
 
 
 def count(counts: dict[str, int], key: str, n: int = 1) -> None:
+    # A plain string key (a reason may be a StrEnum member): orjson refuses str subclasses.
+    key = str(key)
     counts[key] = counts.get(key, 0) + n
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bridge.reasons import AuthReason, DeadLetterReason, ErrorCode
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
@@ -30,27 +32,34 @@ class AuthError(BridgeError):
 
     code = "unauthorized"
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail, code="unauthorized")
+    def __init__(self, reason: AuthReason, detail: str) -> None:
+        super().__init__(detail)
         self.reason = reason
 
 
 class InvalidBatch(BridgeError):
-    """The body authenticated but is not a batch the bridge can ever accept."""
+    """The body authenticated but is not a batch the bridge can ever accept: ``code`` is
+    the body's error code (dead-lettered as the reason), or ``invalid_challenge``."""
 
-    code = "invalid_batch"
+    code: DeadLetterReason | ErrorCode
+
+    def __init__(self, detail: str, *, code: DeadLetterReason | ErrorCode) -> None:
+        super().__init__(detail, code=code)
 
 
 class AccountNotAccepted(BridgeError):
     """The batch's accountId is not one this receiver accepts."""
 
-    code = "account_not_accepted"
+    code = ErrorCode.ACCOUNT_NOT_ACCEPTED
 
 
 class PublishUnavailable(BridgeError):
     """Kafka did not acknowledge every record within the deadline."""
 
-    code = "kafka_unavailable"
+    code: ErrorCode = ErrorCode.KAFKA_UNAVAILABLE
+
+    def __init__(self, detail: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(detail, code=code)
 
 
 class KafkaStartError(BridgeError):

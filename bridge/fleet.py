@@ -50,6 +50,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.partitioning import partition_for
 from bridge.publisher import client_options
+from bridge.reasons import FleetWriteFailure
 from bridge.records import Record
 from bridge.settings import Settings
 from bridge.topics import describe
@@ -138,7 +139,7 @@ class Fleet:
         if self.status in ("refused", "stopped") or (
             self._queued_keys + len(fresh) > MAX_QUEUED_KEYS
         ):
-            self._metrics.fleet_writes_failed.labels("dropped").inc(len(fresh))
+            self._metrics.fleet_writes_failed.labels(FleetWriteFailure.DROPPED).inc(len(fresh))
             return
         self._queue.append((receiver, fresh, int(self._wall() * 1000)))
         self._queued_keys += len(fresh)
@@ -486,7 +487,7 @@ class Fleet:
                         # Never seen; the writer must outlive it all the same.
                         log.exception("dedupe_fleet_write_failed", topic=topic)
                         lost = len(keys) - sum(counts.values())
-                        self._metrics.fleet_writes_failed.labels("failed").inc(lost)
+                        self._metrics.fleet_writes_failed.labels(FleetWriteFailure.FAILED).inc(lost)
                     for handle, count in counts.items():
                         handle.add_done_callback(functools.partial(self._written, count))
                     lanes.flush()
@@ -498,7 +499,7 @@ class Fleet:
         if not handle.cancelled() and handle.exception() is None:
             self._metrics.fleet_writes.inc(count)
         else:
-            self._metrics.fleet_writes_failed.labels("failed").inc(count)
+            self._metrics.fleet_writes_failed.labels(FleetWriteFailure.FAILED).inc(count)
 
     async def drain(self, timeout_seconds: float) -> None:
         """Let the queued digests be handed to the producer, within ``timeout_seconds``."""

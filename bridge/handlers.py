@@ -27,6 +27,13 @@ from bridge.fleet import Fleet
 from bridge.ingest import Ingestor, Summary
 from bridge.logs import RepeatFilter, Sampler, escaped, get_logger, valid_text
 from bridge.metrics import UNKNOWN_RECEIVER, Metrics
+from bridge.reasons import (
+    AUTH_ERROR_CODES,
+    BodyReadCut,
+    DeadLetterReason,
+    ErrorCode,
+    RequestOutcome,
+)
 from bridge.receivers import Receiver
 from bridge.routing import Router
 from bridge.settings import Settings
@@ -98,7 +105,7 @@ def _status_class(status: int) -> str:
 
 def error_response(
     status: HTTPStatus,
-    code: str,
+    code: ErrorCode | DeadLetterReason,
     detail: str,
     *,
     retry_after: int | None = None,
@@ -177,7 +184,7 @@ def _sampled_as(request: web.Request, status: int) -> str | None:
     if status < 400:
         return answer.outcome
     reason = answer.reason
-    if status < 500 or reason == "too_many_body_reads":
+    if status < 500 or reason == ErrorCode.TOO_MANY_BODY_READS:
         return reason
     return None
 
@@ -213,7 +220,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled_error")
         response = error_response(
-            HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "unexpected error; see the logs"
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            ErrorCode.INTERNAL_ERROR,
+            "unexpected error; see the logs",
         )
     response.headers["X-Request-Id"] = request_id
     if is_webhook:
@@ -268,7 +277,7 @@ def _receiver(request: web.Request) -> Receiver | None:
 def _not_found(request: web.Request) -> web.Response:
     return error_response(
         HTTPStatus.NOT_FOUND,
-        "unknown_receiver",
+        ErrorCode.UNKNOWN_RECEIVER,
         f"no receiver named {request.match_info['receiver'][:64]!r}",
     )
 
@@ -280,13 +289,13 @@ async def webhook_get(request: web.Request) -> web.Response:
         return _not_found(request)
     _bind(receiver=receiver.name)
     if "challenge" not in request.query:
-        _note(request, outcome="probe")
+        _note(request, outcome=RequestOutcome.PROBE)
         return web.Response(status=HTTPStatus.OK)
     try:
         value = check_challenge(request.query["challenge"])
     except InvalidBatch as exc:
         return error_response(HTTPStatus.BAD_REQUEST, exc.code, exc.detail)
-    _note(request, outcome="challenge")
+    _note(request, outcome=RequestOutcome.CHALLENGE)
     return web.Response(text=value, content_type="text/plain")
 
 
@@ -296,7 +305,7 @@ def _is_json(content_type: str) -> bool:
 
 
 def _challenge_reply(request: web.Request, challenge: Challenge) -> web.Response:
-    _note(request, outcome="challenge")
+    _note(request, outcome=RequestOutcome.CHALLENGE)
     return web.Response(body=orjson.dumps({"challenge": challenge.value}), content_type=_JSON)
 
 
@@ -325,20 +334,21 @@ class _Post:
         return self.receiver.name
 
     def rejected(
-        self, status: HTTPStatus, code: str, detail: str, *, close: bool = False
+        self, status: HTTPStatus, code: ErrorCode, detail: str, *, close: bool = False
     ) -> web.Response:
-        self.state.metrics.batches_by(self.name, "rejected").inc()
-        _note(self.request, outcome="rejected", error=code)
+        self.state.metrics.batches_by(self.name, RequestOutcome.REJECTED).inc()
+        _note(self.request, outcome=RequestOutcome.REJECTED, error=code)
         return error_response(status, code, detail, close=close)
 
     def unauthorized(self, exc: AuthError, body: bytes | None = None) -> web.Response:
         state, name = self.state, self.name
-        state.metrics.batches_by(name, "unauthorized").inc()
+        state.metrics.batches_by(name, RequestOutcome.UNAUTHORIZED).inc()
         state.metrics.auth_failures.labels(name, exc.reason).inc()
-        _note(self.request, outcome="unauthorized", auth_reason=exc.reason)
+        _note(self.request, outcome=RequestOutcome.UNAUTHORIZED, auth_reason=exc.reason)
         headers = self.request.headers.items()
         log_refusal(state.diagnoses, name, self.receiver.verifier, headers, body)
-        return error_response(HTTPStatus.UNAUTHORIZED, f"auth_{exc.reason}", exc.detail, close=True)
+        code = AUTH_ERROR_CODES[exc.reason]
+        return error_response(HTTPStatus.UNAUTHORIZED, code, exc.detail, close=True)
 
 
 async def webhook_post(request: web.Request) -> web.Response:
@@ -388,11 +398,11 @@ def _admit(post: _Post) -> web.Response | None:
     """The checks on the headers; a refusal, or None to read the body."""
     request, state, settings, name = post.request, post.state, post.settings, post.name
     if state.shutting_down:
-        state.metrics.batches_by(name, "unavailable").inc()
-        _note(request, outcome="unavailable")
+        state.metrics.batches_by(name, RequestOutcome.UNAVAILABLE).inc()
+        _note(request, outcome=RequestOutcome.UNAVAILABLE)
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ErrorCode.SHUTTING_DOWN,
             "the bridge is shutting down; send again",
             retry_after=settings.retry_after_seconds,
             close=True,
@@ -401,14 +411,14 @@ def _admit(post: _Post) -> web.Response | None:
     if length is not None and length > settings.max_body_bytes:
         return post.rejected(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            "body_too_large",
+            ErrorCode.BODY_TOO_LARGE,
             f"body of {length} bytes is larger than {settings.max_body_bytes}",
             close=True,
         )
     if not _is_json(request.content_type if "Content-Type" in request.headers else ""):
         return post.rejected(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"expected application/json, got {request.content_type[:64]!r}",
             close=True,
         )
@@ -418,7 +428,7 @@ def _admit(post: _Post) -> web.Response | None:
     ):
         return post.rejected(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_content_encoding",
+            ErrorCode.UNSUPPORTED_CONTENT_ENCODING,
             f"Content-Encoding {encoding[:32]!r} is not accepted; send the body uncompressed"
             + ("" if encoding not in _INFLATABLE else " (or set BRIDGE_ACCEPT_COMPRESSED_BODIES)"),
             close=True,
@@ -473,19 +483,21 @@ async def _read(post: _Post) -> bytes | web.Response:
         state.metrics.body_reads_cut.labels(exc.outcome).inc()
         if auth_error is not None:
             return post.unauthorized(auth_error)
-        if exc.outcome == "busy":
-            state.metrics.batches_by(post.name, "throttled").inc()
-            _note(post.request, outcome="throttled", error="too_many_body_reads")
+        if exc.outcome == BodyReadCut.BUSY:
+            state.metrics.batches_by(post.name, RequestOutcome.THROTTLED).inc()
+            _note(
+                post.request, outcome=RequestOutcome.THROTTLED, error=ErrorCode.TOO_MANY_BODY_READS
+            )
             return error_response(
                 HTTPStatus.SERVICE_UNAVAILABLE,
-                "too_many_body_reads",
+                ErrorCode.TOO_MANY_BODY_READS,
                 "too many request bodies are being read; send again",
                 retry_after=settings.retry_after_seconds,
                 close=True,
             )
         return post.rejected(
             HTTPStatus.REQUEST_TIMEOUT,
-            "body_timeout",
+            ErrorCode.BODY_TIMEOUT,
             "the body did not arrive in time",
             close=True,
         )
@@ -495,14 +507,14 @@ async def _read(post: _Post) -> bytes | web.Response:
         # for a full garbage collection.
         exc.__traceback__ = None
         return post.rejected(
-            HTTPStatus.BAD_REQUEST, "incomplete_body", "the body ended early", close=True
+            HTTPStatus.BAD_REQUEST, ErrorCode.INCOMPLETE_BODY, "the body ended early", close=True
         )
     except BodyTooLarge:
         if auth_error is not None:
             return post.unauthorized(auth_error)
         return post.rejected(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            "body_too_large",
+            ErrorCode.BODY_TOO_LARGE,
             f"body is larger than {settings.max_body_bytes} bytes"
             + (
                 ""
@@ -515,7 +527,10 @@ async def _read(post: _Post) -> bytes | web.Response:
         if auth_error is not None:
             return post.unauthorized(auth_error)
         return post.rejected(
-            HTTPStatus.BAD_REQUEST, "invalid_content_encoding", f"{encoding}: {exc}", close=True
+            HTTPStatus.BAD_REQUEST,
+            ErrorCode.INVALID_CONTENT_ENCODING,
+            f"{encoding}: {exc}",
+            close=True,
         )
     return body
 
@@ -549,7 +564,7 @@ def _charge(post: _Post, body: bytes) -> InvalidBatch | web.Response | None:
             f"the batch would need about {cost // 1_048_576} MiB to parse, more than "
             f"the {state.slots.reachable_bytes() // 1_048_576} MiB one batch may hold "
             "(BRIDGE_MAX_INFLIGHT_BYTES)",
-            code="batch_too_complex",
+            code=DeadLetterReason.BATCH_TOO_COMPLEX,
         )
         cost = len(body)
     if post.slot is None:
@@ -588,11 +603,11 @@ def _throttled(
     saturated = state.slots.saturated(receiver, cost)
     if saturated is None:
         return None
-    state.metrics.batches_by(receiver, "throttled").inc()
-    _note(request, outcome="throttled", saturation=saturated)
+    state.metrics.batches_by(receiver, RequestOutcome.THROTTLED).inc()
+    _note(request, outcome=RequestOutcome.THROTTLED, saturation=saturated)
     return error_response(
         HTTPStatus.TOO_MANY_REQUESTS,
-        "too_many_batches",
+        ErrorCode.TOO_MANY_BATCHES,
         _THROTTLED[saturated].format(settings=state.ingestor.settings),
         retry_after=1,
         close=body_unread,
@@ -626,9 +641,11 @@ async def _ingest(
     batches = state.metrics.batches_by
     name = receiver.name
 
-    def rejected(status: HTTPStatus, code: str, detail: str) -> web.Response:
-        batches(name, "rejected").inc()
-        _note(request, outcome="rejected", error=code)
+    def rejected(
+        status: HTTPStatus, code: ErrorCode | DeadLetterReason, detail: str
+    ) -> web.Response:
+        batches(name, RequestOutcome.REJECTED).inc()
+        _note(request, outcome=RequestOutcome.REJECTED, error=code)
         return error_response(status, code, detail)
 
     try:
@@ -646,8 +663,8 @@ async def _ingest(
     except InvalidBatch as exc:
         return rejected(HTTPStatus.BAD_REQUEST, exc.code, exc.detail)
     except PublishUnavailable as exc:
-        batches(name, "unavailable").inc()
-        _note(request, outcome="unavailable", error=exc.detail)
+        batches(name, RequestOutcome.UNAVAILABLE).inc()
+        _note(request, outcome=RequestOutcome.UNAVAILABLE, error=exc.detail)
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
             exc.code,

@@ -19,6 +19,7 @@ from bridge.dedupe import InFlight, Outcome, SeenWindow, digest
 from bridge.errors import AccountNotAccepted, InvalidBatch, PublishUnavailable
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
+from bridge.reasons import DeadLetterReason, ErrorCode, RequestOutcome
 from bridge.receivers import Receiver
 from bridge.records import Record
 from bridge.routing import Router, TopicRegistry
@@ -46,7 +47,8 @@ class Summary:
     duplicates: int = 0
     dead_lettered: int = 0
     filtered: int = 0
-    dead_letter_reason: str | None = None
+    dead_letter_reason: DeadLetterReason | None = None
+    # Keyed by the reasons' plain strings: orjson refuses a str subclass as a key.
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     families: dict[str, int] = field(default_factory=dict)
     # (family, the event's own time) of each event Kafka stored: its freshness.
@@ -55,12 +57,12 @@ class Summary:
     fleet_duplicates: int = 0
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> RequestOutcome:
         if self.dead_letter_reason is not None:
-            return "dead_lettered"
+            return RequestOutcome.DEAD_LETTERED
         if self.published == 0 and self.duplicates > 0:
-            return "duplicate"
-        return "published"
+            return RequestOutcome.DUPLICATE
+        return RequestOutcome.PUBLISHED
 
 
 class Ingestor:
@@ -174,18 +176,22 @@ class Ingestor:
                 raise InvalidBatch(
                     f"an event makes a record of {oversized[0].size} bytes, more than "
                     f"{self.settings.max_record_bytes}",
-                    code="record_too_large",
+                    code=DeadLetterReason.RECORD_TOO_LARGE,
                 )
         except InvalidBatch as exc:
-            if receiver.dead_letter_policy == "reject" or exc.code == "invalid_challenge":
+            code = exc.code
+            # A malformed challenge (ErrorCode.INVALID_CHALLENGE) is answered, never kept.
+            if receiver.dead_letter_policy == "reject" or not isinstance(code, DeadLetterReason):
                 raise
-            with span.child("dead-letter", **{"alm.dead_letter.reason": exc.code}):
-                return await self._dead_letter(receiver, router, body, exc, deadline, trace)
+            with span.child("dead-letter", **{"alm.dead_letter.reason": code}):
+                return await self._dead_letter(
+                    receiver, router, body, code, exc.detail, deadline, trace
+                )
         summary = Summary(
             account_id=parsed.account_id, received=len(parsed.events), filtered=plan.filtered
         )
-        for reason, count in plan.fallbacks.items():
-            self.metrics.topic_fallbacks.labels(receiver.name, reason).inc(count)
+        for fallback, count in plan.fallbacks.items():
+            self.metrics.topic_fallbacks.labels(receiver.name, fallback).inc(count)
         account_id = parsed.account_id
         # A batch of the canary alone says nothing of the account's own deliveries.
         canary = plan.canaries > 0 and plan.canaries == len(parsed.events)
@@ -306,13 +312,15 @@ class Ingestor:
         for record in (r for i, r in enumerate(records) if i not in result.refused):
             _count_published(summary, record)
         for record in letters:
-            _count(summary.dead_letter_reasons, record.reason or "kafka_refused")
+            _count(
+                summary.dead_letter_reasons, (record.reason or DeadLetterReason.KAFKA_REFUSED).value
+            )
         _total(summary)
 
     def _letter(self, router: Router, record: Record, refusal: Refusal) -> Record:
         keep = (
             _REFUSED_FOR_SIZE_KEEP_BYTES
-            if refusal.reason == "record_too_large"
+            if refusal.reason == DeadLetterReason.RECORD_TOO_LARGE
             else self.settings.max_record_bytes - min(4096, self.settings.max_record_bytes // 4)
         )
         return router.dead_letter_event(
@@ -324,28 +332,29 @@ class Ingestor:
         receiver: Receiver,
         router: Router,
         body: bytes,
-        exc: InvalidBatch,
+        reason: DeadLetterReason,
+        detail: str,
         deadline: float,
         trace: Sequence[tuple[str, bytes]] = (),
     ) -> Summary:
         # Room for the headers and the record's own overhead.
         limit = self.settings.max_record_bytes - min(4096, self.settings.max_record_bytes // 4)
-        record = router.dead_letter(body[:limit], exc.code, exc.detail, trace)
+        record = router.dead_letter(body[:limit], reason, detail, trace)
         if len(body) > limit:
             record.headers.append((_TRUNCATED, str(len(body)).encode()))
         result = await self.publisher.publish([record], timeout_seconds=_remaining(deadline))
         if result.refused:
             raise _dead_letter_unavailable(record.topic, result.refused[0])
-        self.metrics.dead_letters.labels(receiver.name, exc.code).inc()
+        self.metrics.dead_letters.labels(receiver.name, reason).inc()
         log.warning(
             "batch_dead_lettered",
-            reason=exc.code,
-            error=exc.detail,
+            reason=reason,
+            error=detail,
             topic=receiver.routing.dead_letter_topic,
             body_bytes=len(body),
             truncated=len(body) > limit,
         )
-        return Summary(dead_lettered=1, dead_letter_reason=exc.code)
+        return Summary(dead_lettered=1, dead_letter_reason=reason)
 
 
 def _judge_account_unparsed(body: bytes, accounts: frozenset[int]) -> None:
@@ -446,7 +455,9 @@ def _count(counts: dict[str, int], key: str) -> None:
 def _count_published(summary: Summary, record: Record) -> None:
     """Count a record Kafka stored: an event of its family, or a dead letter and why."""
     if record.dead_letter:
-        _count(summary.dead_letter_reasons, record.reason or "unlisted_event")
+        _count(
+            summary.dead_letter_reasons, (record.reason or DeadLetterReason.UNLISTED_EVENT).value
+        )
     else:
         _count(summary.families, record.family)
         if record.time is not None:
@@ -462,5 +473,5 @@ def _dead_letter_unavailable(topic: str, refusal: Refusal) -> PublishUnavailable
     log.error("dead_letter_topic_refused", topic=topic, reason=refusal.reason, error=refusal.detail)
     return PublishUnavailable(
         f"the dead-letter topic {topic} refused a record ({refusal.reason}): {refusal.detail}",
-        code="dead_letter_unavailable",
+        code=ErrorCode.DEAD_LETTER_UNAVAILABLE,
     )

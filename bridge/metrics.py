@@ -24,7 +24,17 @@ from prometheus_client import (
 )
 
 from bridge import __version__
-from bridge.routing import FALLBACK_REASONS, FAMILIES
+from bridge.reasons import (
+    BATCH_OUTCOMES,
+    FALLBACK_REASONS,
+    AuthReason,
+    BodyReadCut,
+    DeadLetterReason,
+    FleetWriteFailure,
+    HeaderCut,
+    ReloadResult,
+)
+from bridge.routing import FAMILIES
 
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10)
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
@@ -32,42 +42,14 @@ BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 EVENT_LAG_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 # From "a few callbacks queued" (1 ms) to "the process is stuck" (seconds).
 LOOP_LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-OUTCOMES: Final = (
-    "published",
-    "duplicate",
-    "dead_lettered",
-    "rejected",
-    "unauthorized",
-    "unavailable",
-    "throttled",
-)
-AUTH_REASONS: Final = ("missing", "malformed", "mismatch")
-DEAD_LETTER_REASONS: Final = (
-    "invalid_utf8",
-    "invalid_json",
-    "duplicate_key",
-    "too_deep",
-    "string_too_long",
-    "number_out_of_range",
-    "invalid_envelope",
-    "too_many_events",
-    "invalid_event",
-    "record_too_large",
-    "batch_too_complex",
-    "unlisted_event",
-    *FALLBACK_REASONS,
-    "topic_invalid",
-    "topic_not_authorized",
-    "topic_policy",
-    "topic_config",
-    "topic_missing",
-    "kafka_refused",
-)
-BODY_READ_OUTCOMES: Final = ("timeout", "evicted", "busy")
-# Why a connection was closed while its request headers were still arriving.
-HEADER_CUTS: Final = ("header_timeout", "header_too_large", "evicted", "busy")
-# Why an event's digest did not reach the fleet topic.
-FLEET_WRITE_FAILURES: Final = ("dropped", "failed")
+# The closed sets of labels are defined in bridge.reasons; these are their series.
+OUTCOMES: Final = BATCH_OUTCOMES
+AUTH_REASONS: Final = tuple(AuthReason)
+DEAD_LETTER_REASONS: Final = tuple(DeadLetterReason)
+BODY_READ_OUTCOMES: Final = tuple(BodyReadCut)
+HEADER_CUTS: Final = tuple(HeaderCut)
+FLEET_WRITE_FAILURES: Final = tuple(FleetWriteFailure)
+RELOAD_RESULTS: Final = tuple(ReloadResult)
 STATUS_CLASSES: Final = ("2xx", "4xx", "5xx")
 UNKNOWN_RECEIVER: Final = "unknown"
 
@@ -240,8 +222,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        for reason in FLEET_WRITE_FAILURES:
-            self.fleet_writes_failed.labels(reason)
+        for failure in FLEET_WRITE_FAILURES:
+            self.fleet_writes_failed.labels(failure)
         self.fleet_read_errors = Counter(
             "almbridge_dedupe_fleet_read_errors",
             "Reads of the fleet topic that failed (retried every second).",
@@ -295,8 +277,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        for reason in HEADER_CUTS:
-            self.connections_cut.labels(reason)
+        for cut in HEADER_CUTS:
+            self.connections_cut.labels(cut)
         self.tls_reloads = Counter(
             "almbridge_tls_certificate_reloads",
             "Changes of the TLS certificate files: loaded (new connections get the new "
@@ -304,7 +286,7 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        for result in ("loaded", "refused"):
+        for result in RELOAD_RESULTS:
             self.tls_reloads.labels(result)
         self.tls_loaded = Gauge(
             "almbridge_tls_certificate_loaded_timestamp_seconds",
@@ -319,7 +301,7 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        for result in ("loaded", "refused"):
+        for result in RELOAD_RESULTS:
             self.config_reloads.labels(result)
         self.config_generation = Gauge(
             "almbridge_config_generation",
@@ -377,13 +359,13 @@ class Metrics:
         for fam in FAMILIES:
             self.events_published.labels(receiver, fam)
             self.event_lag.labels(receiver, fam)
-        for reason in AUTH_REASONS:
-            self.auth_failures.labels(receiver, reason)
+        for auth_reason in AUTH_REASONS:
+            self.auth_failures.labels(receiver, auth_reason)
         self.duplicates.labels(receiver)
         self.events_joined.labels(receiver)
         self.fleet_suppressed.labels(receiver)
         self.fleet_entries_loaded.labels(receiver)
-        for reason in DEAD_LETTER_REASONS:
-            self.dead_letters.labels(receiver, reason)
-        for reason in FALLBACK_REASONS:
-            self.topic_fallbacks.labels(receiver, reason)
+        for dead_letter_reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(receiver, dead_letter_reason)
+        for fallback in FALLBACK_REASONS:
+            self.topic_fallbacks.labels(receiver, fallback)

@@ -31,6 +31,7 @@ from bridge.errors import KafkaStartError, PublishUnavailable
 from bridge.listener import Listener, first_server, identify
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
+from bridge.reasons import DeadLetterReason
 from bridge.records import Record
 from bridge.settings import Settings, sasl_password, setting_name, setting_said, setting_to
 from bridge.sink import PublishResult, Refusal
@@ -523,7 +524,7 @@ class _Handover:
             refusal = self._refused_topics.get(topic)
             if refusal is None and record.exceeds(self._max_request):
                 refusal = Refusal(
-                    "record_too_large",
+                    DeadLetterReason.RECORD_TOO_LARGE,
                     f"a record of {record.size} bytes is larger than a Kafka request "
                     f"({self._max_request} bytes)",
                 )
@@ -575,7 +576,7 @@ class _Handover:
             try:
                 found = await _within(self.deadline, self.producer.partitions_for(topic))
             except TopicAuthorizationFailedError as exc:
-                denied = Refusal("topic_not_authorized", describe(exc))
+                denied = Refusal(DeadLetterReason.TOPIC_NOT_AUTHORIZED, describe(exc))
                 self._topics.refuse(topic, denied)
                 self._refused_topics = {**self._refused_topics, topic: denied}
                 return None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from bridge.reasons import DeadLetterReason
+
 Headers = list[tuple[str, bytes]]
 
 _HEADERS_MARGIN: Final = 65_536
@@ -21,7 +23,7 @@ class Record(NamedTuple):
     event_id: str | None = None
     family: str = "other"
     dead_letter: bool = False
-    reason: str | None = None
+    reason: DeadLetterReason | None = None
     # The event's own time (RFC 3339 UTC), for the freshness histogram.
     time: str | None = None
 

@@ -17,11 +17,13 @@ import orjson
 
 from bridge.alm import Batch, Event
 from bridge.errors import InvalidBatch
+from bridge.reasons import DeadLetterReason, FallbackReason
 from bridge.records import Headers, Record
 
 UnlistedPolicy = Literal["template", "catchall", "deadletter"]
-FallbackReason = Literal["name_pattern", "reserved_topic", "topic_collision", "topic_limit"]
 KeyStrategy = Literal["record", "eventId", "accountId", "none"]
+# Why an event name does not go to its template topic.
+RouteReason = FallbackReason | Literal[DeadLetterReason.UNLISTED_EVENT]
 MAX_TOPIC_CHARS: Final = 249
 # ALM's event names: upper-case words joined by '_', optionally prefixed ("RESPONSE:...").
 DEFAULT_EVENT_NAME_PATTERN: Final = r"[A-Z][A-Z0-9_]*(:[A-Z0-9_]+)*"
@@ -33,12 +35,6 @@ DEFAULT_CANARY_TOPIC: Final = "alm.canary"
 DEFAULT_UNLISTED: Final = "template"
 DEFAULT_KEY: Final = "record"
 MAX_EVENT_NAME_CHARS: Final = 128
-FALLBACK_REASONS: Final[tuple[FallbackReason, ...]] = (
-    "name_pattern",
-    "reserved_topic",
-    "topic_collision",
-    "topic_limit",
-)
 _ILLEGAL_TOPIC_CHARS: Final = re.compile(r"[^a-z0-9._-]")
 _LEGAL_TOPIC: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
@@ -98,9 +94,20 @@ KNOWN_EVENT_NAMES: Final = frozenset(
     | {"CI_STATS", "LEARNER_PROGRESS"}
     | {f"{name}_BATCH" for name in _BATCHABLE}
 )
-_RECORD_FAMILIES: Final = frozenset(
-    {"enrollment", "completion", "unenrollment", "progress", "rollback"}
-)
+# The key rule of the ``record`` strategy, the one definition routing and the AsyncAPI
+# document share: the ids in ``data`` (or ``eventData``) that name the record an event of
+# the family is about, keyed ``{accountId}:{id}...`` when every one is present; every
+# other event (and one missing an id) is keyed ``{accountId}:{eventId}``.
+RECORD_KEY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "enrollment": ("userId", "loInstanceId"),
+    "completion": ("userId", "loInstanceId"),
+    "unenrollment": ("userId", "loInstanceId"),
+    "progress": ("userId", "loInstanceId"),
+    "rollback": ("userId", "loInstanceId"),
+    "ci_stats": ("loInstanceId",),
+    "learning_object_instance": ("loInstanceId",),
+    "learning_object": ("loId",),
+}
 
 
 def family(name: str) -> str:
@@ -232,16 +239,20 @@ class TopicRegistry:
         """None when ``receiver`` may publish to template topic ``topic``, else why not."""
         key = collision_key(topic)
         if key in self._operator:
-            return "reserved_topic"
+            return DeadLetterReason.RESERVED_TOPIC
         reserved = self._reserved.get(key)
         if reserved is not None:
             owner, receivers = reserved
-            return None if owner == topic and receiver in receivers else "topic_collision"
+            return (
+                None
+                if owner == topic and receiver in receivers
+                else DeadLetterReason.TOPIC_COLLISION
+            )
         derived = self._derived.get(key)
         if derived is not None and derived != topic:
-            return "topic_collision"
+            return DeadLetterReason.TOPIC_COLLISION
         if not budget.spend(key):
-            return "topic_limit"
+            return DeadLetterReason.TOPIC_LIMIT
         if derived is None:
             self._derived[key] = topic
         return None
@@ -319,7 +330,7 @@ class Plan:
 
     records: tuple[Record, ...]
     filtered: int
-    fallbacks: Mapping[str, int] = field(default_factory=dict)
+    fallbacks: Mapping[FallbackReason, int] = field(default_factory=dict)
     # Events of ``alm-bridge canary``, on the canary topic.
     canaries: int = 0
 
@@ -332,12 +343,12 @@ class Route(NamedTuple):
     """
 
     topic: str | None
-    reason: str | None = None
+    reason: RouteReason | None = None
 
 
 class _NameInfo(NamedTuple):
     topic: str | None
-    reason: str | None
+    reason: RouteReason | None
     family: str
     ce_type: bytes
     name: bytes
@@ -385,12 +396,12 @@ class Router:
         if not listed and policy.unlisted == "catchall":
             return Route(policy.catchall_topic)
         if not listed and policy.unlisted == "deadletter":
-            return Route(None, "unlisted_event")
+            return Route(None, DeadLetterReason.UNLISTED_EVENT)
         if not listed and (len(name) > MAX_EVENT_NAME_CHARS or not self._pattern.fullmatch(name)):
-            return self._fallback("name_pattern")
+            return self._fallback(DeadLetterReason.NAME_PATTERN)
         topic = policy.template_topic(name)
         if collision_key(topic) in self._reserved:
-            return self._fallback("reserved_topic")
+            return self._fallback(DeadLetterReason.RESERVED_TOPIC)
         refused = self.topics.claim(policy.receiver, topic, self.budget)
         if refused is not None:
             return self._fallback(refused)
@@ -413,19 +424,22 @@ class Router:
             return str(account_id).encode()
         if strategy == "eventId":
             return event.event_id.encode()
-        data = event.data
-        if fam in _RECORD_FAMILIES:
-            user, instance = data.get("userId"), data.get("loInstanceId")
-            if _is_id(user) and _is_id(instance):
-                return f"{account_id}:{user}:{instance}".encode()
-        elif fam in {"ci_stats", "learning_object_instance"}:
-            instance = data.get("loInstanceId")
-            if _is_id(instance):
-                return f"{account_id}:{instance}".encode()
-        elif fam == "learning_object":
-            lo = data.get("loId")
-            if _is_id(lo):
-                return f"{account_id}:{lo}".encode()
+        fields = RECORD_KEY_FIELDS.get(fam)
+        if fields is not None:
+            # One and two ids spelled out: this runs for every event.
+            data = event.data
+            if len(fields) == 1:
+                only = data.get(fields[0])
+                if _is_id(only):
+                    return f"{account_id}:{only}".encode()
+            elif len(fields) == 2:
+                first, second = data.get(fields[0]), data.get(fields[1])
+                if _is_id(first) and _is_id(second):
+                    return f"{account_id}:{first}:{second}".encode()
+            else:
+                ids = [data.get(f) for f in fields]
+                if all(_is_id(i) for i in ids):
+                    return ":".join([str(account_id), *map(str, ids)]).encode()
         return f"{account_id}:{event.event_id}".encode()
 
     def _name_info(self, name: str) -> _NameInfo:
@@ -451,7 +465,7 @@ class Router:
         """
         records: list[Record] = []
         filtered = 0
-        fallbacks: dict[str, int] = {}
+        fallbacks: dict[FallbackReason, int] = {}
         account = batch.account_id
         account_bytes = str(account).encode()
         source = self.policy.source_template.replace("{accountId}", str(account)).encode()
@@ -483,10 +497,10 @@ class Router:
                 *extra,
             )
             key = self.key_for(account, event, fam)
-            if reason is not None and reason != "unlisted_event":
+            if reason is not None and reason is not DeadLetterReason.UNLISTED_EVENT:
                 fallbacks[reason] = fallbacks.get(reason, 0) + 1
             if topic is None:
-                reason = reason or "unlisted_event"
+                reason = reason or DeadLetterReason.UNLISTED_EVENT
                 headers.extend(dead_letter_headers(reason, f"event name {name[:200]!r}"))
                 records.append(
                     Record(
@@ -505,7 +519,11 @@ class Router:
         return Plan(tuple(records), filtered, fallbacks, canaries)
 
     def dead_letter(
-        self, body: bytes, reason: str, error: str, extra: Sequence[tuple[str, bytes]] = ()
+        self,
+        body: bytes,
+        reason: DeadLetterReason,
+        error: str,
+        extra: Sequence[tuple[str, bytes]] = (),
     ) -> Record:
         """The raw body of a batch that can never be accepted, with why in headers."""
         headers = [
@@ -523,7 +541,7 @@ class Router:
         )
 
     def dead_letter_event(
-        self, record: Record, reason: str, error: str, *, max_value_bytes: int
+        self, record: Record, reason: DeadLetterReason, error: str, *, max_value_bytes: int
     ) -> Record:
         """An event's record that Kafka refused for good, redirected to the dead-letter topic.
 
@@ -548,7 +566,7 @@ class Router:
         )
 
 
-def dead_letter_headers(reason: str, error: str) -> Headers:
+def dead_letter_headers(reason: DeadLetterReason, error: str) -> Headers:
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return [
         ("dlq_reason", reason.encode()),
@@ -575,7 +593,7 @@ def _value(raw: Mapping[str, Any], account_id: int) -> bytes:
         return bytes(memoryview(orjson.dumps({**raw, "accountId": account_id})))
     except orjson.JSONEncodeError as exc:
         raise InvalidBatch(
-            f"event cannot be encoded as JSON: {exc}", code="invalid_event"
+            f"event cannot be encoded as JSON: {exc}", code=DeadLetterReason.INVALID_EVENT
         ) from None
 
 

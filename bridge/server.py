@@ -28,6 +28,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from bridge.admission import BudgetFull, ByteBudget, Charge
+from bridge.reasons import HeaderCut
 
 # The most request-header bytes one request may send (nginx's default, four 8 KiB
 # buffers); a field or line longer than 8190 bytes, or more than 64 fields, is answered
@@ -43,7 +44,7 @@ class HeaderLimits:
 
     budget: ByteBudget
     timeout_seconds: float
-    cut: Callable[[str], None]
+    cut: Callable[[HeaderCut], None]
     max_bytes: int = MAX_HEADER_BYTES
 
 
@@ -86,17 +87,17 @@ class Connection(RequestHandler):
         # The head is still incomplete: what the parser holds of it is charged, and timed.
         charge = self._header_charge
         if charge is None:
-            charge = self._header_charge = limits.budget.open(lambda: self._cut("evicted"))
+            charge = self._header_charge = limits.budget.open(lambda: self._cut(HeaderCut.EVICTED))
             self._header_deadline = self._loop.call_later(
-                limits.timeout_seconds, self._cut, "header_timeout"
+                limits.timeout_seconds, self._cut, HeaderCut.HEADER_TIMEOUT
             )
         try:
             limits.budget.grow(charge, len(data))
         except BudgetFull:
-            self._cut("busy")
+            self._cut(HeaderCut.BUSY)
             return
         if charge.nbytes > limits.max_bytes:
-            self._cut("header_too_large")
+            self._cut(HeaderCut.HEADER_TOO_LARGE)
 
     def _headers_done(self) -> None:
         if self._header_deadline is not None:
@@ -106,7 +107,7 @@ class Connection(RequestHandler):
             self.header_limits.budget.release(self._header_charge)
         self._header_charge = None
 
-    def _cut(self, reason: str) -> None:
+    def _cut(self, reason: HeaderCut) -> None:
         if self._header_charge is None or self._force_close:
             return
         self._headers_done()

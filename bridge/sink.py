@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bridge.reasons import KafkaRefusal
 from bridge.records import Record
 
 
@@ -20,7 +21,7 @@ from bridge.records import Record
 class Refusal:
     """Kafka refused a record for good: a short closed reason and Kafka's own words."""
 
-    reason: str
+    reason: KafkaRefusal
     detail: str
 
 

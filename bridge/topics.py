@@ -43,6 +43,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.errors import PublishUnavailable
 from bridge.logs import get_logger
+from bridge.reasons import DeadLetterReason, KafkaRefusal
 from bridge.settings import Settings
 from bridge.sink import Refusal
 
@@ -61,18 +62,18 @@ BROKEN_PRODUCER = (
 
 # Kafka's answers that will never change for a topic or a record: the records concerned
 # are dead-lettered instead of being answered 503 until ALM gives up.
-_TOPIC_REFUSALS: Final[Mapping[type[BaseException], str]] = {
-    TopicAuthorizationFailedError: "topic_not_authorized",
-    ClusterAuthorizationFailedError: "topic_not_authorized",
-    PolicyViolationError: "topic_policy",
-    InvalidPartitionsError: "topic_config",
-    InvalidReplicationFactorError: "topic_config",
-    InvalidReplicationAssignmentError: "topic_config",
+_TOPIC_REFUSALS: Final[Mapping[type[BaseException], KafkaRefusal]] = {
+    TopicAuthorizationFailedError: DeadLetterReason.TOPIC_NOT_AUTHORIZED,
+    ClusterAuthorizationFailedError: DeadLetterReason.TOPIC_NOT_AUTHORIZED,
+    PolicyViolationError: DeadLetterReason.TOPIC_POLICY,
+    InvalidPartitionsError: DeadLetterReason.TOPIC_CONFIG,
+    InvalidReplicationFactorError: DeadLetterReason.TOPIC_CONFIG,
+    InvalidReplicationAssignmentError: DeadLetterReason.TOPIC_CONFIG,
 }
-_RECORD_REFUSALS: Final[Mapping[type[BaseException], str]] = {
-    MessageSizeTooLargeError: "record_too_large",
-    RecordTooLargeError: "record_too_large",
-    RecordListTooLargeError: "record_too_large",
+_RECORD_REFUSALS: Final[Mapping[type[BaseException], KafkaRefusal]] = {
+    MessageSizeTooLargeError: DeadLetterReason.RECORD_TOO_LARGE,
+    RecordTooLargeError: DeadLetterReason.RECORD_TOO_LARGE,
+    RecordListTooLargeError: DeadLetterReason.RECORD_TOO_LARGE,
 }
 # How long a topic Kafka refused is answered from memory before asking again (an
 # operator may grant an ACL or create the topic meanwhile).
@@ -92,12 +93,16 @@ def refusal_of(exc: BaseException) -> Refusal | None:
         and not exc.retriable
         and not isinstance(exc, (*BROKEN_PRODUCER, UnknownTopicOrPartitionError))
     ):
-        return Refusal("kafka_refused", describe(exc))
+        return Refusal(DeadLetterReason.KAFKA_REFUSED, describe(exc))
     return None
 
 
 def _invalid_topic(detail: str) -> Refusal:
-    return Refusal("topic_collision" if "collides" in detail else "topic_invalid", detail)
+    collides = "collides" in detail
+    reason: KafkaRefusal = (
+        DeadLetterReason.TOPIC_COLLISION if collides else DeadLetterReason.TOPIC_INVALID
+    )
+    return Refusal(reason, detail)
 
 
 def refusal_for_code(code: int, message: str | None) -> Refusal | None:
@@ -233,7 +238,7 @@ class Topics:
             if missing and not auto_create:
                 for topic in missing:
                     refused[topic] = Refusal(
-                        "topic_missing",
+                        DeadLetterReason.TOPIC_MISSING,
                         f"topic {topic} does not exist and topic creation is off",
                     )
             elif missing:

@@ -90,7 +90,7 @@ def _family_messages(
     receivers = [p.receiver for p in policies]
     sources = [p.source_template for p in policies]
     messages: dict[str, Any] = {}
-    for fam in FAMILIES.values():
+    for family_name, fam in FAMILIES.items():
         if fam.name_pattern is not None:
             names: dict[str, Any] = {"pattern": fam.name_pattern}
         elif fam.names:
@@ -104,8 +104,8 @@ def _family_messages(
             "contentType": "application/json",
             "headers": event_headers(receivers, sources, names),
             "payload": {"$ref": f"#/components/schemas/{fam.message}"},
-            "bindings": key_binding(policies, fam),
-            "x-alm-key": x_key(policies, fam),
+            "bindings": key_binding(policies, family_name),
+            "x-alm-key": x_key(policies, family_name),
         }
         if fam.message in examples:
             message["examples"] = examples[fam.message]

@@ -39,7 +39,6 @@ class Family:
     title: str
     names: frozenset[str]
     data_schema: str | None
-    key_fields: tuple[str, ...] = ()
     name_pattern: str | None = None
 
 
@@ -54,56 +53,48 @@ FAMILIES: Final[Mapping[str, Family]] = {
         "Enrollment",
         _with_batch(ENROLLMENT),
         "enrollmentData",
-        ("userId", "loInstanceId"),
     ),
     "completion": Family(
         "completionEvent",
         "Completion",
         _with_batch(COMPLETION),
         "completionData",
-        ("userId", "loInstanceId"),
     ),
     "unenrollment": Family(
         "unenrollmentEvent",
         "Unenrollment",
         _with_batch(UNENROLLMENT),
         "unenrollmentData",
-        ("userId", "loInstanceId"),
     ),
     "progress": Family(
         "learnerProgressEvent",
         "Learner progress",
         _with_batch(frozenset({"LEARNER_PROGRESS"})),
         "learnerProgressData",
-        ("userId", "loInstanceId"),
     ),
     "rollback": Family(
         "completionRollbackEvent",
         "Learning path completion rollback",
         _with_batch(ROLLBACK),
         "enrollmentData",
-        ("userId", "loInstanceId"),
     ),
     "ci_stats": Family(
         "ciStatsEvent",
         "Course instance statistics",
         _with_batch(frozenset({"CI_STATS"})),
         "ciStatsData",
-        ("loInstanceId",),
     ),
     "learning_object": Family(
         "learningObjectEvent",
         "Learning object",
         _with_batch(LEARNING_OBJECT),
         "learningObjectData",
-        ("loId",),
     ),
     "learning_object_instance": Family(
         "learningObjectInstanceEvent",
         "Learning object instance",
         _with_batch(LEARNING_OBJECT_INSTANCE),
         "learningObjectInstanceData",
-        ("loInstanceId",),
     ),
     "async_response": Family(
         "asyncResponseEvent",

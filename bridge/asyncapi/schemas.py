@@ -18,7 +18,9 @@ from bridge.asyncapi.model import (
     KAFKA_BINDING_VERSION,
     Family,
 )
+from bridge.reasons import FALLBACK_REASONS, DeadLetterReason
 from bridge.routing import (
+    RECORD_KEY_FIELDS,
     Router,
     RoutingPolicy,
     family,
@@ -357,16 +359,37 @@ def trace_properties() -> dict[str, Any]:
     }
 
 
+# The reasons the ``dlq_reason`` description names as examples; the enum has them all.
+_BODY_REASONS_NAMED: Final = (
+    DeadLetterReason.INVALID_JSON,
+    DeadLetterReason.INVALID_ENVELOPE,
+    DeadLetterReason.INVALID_EVENT,
+    DeadLetterReason.RECORD_TOO_LARGE,
+)
+_EVENT_REASONS_NAMED: Final = (
+    DeadLetterReason.UNLISTED_EVENT,
+    *FALLBACK_REASONS,
+    DeadLetterReason.TOPIC_INVALID,
+    DeadLetterReason.TOPIC_NOT_AUTHORIZED,
+    DeadLetterReason.TOPIC_POLICY,
+    DeadLetterReason.TOPIC_CONFIG,
+    DeadLetterReason.TOPIC_MISSING,
+    DeadLetterReason.KAFKA_REFUSED,
+)
+
+
+def _codes(reasons: Sequence[DeadLetterReason]) -> str:
+    return ", ".join(f"`{r}`" for r in reasons)
+
+
 def dlq_properties() -> dict[str, Any]:
     return {
         "dlq_reason": {
             "description": (
-                "A short code: the error code of a malformed body (`invalid_json`, "
-                "`invalid_envelope`, `invalid_event`, `record_too_large`, ...) or why an "
-                "event was not published to its topic (`unlisted_event`, `name_pattern`, "
-                "`reserved_topic`, `topic_collision`, `topic_limit`, `topic_invalid`, "
-                "`topic_not_authorized`, `topic_policy`, `topic_config`, `topic_missing`, "
-                "`kafka_refused`, ...). An open set: new reasons may appear."
+                "A short code: the error code of a malformed body "
+                f"({_codes(_BODY_REASONS_NAMED)}, ...) or why an event was not published to "
+                f"its topic ({_codes(_EVENT_REASONS_NAMED)}, ...). An open set: new reasons "
+                "may appear."
             ),
             "type": "string",
             "pattern": "^[a-z0-9_]+$",
@@ -383,7 +406,9 @@ def dlq_properties() -> dict[str, Any]:
     }
 
 
-def _key_templates(strategy: str, fam: Family) -> list[str]:
+def _key_templates(strategy: str, fam: str) -> list[str]:
+    """The keys of family ``fam``'s records under ``strategy``, as templates, from the
+    rule routing keys them by (:data:`bridge.routing.RECORD_KEY_FIELDS`)."""
     if strategy == "none":
         return []
     if strategy == "accountId":
@@ -391,8 +416,9 @@ def _key_templates(strategy: str, fam: Family) -> list[str]:
     if strategy == "eventId":
         return ["{eventId}"]
     fallback = "{accountId}:{eventId}"
-    if fam.key_fields:
-        fields = ":".join(f"{{{f}}}" for f in fam.key_fields)
+    key_fields = RECORD_KEY_FIELDS.get(fam)
+    if key_fields:
+        fields = ":".join(f"{{{f}}}" for f in key_fields)
         return [f"{{accountId}}:{fields}", fallback]
     return [fallback]
 
@@ -414,7 +440,8 @@ _KEY_TEXT: Final[Mapping[str, str]] = {
 }
 
 
-def key_binding(policies: Sequence[RoutingPolicy], fam: Family | None) -> dict[str, Any]:
+def key_binding(policies: Sequence[RoutingPolicy], fam: str | None) -> dict[str, Any]:
+    """The Kafka key binding of family ``fam``'s message (None: the dead-lettered event)."""
     strategies = sorted({p.key for p in policies})
     schemas = [_KEY_SCHEMAS[s] for s in strategies]
     key: dict[str, Any] = dict(schemas[0]) if len(schemas) == 1 else {"anyOf": schemas}
@@ -434,7 +461,7 @@ def key_binding(policies: Sequence[RoutingPolicy], fam: Family | None) -> dict[s
     return {"kafka": {"key": key, "bindingVersion": KAFKA_BINDING_VERSION}}
 
 
-def x_key(policies: Sequence[RoutingPolicy], fam: Family) -> list[dict[str, Any]]:
+def x_key(policies: Sequence[RoutingPolicy], fam: str) -> list[dict[str, Any]]:
     return [
         {"receiver": p.receiver, "strategy": p.key, "templates": _key_templates(p.key, fam)}
         for p in policies
@@ -478,13 +505,16 @@ def message_examples(
                 )
     body = b'{"accountId": 1234, "events": [{"eventId": "", "eventName": "COURSE_ENROLLMENT"}]}'
     dead = router.dead_letter(
-        body, "invalid_event", "events[0].eventId must be a non-empty string", EXAMPLE_TRACE
+        body,
+        DeadLetterReason.INVALID_EVENT,
+        "events[0].eventId must be a non-empty string",
+        EXAMPLE_TRACE,
     )
     headers = {k: v.decode() for k, v in dead.headers}
     headers["dlq_time"] = "2026-11-02T10:15:00.000Z"
     examples[DEAD_LETTERED_BATCH] = [
         {
-            "name": "invalid_event",
+            "name": DeadLetterReason.INVALID_EVENT.value,
             "summary": f"A batch whose event has an empty eventId; {_key_text(dead.key)}",
             "headers": headers,
             "payload": body.decode(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from bridge.reasons import DeadLetterReason
 from bridge.sink import Refusal
 from tests.app.conftest import Bridge, MakeBridge, sample
 from tests.conditions import until
@@ -137,7 +138,9 @@ async def test_a_resend_joins_the_dead_letters_of_its_earlier_attempt(
     body = sample("enrollment-batch")
     topics = {bridge.topic(e["eventName"].lower()) for e in json.loads(body)["events"]}
     for topic in topics:
-        sink.refuse[topic] = Refusal("topic_not_authorized", "TopicAuthorizationFailedError")
+        sink.refuse[topic] = Refusal(
+            DeadLetterReason.TOPIC_NOT_AUTHORIZED, "TopicAuthorizationFailedError"
+        )
     sink.hold = True
 
     first = await bridge.post(body)
@@ -164,7 +167,7 @@ async def test_a_resend_joining_dead_letters_counts_them_as_dead_letters(
     body = sample("enrollment-batch")
     for event in json.loads(body)["events"]:
         sink.refuse[bridge.topic(event["eventName"].lower())] = Refusal(
-            "topic_not_authorized", "TopicAuthorizationFailedError"
+            DeadLetterReason.TOPIC_NOT_AUTHORIZED, "TopicAuthorizationFailedError"
         )
     sink.hold = True
     first = asyncio.create_task(bridge.post(body))

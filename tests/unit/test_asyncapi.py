@@ -29,6 +29,7 @@ from bridge.asyncapi import (
     sample_bodies,
 )
 from bridge.asyncapi import FAMILIES as FAMILY_MESSAGES
+from bridge.reasons import DeadLetterReason
 from bridge.receivers import policy_for
 from bridge.records import Record
 from bridge.routing import KNOWN_EVENT_NAMES, Router
@@ -184,7 +185,10 @@ def test_every_record_the_router_makes_matches_the_document(unlisted: str, key: 
         for record in router.plan(batch, TRACE).records:
             _check(contract, record)
             checked += 1
-    _check(contract, router.dead_letter(b"\xff not json", "invalid_utf8", "byte 0", TRACE))
+    _check(
+        contract,
+        router.dead_letter(b"\xff not json", DeadLetterReason.INVALID_UTF8, "byte 0", TRACE),
+    )
     assert checked > 300
 
 

@@ -26,6 +26,7 @@ from bridge.deadletters import (
     Tally,
     summary_lines,
 )
+from bridge.reasons import DeadLetterReason
 from bridge.receivers import policy_for
 from bridge.records import Record
 from bridge.routing import Router
@@ -98,7 +99,10 @@ def test_an_event_kafka_refused_goes_where_routing_sends_it_now() -> None:
     assert not isinstance(batch, tuple)
     enrolment = live.plan(batch).records[1]  # type: ignore[arg-type]
     refused = live.dead_letter_event(
-        enrolment, "topic_collision", "collides with t.course.enrollment", max_value_bytes=1000
+        enrolment,
+        DeadLetterReason.TOPIC_COLLISION,
+        "collides with t.course.enrollment",
+        max_value_bytes=1000,
     )
     dead = letter(refused)
     assert dead.meant_for == "t.course_enrollment"
@@ -158,7 +162,9 @@ def _fields(dead: DeadLetter, **changes: Any) -> tuple[Any, ...]:
 
 
 def test_a_batch_body_is_parsed_again_and_each_event_is_an_item() -> None:
-    dead = letter(router().dead_letter(BODY, "too_many_events", "3 events, at most 1"))
+    dead = letter(
+        router().dead_letter(BODY, DeadLetterReason.TOO_MANY_EVENTS, "3 events, at most 1")
+    )
     assert not dead.is_event
 
     items = Replanner(settings()).items(dead)
@@ -182,7 +188,7 @@ def test_a_batch_body_is_parsed_again_and_each_event_is_an_item() -> None:
     ],
 )
 def test_a_body_that_still_fails_is_one_blocked_item(body: bytes, blocked: str) -> None:
-    dead = letter(router().dead_letter(body, "invalid_json", "bad"))
+    dead = letter(router().dead_letter(body, DeadLetterReason.INVALID_JSON, "bad"))
     accounts = () if blocked == "invalid_json" else (7,)
 
     (item,) = Replanner(settings(accounts)).items(dead)
@@ -307,7 +313,7 @@ def test_replay_help_says_dry_run_by_default_and_the_exit_statuses() -> None:
 
 def test_examples_show_each_reason_before_a_second_of_one() -> None:
     (unlisted,) = event_letters()
-    broken = letter(router().dead_letter(b"{", "invalid_json", "bad"), offset=9)
+    broken = letter(router().dead_letter(b"{", DeadLetterReason.INVALID_JSON, "bad"), offset=9)
     planner = Replanner(settings(accounts=()))
     first = planner.items(unlisted)[0]
     tally = Tally()

@@ -23,6 +23,7 @@ from aiokafka.errors import (
 )
 
 from bridge.batching import LaneClosed
+from bridge.reasons import DeadLetterReason
 from bridge.sink import Refusal
 from bridge.topics import refusal_for_code, refusal_of
 
@@ -88,4 +89,6 @@ def test_topic_error_codes(code: int, message: str | None, expected: str | None)
 
 
 def test_a_refusal_is_plain_data() -> None:
-    assert Refusal("topic_missing", "x") == Refusal("topic_missing", "x")
+    assert Refusal(DeadLetterReason.TOPIC_MISSING, "x") == Refusal(
+        DeadLetterReason.TOPIC_MISSING, "x"
+    )

@@ -11,10 +11,12 @@ import pytest
 
 from bridge.alm import Batch, parse_body
 from bridge.errors import InvalidBatch
+from bridge.reasons import DeadLetterReason
 from bridge.records import Record
 from bridge.routing import (
     KNOWN_EVENT_NAMES,
     MAX_TOPIC_CHARS,
+    RECORD_KEY_FIELDS,
     Plan,
     Router,
     RoutingPolicy,
@@ -362,6 +364,17 @@ class TestKeys:
         )
         assert {r.key for r in result.records} == {b"1234:51001:course:7_9"}
 
+    @pytest.mark.parametrize("fam", sorted(RECORD_KEY_FIELDS))
+    def test_the_record_key_follows_the_rule_of_its_family(self, fam: str) -> None:
+        name = min(n for n in KNOWN_EVENT_NAMES if family(n) == fam)
+        fields = RECORD_KEY_FIELDS[fam]
+        data = {f: f"{f}-1" for f in fields}
+        assert (
+            only_record(DEFAULT, event(name, data=data)).key
+            == ":".join(["1234", *data.values()]).encode()
+        )
+        assert only_record(DEFAULT, event(name, data=data | {fields[-1]: ""})).key == b"1234:e-1"
+
     @pytest.mark.parametrize(
         ("strategy", "key"), [("eventId", b"e-1"), ("accountId", b"1234"), ("none", None)]
     )
@@ -523,7 +536,9 @@ class TestDeadLetter:
         policy = RoutingPolicy(receiver="prod", dead_letter_topic="alm.dlq")
         body = b'{"accountId": 1, "events": [{"eventId": ""}]} \xff raw bytes'
         before = datetime.now(UTC)
-        record = Router(policy).dead_letter(body, "invalid_event", "events[0].eventId is empty")
+        record = Router(policy).dead_letter(
+            body, DeadLetterReason.INVALID_EVENT, "events[0].eventId is empty"
+        )
         after = datetime.now(UTC)
         assert record.topic == "alm.dlq"
         assert record.value == body
@@ -539,7 +554,9 @@ class TestDeadLetter:
         assert before - timedelta(milliseconds=1) <= when <= after
 
     def test_long_or_odd_error_text_is_bounded(self) -> None:
-        record = Router(DEFAULT).dead_letter(b"{}", "invalid_json", "\ud800" + "e" * 5000)
+        record = Router(DEFAULT).dead_letter(
+            b"{}", DeadLetterReason.INVALID_JSON, "\ud800" + "e" * 5000
+        )
         error = headers_of(record)["dlq_error"]
         assert len(error) <= 1000
         assert error.endswith(b"e")

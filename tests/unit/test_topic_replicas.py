@@ -17,6 +17,7 @@ from aiokafka.errors import InvalidReplicationFactorError, UnknownTopicOrPartiti
 from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.errors import PublishUnavailable
+from bridge.reasons import DeadLetterReason
 from bridge.settings import Settings
 from bridge.topics import Topics
 
@@ -82,5 +83,5 @@ async def test_replicas_the_cluster_never_had_brokers_for_are_a_refusal() -> Non
 
     refused = await topics.prepare(producer, ["alm.a"], timeout_seconds=1)
 
-    assert refused["alm.a"].reason == "topic_config"
+    assert refused["alm.a"].reason == DeadLetterReason.TOPIC_CONFIG
     assert topics.is_refused("alm.a")
