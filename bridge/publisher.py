@@ -31,7 +31,7 @@ from bridge.errors import KafkaStartError, PublishUnavailable
 from bridge.listener import Listener, first_server, identify
 from bridge.logs import get_logger
 from bridge.partitioning import partition_for
-from bridge.reasons import DeadLetterReason
+from bridge.reasons import TOPIC_REFUSALS, DeadLetterReason
 from bridge.records import Record
 from bridge.settings import Settings, sasl_password, setting_name, setting_said, setting_to
 from bridge.sink import PublishResult, Refusal
@@ -448,7 +448,7 @@ class Publisher:
             refusal = refusal_of(failure)
             if refusal is not None:
                 handover.refused[index] = refusal
-                if refusal.reason.startswith("topic_"):
+                if refusal.reason in TOPIC_REFUSALS:
                     self._topics.refuse(topic, refusal)
                 continue
             if isinstance(failure, BROKEN_PRODUCER):

@@ -75,6 +75,10 @@ KafkaRefusal = Literal[
     DeadLetterReason.KAFKA_REFUSED,
 ]
 KAFKA_REFUSALS: Final[tuple[KafkaRefusal, ...]] = get_args(KafkaRefusal)
+# The refusals that concern the topic, not the record: remembered for the topic.
+TOPIC_REFUSALS: Final[frozenset[KafkaRefusal]] = frozenset(
+    r for r in KAFKA_REFUSALS if r.startswith("topic_")
+)
 
 
 @unique
