@@ -22,6 +22,7 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.conn import create_conn
 from aiokafka.protocol.admin import CreateTopicsRequest
 from aiokafka.protocol.metadata import MetadataRequest
+from pydantic import SecretStr
 
 from bridge.publisher import client_options
 from bridge.settings import Settings
@@ -117,7 +118,7 @@ def test_create_conn_takes_the_bridges_client_options_as_keywords() -> None:
         kafka_security_protocol="SASL_PLAINTEXT",
         kafka_sasl_mechanism="PLAIN",
         kafka_sasl_username="bridge",
-        kafka_sasl_password="secret",
+        kafka_sasl_password=SecretStr("secret"),
     )
     options = client_options(settings)
     options.pop("bootstrap_servers")
