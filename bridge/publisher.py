@@ -5,6 +5,12 @@ producer) or refused by Kafka for good (then the caller dead-letters it). Record
 per-partition batches (:mod:`bridge.batching`); the topics are made to exist by
 :mod:`bridge.topics`. Every wait is bounded: metadata, a full batch and ``stop`` can all
 block while the cluster is unreachable.
+
+An adapter (docs/architecture.md): after a failed start, ``aiokafka.conn.create_conn``
+opens one connection to the first bootstrap server with the producer's own options, whose
+error tells refused credentials or an untrusted certificate from an unreachable broker
+(the producer raises a generic error). aiokafka is pinned to one release;
+tests/unit/test_kafka_protocol.py checks the options it takes.
 """
 
 from __future__ import annotations

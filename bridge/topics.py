@@ -5,6 +5,16 @@ CreateTopics for the missing ones), never about the whole cluster, so its cost d
 grow with other teams' topics. Kafka's answers are sorted into the ones a later try may
 change (raised as :class:`PublishUnavailable`: 503) and refusals for good (:class:`Refusal`:
 the events concerned are dead-lettered).
+
+An adapter (docs/architecture.md): it builds ``aiokafka.protocol.metadata.MetadataRequest``
+(``allow_auto_topic_creation`` set) and ``aiokafka.protocol.admin.CreateTopicsRequest``,
+sends them through the producer's client, and reads the answers by position (a topic's
+error code and name; CreateTopics' name, error code and message). aiokafka's admin client
+is no faster, and its ``describe_topics`` lets a broker that auto-creates topics create a
+new one with the broker's defaults; it also brings connections of its own and asks for
+the whole cluster's metadata (``python -m bench.topicadmin``, figures in the architecture
+page). aiokafka is pinned to one release; tests/unit/test_kafka_protocol.py checks these
+classes and positions against it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 A private member is a name starting with one underscore. Used on another object
 (``producer._message_accumulator``), through ``super()``, or through ``self`` in a subclass
 of an aiohttp or aiokafka class without being the subclass's own, it belongs to the
-dependency. Only the adapters in docs/architecture.md's table may use such members, and
-exactly the ones the table lists.
+dependency. aiokafka's wire protocol (``aiokafka.protocol``) and its connections
+(``aiokafka.conn``) are public modules below its documented API, under the same rule. Only
+the adapters in docs/architecture.md's table may use such members, and exactly the ones
+the table lists.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 DEPENDENCIES = ("aiohttp", "aiokafka")
 # Underscored by the language or its standard library, documented as public.
 PUBLIC = {"_replace", "_asdict", "_fields", "_make", "_exit"}
+# Modules of a dependency below its documented API: importing from them is like using a
+# private member.
+INTERNAL = ("aiokafka.protocol", "aiokafka.conn")
 _ROW = re.compile(r"^\s*\| `(bridge/[\w/]+\.py)` \| (\w+) \| ([^|]+) \|")
 
 
@@ -116,14 +121,44 @@ def private_members_in(source: str, module: str) -> set[str]:
     return used
 
 
-def documented() -> dict[str, set[str]]:
-    """docs/architecture.md's table: adapter -> the private members it may use."""
-    table: dict[str, set[str]] = {}
+def _internal(module: str) -> bool:
+    return any(module == name or module.startswith(f"{name}.") for name in INTERNAL)
+
+
+def internal_members_in(source: str) -> set[str]:
+    """What ``source`` imports from the :data:`INTERNAL` modules (or reaches through
+    ``aiokafka.``), as dotted names."""
+    used: set[str] = set()
+    reached: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and _internal(node.module or ""):
+            used.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            used.update(alias.name for alias in node.names if _internal(alias.name))
+        elif isinstance(node, ast.Attribute) and _internal(name := ast.unparse(node)):
+            reached.add(name)
+    # ``aiokafka.conn.create_conn`` also holds ``aiokafka.conn``: the longest name counts.
+    return used | {n for n in reached if not any(o.startswith(f"{n}.") for o in reached)}
+
+
+def _rows() -> dict[str, str]:
+    rows: dict[str, str] = {}
     for line in ARCHITECTURE.read_text().splitlines():
         match = _ROW.match(line)
         if match:
-            table[match.group(1)] = set(re.findall(r"`(_\w+)`", match.group(3)))
-    return table
+            rows[match.group(1)] = match.group(3)
+    return rows
+
+
+def documented() -> dict[str, set[str]]:
+    """docs/architecture.md's table: adapter -> the private members it may use."""
+    return {adapter: set(re.findall(r"`(_\w+)`", members)) for adapter, members in _rows().items()}
+
+
+def documented_internal() -> dict[str, set[str]]:
+    """docs/architecture.md's table: adapter -> what it may import from INTERNAL modules."""
+    pattern = r"`((?:{})(?:\.\w+)*)`".format("|".join(re.escape(m) for m in INTERNAL))
+    return {adapter: set(re.findall(pattern, members)) for adapter, members in _rows().items()}
 
 
 def test_only_the_documented_adapters_use_private_members_and_exactly_those_listed() -> None:
@@ -132,12 +167,50 @@ def test_only_the_documented_adapters_use_private_members_and_exactly_those_list
         for path in sorted(BRIDGE.rglob("*.py"))
         if (used := private_members_used(path))
     }
-    table = documented()
+    table = {adapter: members for adapter, members in documented().items() if members}
 
     assert set(table) == {"bridge/batching.py", "bridge/server.py"}
     outside = {module: used for module, used in found.items() if module not in table}
     assert not outside, f"private members of a dependency outside its adapter: {outside}"
     assert found == table, "docs/architecture.md's table and the code disagree"
+
+
+def test_only_the_documented_adapters_import_aiokafkas_protocol_and_connections() -> None:
+    found = {
+        str(path.relative_to(REPO)): used
+        for path in sorted(BRIDGE.rglob("*.py"))
+        if (used := internal_members_in(path.read_text()))
+    }
+    table = {adapter: members for adapter, members in documented_internal().items() if members}
+
+    assert set(table) == {"bridge/topics.py", "bridge/publisher.py"}
+    outside = {module: used for module, used in found.items() if module not in table}
+    assert not outside, f"aiokafka's protocol or connections outside an adapter: {outside}"
+    assert found == table, "docs/architecture.md's table and the code disagree"
+
+
+def test_every_adapter_row_lists_what_it_uses() -> None:
+    private, internal = documented(), documented_internal()
+
+    assert {adapter for adapter in private if not private[adapter] | internal[adapter]} == set()
+
+
+def test_the_scan_finds_imports_of_aiokafkas_protocol_and_connections() -> None:
+    source = (
+        "import aiokafka.conn\n"
+        "from aiokafka.protocol.metadata import MetadataRequest\n"
+        "from aiokafka import AIOKafkaProducer\n"
+        "from aiokafka.admin import AIOKafkaAdminClient\n"
+        "from aiokafka.errors import KafkaError\n"
+        "import aiokafka\n"
+        "request = aiokafka.protocol.admin.CreateTopicsRequest\n"
+    )
+
+    assert internal_members_in(source) == {
+        "aiokafka.conn",
+        "aiokafka.protocol.metadata.MetadataRequest",
+        "aiokafka.protocol.admin.CreateTopicsRequest",
+    }
 
 
 def test_the_scan_finds_private_members_on_objects_and_through_super() -> None:
