@@ -46,7 +46,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import LeaderNotAvailableError, TopicAlreadyExistsError
 
-from bench.run import CROWD_TOPICS, RESULTS_ROOT, Run, make_config, say
+from bench.config import CROWD_TOPICS, RESULTS_ROOT, make_config
+from bench.results import Results
+from bench.servers import Servers, say
 from bench.services import LocalKafka, ProcessSet, free_ports
 from bridge.errors import PublishUnavailable
 from bridge.publisher import Publisher, client_options
@@ -368,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     count_kafka_traffic()
     results = []
     with ProcessSet(run_dir) as procs:
-        run = Run(config, run_dir, procs)
+        run = Servers(config, run_dir, procs, Results())
         run.start_kafka()
         results.append(asyncio.run(measure(run.bootstrap, "fresh", args.topics)))
         say(render(results[-1:]))
