@@ -1,7 +1,7 @@
 """Realistic, signed request bodies with unique event ids, built before any timing starts.
 
 For each batch size, 8 to 64 template batches (:func:`templates_for`) come from
-:func:`bridge.sender.generate_batch`: the default family mix, the two payload dialects in
+:func:`bridge.cli.sender.generate_batch`: the default family mix, the two payload dialects in
 turn. Every request gets a copy of a template in which the last 8 characters of each
 top-level event id (UUIDs, and the ``usergroup-sync-<hex>`` ids of asynchronous API
 responses) are replaced by the request's tag in hex, and is then signed (HMAC-SHA256, hex).
@@ -21,8 +21,8 @@ from typing import Final
 
 import orjson
 
-from bridge.auth import sign_hmac
-from bridge.sender import DEFAULT_MIX, Dialect, generate_batch
+from bridge.cli.sender import DEFAULT_MIX, Dialect, generate_batch
+from bridge.core.auth import sign_hmac
 
 TAG_DIGITS: Final = 8
 _EVENT_ID_KEY: Final = b'"eventId":"'

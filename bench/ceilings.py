@@ -3,8 +3,8 @@
     python -m bench.ceilings SPEC.json OUT.json
 
 runs the raw producer ceiling in its own process, with the bridge's environment, so that
-:class:`bridge.settings.Settings` resolves exactly as in the bridge: the same receiver, the
-same :class:`bridge.routing.Router` building the same records from the same generated
+:class:`bridge.config.settings.Settings` resolves exactly as in the bridge: the same receiver, the
+same :class:`bridge.core.routing.Router` building the same records from the same generated
 batches, the same producer settings (acks=all, idempotence, compression, linger, batch size).
 """
 
@@ -37,12 +37,12 @@ from bench.stats import (
     step_passes,
     summarize,
 )
-from bridge.alm import Batch, Limits, parse_body
-from bridge.publisher import producer_options
-from bridge.receivers import resolve
-from bridge.records import Record
-from bridge.routing import Router
-from bridge.settings import Settings, load_settings
+from bridge.config.receivers import resolve
+from bridge.config.settings import Settings, load_settings
+from bridge.core.alm import Batch, Limits, parse_body
+from bridge.core.records import Record
+from bridge.core.routing import Router
+from bridge.kafka.publisher import producer_options
 
 TARGET: Final = "aiokafka"
 _SUMMARY: Final = re.compile(

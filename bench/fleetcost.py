@@ -22,10 +22,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bridge.dedupe import SeenWindow, digest, fleet_record
-from bridge.fleet import Fleet
-from bridge.metrics import Metrics
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.core.dedupe import SeenWindow, digest, fleet_record
+from bridge.kafka.fleet import Fleet
+from bridge.telemetry.metrics import Metrics
 
 FETCH_RECORDS = 10_000
 

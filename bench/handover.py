@@ -2,7 +2,7 @@
 
     python -m bench.handover {send_batch,send} serve
 
-Starts ``alm-bridge`` with :class:`bridge.batching.Lanes` replaced by one of two designs
+Starts ``alm-bridge`` with :class:`bridge.kafka.batching.Lanes` replaced by one of two designs
 that use only aiokafka's documented API, so that ``make bench`` can weigh them against the
 adapter the bridge ships (``python -m bench --handover ...``):
 
@@ -23,8 +23,8 @@ import functools
 import sys
 from typing import Any, Final
 
-from bridge import batching, publisher
-from bridge.records import Record
+from bridge.core.records import Record
+from bridge.kafka import batching, publisher
 
 DESIGNS: Final = ("send_batch", "send")
 
@@ -150,7 +150,7 @@ class _SendLanes:
 
 
 def designed_lanes(design: str) -> type[batching.Lanes] | type[_SendLanes]:
-    """The class that stands in for :class:`bridge.batching.Lanes` in ``design``."""
+    """The class that stands in for :class:`bridge.kafka.batching.Lanes` in ``design``."""
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; one of {', '.join(DESIGNS)}")
     return _TaskLanes if design == "send_batch" else _SendLanes
@@ -160,7 +160,7 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in DESIGNS:
         raise SystemExit(f"usage: python -m bench.handover {{{','.join(DESIGNS)}}} serve")
     vars(publisher)["Lanes"] = designed_lanes(sys.argv.pop(1))
-    from bridge.__main__ import main as bridge_main
+    from bridge.cli.main import main as bridge_main
 
     bridge_main()
 

@@ -70,7 +70,8 @@ def parse_collapsed(text: str) -> list[Stack]:
 
 
 def area(frame: str) -> str:
-    """A frame's package: ``bridge.<module>``, else the top-level package or module.
+    """A frame's package: the bridge's module (``bridge.core.alm``), else the top-level
+    package or module.
 
     py-spy names frames ``function (path)`` with the path relative to its ``sys.path``
     entry (``aiokafka/cluster.py``, ``asyncio/streams.py``) or a pseudo-file (``<string>``).
@@ -81,7 +82,7 @@ def area(frame: str) -> str:
         return path
     parts = path.split("/")
     if parts[0] == "bridge" and len(parts) > 1:
-        return f"bridge.{parts[1].removesuffix('.py')}"
+        return ".".join(parts).removesuffix(".py")
     return parts[0].removesuffix(".py") if parts[0] else "other"
 
 

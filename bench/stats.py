@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bridge.stats import percentile
+from bridge.core.stats import percentile
 
 __all__ = ["percentile"]  # the one definition, shared with the sender and the tests
 

@@ -9,7 +9,7 @@ never creates topics on metadata requests (``auto.create.topics.enable=false``).
 For each new topic name, timed from the call to ``Publisher.publish`` of one record to
 Kafka's acknowledgement, three ways to make the topic exist, in turns:
 
-- ``producer``: :mod:`bridge.topics` as it is (a metadata request naming the topic, then
+- ``producer``: :mod:`bridge.kafka.topics` as it is (a metadata request naming the topic, then
   CreateTopics, on the producer's own connections);
 - ``admin``: an ``AIOKafkaAdminClient`` started with the publisher and kept
   (``describe_topics``, then ``create_topics`` for the missing ones);
@@ -50,12 +50,12 @@ from bench.config import CROWD_TOPICS, RESULTS_ROOT, make_config
 from bench.results import Results
 from bench.servers import Servers, say
 from bench.services import LocalKafka, ProcessSet, free_ports
-from bridge.errors import PublishUnavailable
-from bridge.publisher import Publisher, client_options
-from bridge.records import Record
-from bridge.settings import Settings
-from bridge.sink import Refusal
-from bridge.topics import Topics, refusal_for_code
+from bridge.config.settings import Settings
+from bridge.core.errors import PublishUnavailable
+from bridge.core.records import Record
+from bridge.core.sink import Refusal
+from bridge.kafka.publisher import Publisher, client_options
+from bridge.kafka.topics import Topics, refusal_for_code
 
 VARIANTS: Final = ("producer", "admin", "admin-per-use")
 FIRST_USE_TIMEOUT_S: Final = 30.0
@@ -112,7 +112,7 @@ def count_kafka_traffic() -> None:
 
 
 class AdminTopics(Topics):
-    """:class:`bridge.topics.Topics` on aiokafka's admin client, the same decisions."""
+    """:class:`bridge.kafka.topics.Topics` on aiokafka's admin client, the same decisions."""
 
     def __init__(
         self, settings: Settings, admin: Callable[[], Awaitable[AIOKafkaAdminClient]], keep: bool

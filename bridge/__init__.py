@@ -26,7 +26,7 @@ def __getattr__(name: str) -> str:
 def main() -> None:
     """The ``alm-bridge`` command; a Ctrl-C while it is still loading exits quietly (130)."""
     try:
-        from bridge.__main__ import main as command_line
+        from bridge.cli.main import main as command_line
 
         command_line()
     except KeyboardInterrupt:

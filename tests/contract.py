@@ -22,8 +22,8 @@ import jsonschema_rs
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from bridge.asyncapi import CE_TYPE_PREFIX, build_document
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.contract import CE_TYPE_PREFIX, build_document
 
 _MAX_TOPIC_CHARS: Final = 249
 _TEMPLATE_FIELD: Final = re.compile(r"\{(\w+)\}")

@@ -1,4 +1,4 @@
-"""An in-memory :class:`bridge.sink.Sink` for tests that check statuses, not Kafka.
+"""An in-memory :class:`bridge.core.sink.Sink` for tests that check statuses, not Kafka.
 
 It stores every record it is given, per topic, and can be told to refuse topics for good
 or to be unreachable, so the HTTP contract can be exercised without a broker. With
@@ -13,9 +13,9 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 
-from bridge.errors import PublishUnavailable
-from bridge.records import Record
-from bridge.sink import PublishResult, Refusal
+from bridge.core.errors import PublishUnavailable
+from bridge.core.records import Record
+from bridge.core.sink import PublishResult, Refusal
 
 
 class MemorySink:

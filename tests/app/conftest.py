@@ -15,17 +15,17 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge.app import create_app
-from bridge.auth import sign_hmac
-from bridge.handlers import STATE, State
-from bridge.records import Record
-from bridge.settings import (
+from bridge.config.settings import (
     AuthSettings,
     DeadLetterSettings,
     ReceiverSettings,
     RoutingSettings,
     Settings,
 )
+from bridge.core.auth import sign_hmac
+from bridge.core.records import Record
+from bridge.service.app import create_app
+from bridge.service.handlers import STATE, State
 from tests.contract import contract_for
 from tests.kafka_fixtures import consume_all
 from tests.memory_sink import MemorySink

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.auth import sign_hmac
-from bridge.diagnosis import Throttle
+from bridge.core.auth import sign_hmac
+from bridge.telemetry.diagnosis import Throttle
 from tests.app.conftest import SECRET, MakeBridge, sample
 from tests.app.test_request_lines import Lines, log_lines
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bridge.settings import RoutingSettings
+from bridge.config.settings import RoutingSettings
 from tests.app.conftest import SECRET, MakeBridge, receiver_settings
 from tests.kafka_fixtures import consume_all
 

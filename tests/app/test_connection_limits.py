@@ -1,4 +1,4 @@
-"""The connection handler of the real server (``bridge.server.Runner``): request headers
+"""The connection handler of the real server (``bridge.service.server.Runner``): request headers
 bounded in bytes and in time, and refused requests freed as soon as they are answered.
 
 Raw sockets play the client, so that nothing of a client library's own is in the way.
@@ -18,10 +18,10 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge.app import bind_listeners, create_app, runner_for
-from bridge.auth import sign_hmac
-from bridge.server import Connection
-from bridge.settings import AuthSettings, ReceiverSettings, Settings
+from bridge.config.settings import AuthSettings, ReceiverSettings, Settings
+from bridge.core.auth import sign_hmac
+from bridge.service.app import bind_listeners, create_app, runner_for
+from bridge.service.server import Connection
 from tests.conditions import until
 from tests.memory_sink import MemorySink
 

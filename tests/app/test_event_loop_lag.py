@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.admission import LoopLag
-from bridge.metrics import Metrics
+from bridge.service.admission import LoopLag
+from bridge.telemetry.metrics import Metrics
 from tests.app.conftest import MakeBridge
 from tests.clocks import DrivenClock
 from tests.conditions import until, within

@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from bridge.settings import DeadLetterSettings
+from bridge.config.settings import DeadLetterSettings
 from tests.app.conftest import MakeBridge, receiver_settings, sample
 
 pytestmark = pytest.mark.kafka

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridge.settings import DeadLetterSettings, RoutingSettings
+from bridge.config.settings import DeadLetterSettings, RoutingSettings
 from tests.app.conftest import MakeBridge, receiver_settings
 from tests.contract import contract_for
 from tests.kafka_fixtures import consume_all

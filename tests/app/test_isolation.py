@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.auth import basic_authorization
-from bridge.settings import AuthSettings, DeadLetterSettings, RoutingSettings
+from bridge.config.settings import AuthSettings, DeadLetterSettings, RoutingSettings
+from bridge.core.auth import basic_authorization
 from tests.app.conftest import Bridge, MakeBridge, receiver_settings
 
 ACCOUNT = 1234

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from bridge.otel import OtlpTracer
+from bridge.telemetry.otel import OtlpTracer
 from tests.app.conftest import MakeBridge, sample
 from tests.kafka_fixtures import free_ports
 

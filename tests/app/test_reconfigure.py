@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 
 from pydantic import SecretStr
 
-from bridge.app import reconfigure
-from bridge.auth import sign_hmac
-from bridge.receivers import resolve
-from bridge.reload import Configuration
-from bridge.settings import AuthSettings, ReceiverSettings, RoutingSettings, Settings
+from bridge.config.receivers import resolve
+from bridge.config.reload import Configuration
+from bridge.config.settings import AuthSettings, ReceiverSettings, RoutingSettings, Settings
+from bridge.core.auth import sign_hmac
+from bridge.service.app import reconfigure
 from tests.app.conftest import SECRET, MakeBridge, receiver_settings, sample
 from tests.conditions import until
 

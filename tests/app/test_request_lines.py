@@ -20,10 +20,10 @@ import structlog
 from aiohttp.http_parser import HttpRequestParserPy
 from pydantic import SecretStr
 
-from bridge.app import tell_held_back
-from bridge.auth import basic_authorization, sign_hmac
-from bridge.logs import Sampler, configure
-from bridge.settings import AuthSettings
+from bridge.config.settings import AuthSettings
+from bridge.core.auth import basic_authorization, sign_hmac
+from bridge.service.app import tell_held_back
+from bridge.telemetry.logs import Sampler, configure
 from tests.app.conftest import SECRET, Bridge, MakeBridge, receiver_settings, sample
 
 Lines = Callable[[], list[dict[str, Any]]]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bridge.reasons import DeadLetterReason
-from bridge.sink import Refusal
+from bridge.core.reasons import DeadLetterReason
+from bridge.core.sink import Refusal
 from tests.app.conftest import Bridge, MakeBridge, sample
 from tests.conditions import until
 

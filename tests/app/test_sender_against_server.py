@@ -14,10 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bridge.alm import Batch, parse_body
-from bridge.auth import basic_authorization, sign_hmac
-from bridge.errors import InvalidBatch
-from bridge.sender import (
+from bridge.cli.sender import (
     BasicUser,
     BatchSize,
     RequestResult,
@@ -25,6 +22,9 @@ from bridge.sender import (
     run_challenge,
     run_send,
 )
+from bridge.core.alm import Batch, parse_body
+from bridge.core.auth import basic_authorization, sign_hmac
+from bridge.core.errors import InvalidBatch
 from tests.kafka_fixtures import free_ports
 
 SECRET = b"alm-test-signing-secret"
@@ -442,7 +442,7 @@ async def _cli(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bridge.sender",
+        "bridge.cli.sender",
         *args,
         cwd=ROOT,
         env=env,

@@ -19,9 +19,9 @@ import pytest
 from aiohttp import ClientResponse
 from pydantic import SecretStr
 
-from bridge.admission import LoopLag
-from bridge.auth import basic_authorization, sign_hmac
-from bridge.settings import AuthSettings, DeadLetterSettings
+from bridge.config.settings import AuthSettings, DeadLetterSettings
+from bridge.core.auth import basic_authorization, sign_hmac
+from bridge.service.admission import LoopLag
 from tests.app.conftest import SECRET, Bridge, MakeBridge, receiver_settings, sample
 from tests.clocks import DrivenClock
 from tests.conditions import until

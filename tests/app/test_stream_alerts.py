@@ -23,8 +23,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from bridge.canary import canary_batch
-from bridge.settings import AuthSettings, LivenessSettings
+from bridge.cli.canary import canary_batch
+from bridge.config.settings import AuthSettings, LivenessSettings
 from tests.app.conftest import Bridge, MakeBridge, receiver_settings, sample
 from tests.deploy.toolbox import find_tool
 from tests.kafka_fixtures import free_ports

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from bridge.__main__ import app
+from bridge.cli.main import app
 from tests.app.conftest import MakeBridge, sample
 
 pytestmark = pytest.mark.kafka

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.settings import RoutingSettings
+from bridge.config.settings import RoutingSettings
 from tests.app.conftest import MakeBridge, receiver_settings, sample
 
 pytestmark = pytest.mark.kafka

@@ -15,14 +15,14 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from bridge.asyncapi import build_document, render_yaml, sample_bodies
-from bridge.settings import (
+from bridge.config.settings import (
     AuthSettings,
     DeadLetterSettings,
     ReceiverSettings,
     RoutingSettings,
     Settings,
 )
+from bridge.contract import build_document, render_yaml, sample_bodies
 from tests.deploy.toolbox import INSTALL_HINT, REPO, run, tools_bin
 
 pytestmark = pytest.mark.deploy

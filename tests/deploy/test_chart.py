@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.receivers import SecretPaths, resolve, secret_paths
-from bridge.settings import (
+from bridge.config.receivers import SecretPaths, resolve, secret_paths
+from bridge.config.settings import (
     DeadLetterSettings,
     ReceiverSettings,
     RoutingSettings,
@@ -844,8 +844,8 @@ def test_the_schema_offers_exactly_what_the_bridge_accepts() -> None:
     from pydantic import BaseModel
     from pydantic.alias_generators import to_snake
 
-    from bridge.auth import ALGORITHMS, ENCODINGS
-    from bridge.settings import AuthMethod, AuthSettings
+    from bridge.config.settings import AuthMethod, AuthSettings
+    from bridge.core.auth import ALGORITHMS, ENCODINGS
 
     schema = json.loads((CHART / "values.schema.json").read_text())
     receiver = schema["properties"]["receivers"]["items"]["properties"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.settings import Settings
+from bridge.config.settings import Settings
 from tests.deploy.toolbox import COMPOSE, DOCKERFILE, REPO, find_tool, run
 
 pytestmark = pytest.mark.deploy

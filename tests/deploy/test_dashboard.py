@@ -80,7 +80,7 @@ class Exported:
     """Series names and label names of the bridge's registry, read back from its exposition."""
 
     def __init__(self) -> None:
-        from bridge.metrics import Metrics
+        from bridge.telemetry.metrics import Metrics
 
         registry = CollectorRegistry()
         Metrics(registry=registry, receivers=["prod"])
@@ -102,7 +102,7 @@ def exported() -> Exported:
     try:
         return Exported()
     except ImportError as exc:
-        pytest.fail(f"bridge.metrics.Metrics is not importable: {exc}")
+        pytest.fail(f"bridge.telemetry.metrics.Metrics is not importable: {exc}")
 
 
 def test_dashboard_shape() -> None:

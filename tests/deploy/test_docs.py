@@ -18,7 +18,7 @@ def _doc() -> str:
 
 
 def test_every_exported_metric_is_documented() -> None:
-    from bridge.metrics import Metrics
+    from bridge.telemetry.metrics import Metrics
 
     registry = CollectorRegistry()
     Metrics(registry=registry)

@@ -23,10 +23,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge.app import create_app
-from bridge.dedupe import read_fleet_record
-from bridge.fleet import FleetTopicRefused
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.core.dedupe import read_fleet_record
+from bridge.kafka.fleet import FleetTopicRefused
+from bridge.service.app import create_app
 from tests.app.conftest import Bridge, receiver_settings
 from tests.kafka_fixtures import LocalKafka, consume_all
 

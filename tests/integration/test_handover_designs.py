@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.handover import DESIGNS, designed_lanes
-from bridge.records import Record
+from bridge.core.records import Record
 from tests.kafka_fixtures import consume_all
 
 pytestmark = pytest.mark.kafka

@@ -30,9 +30,9 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge import topics as bridge_topics
-from bridge.app import create_app
-from bridge.settings import DeadLetterSettings, RoutingSettings, Settings
+from bridge.config.settings import DeadLetterSettings, RoutingSettings, Settings
+from bridge.kafka import topics as bridge_topics
+from bridge.service.app import create_app
 from tests.app.conftest import Bridge, receiver_settings
 from tests.kafka_fixtures import ACL_KAFKA_MAX_PARTITIONS, LocalKafka, consume_all
 

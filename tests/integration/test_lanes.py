@@ -1,4 +1,4 @@
-"""The lanes (bridge/batching.py) on aiokafka's real producer and a real broker.
+"""The lanes (bridge/kafka/batching.py) on aiokafka's real producer and a real broker.
 
 The lanes use members of aiokafka's accumulator that are not its documented API; these
 tests check what the bridge relies on through them, on the installed aiokafka: order,
@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
-from bridge.batching import Lane, LaneClosed, Lanes
-from bridge.publisher import Publisher
-from bridge.records import Record
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.core.records import Record
+from bridge.kafka.batching import Lane, LaneClosed, Lanes
+from bridge.kafka.publisher import Publisher
 from tests.kafka_fixtures import consume_all
 
 pytestmark = pytest.mark.kafka

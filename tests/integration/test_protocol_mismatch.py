@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import KafkaStartError
-from bridge.publisher import Publisher
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.core.errors import KafkaStartError
+from bridge.kafka.publisher import Publisher
 from tests.kafka_fixtures import LocalKafka, free_ports
 
 pytestmark = pytest.mark.kafka

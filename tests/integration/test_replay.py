@@ -27,11 +27,11 @@ from aiohttp.test_utils import TestClient
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from bridge import replay as replay_module
-from bridge.app import create_app
-from bridge.deadletters import Filters, Progress, Tally
-from bridge.replay import ReplayError, ReplayOptions, replay
-from bridge.settings import RoutingSettings, Settings
+from bridge.cli import replay as replay_module
+from bridge.cli.deadletters import Filters, Progress, Tally
+from bridge.cli.replay import ReplayError, ReplayOptions, replay
+from bridge.config.settings import RoutingSettings, Settings
+from bridge.service.app import create_app
 from tests.app.conftest import Bridge, receiver_settings
 from tests.contract import contract_for
 from tests.kafka_fixtures import consume_all

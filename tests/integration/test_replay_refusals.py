@@ -23,10 +23,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge.app import create_app
-from bridge.deadletters import Filters
-from bridge.replay import ReplayOptions, replay
-from bridge.settings import RoutingSettings, Settings
+from bridge.cli.deadletters import Filters
+from bridge.cli.replay import ReplayOptions, replay
+from bridge.config.settings import RoutingSettings, Settings
+from bridge.service.app import create_app
 from tests.app.conftest import Bridge, receiver_settings
 from tests.contract import contract_for
 from tests.integration.test_kafka_refusals import (

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import KafkaStartError, PublishUnavailable
-from bridge.publisher import Publisher
-from bridge.records import Record
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.core.errors import KafkaStartError, PublishUnavailable
+from bridge.core.records import Record
+from bridge.kafka.publisher import Publisher
 from tests.kafka_fixtures import LocalKafka, consume_all
 
 pytestmark = pytest.mark.kafka

@@ -48,8 +48,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from bridge.auth import sign_hmac
-from bridge.sender import expand_mix, generate_events
+from bridge.cli.sender import expand_mix, generate_events
+from bridge.core.auth import sign_hmac
 from tests.system.harness import fixed_width_lines
 
 ATTACK_MARKER: Final = "attacker-"

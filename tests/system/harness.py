@@ -3,7 +3,7 @@
 A :class:`BridgeProcess` is ``python -m bridge serve`` (or the ``alm-bridge`` script) with
 its settings in the environment, its output in a log file, and it is only ever signalled
 through the pid of the process we started. :class:`Load` drives
-:func:`bridge.sender.run_send` in the test's event loop and keeps every answer, the
+:func:`bridge.cli.sender.run_send` in the test's event loop and keeps every answer, the
 response headers included. :func:`read_prefix` reads every topic of a run from the
 beginning, and :func:`tally` compares what was acknowledged with what Kafka holds.
 """
@@ -34,8 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from bench import processes
-from bridge.auth import sign_hmac
-from bridge.sender import (
+from bridge.cli.sender import (
     DEFAULT_MIX,
     BatchSize,
     RequestResult,
@@ -44,8 +43,9 @@ from bridge.sender import (
     generate_batch,
     run_send,
 )
-from bridge.sender.engine import client_context
-from bridge.settings import Settings
+from bridge.cli.sender.engine import client_context
+from bridge.config.settings import Settings
+from bridge.core.auth import sign_hmac
 from tests.contract import Contract, contract_for
 from tests.kafka_fixtures import free_ports
 

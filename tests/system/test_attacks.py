@@ -22,10 +22,10 @@ from typing import Any, Final
 import aiohttp
 import pytest
 
-from bridge.auth import sign_hmac
-from bridge.logs import RepeatFilter
-from bridge.routing import KNOWN_EVENT_NAMES, sanitize_topic_part
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.core.auth import sign_hmac
+from bridge.core.routing import KNOWN_EVENT_NAMES, sanitize_topic_part
+from bridge.telemetry.logs import RepeatFilter
 from tests.system.attacks import (
     ALM_WINDOW_MS,
     ATTACK_MARKER,

@@ -1,6 +1,6 @@
 """The real bridge process under load while Kafka or the bridge itself fails.
 
-Every scenario plays ALM (:func:`bridge.sender.run_send`) against the process, reads back
+Every scenario plays ALM (:func:`bridge.cli.sender.run_send`) against the process, reads back
 every topic of the run and checks the promise of a 2xx: each event of an acknowledged
 batch is in Kafka. Duplicates are allowed and counted. Durations come from
 ALM_BRIDGE_FAULT_BROKER_DOWN_SECONDS (default 30) and ALM_BRIDGE_FAULT_LOAD_SECONDS

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import yaml
 
-from bridge.auth import sign_hmac
+from bridge.core.auth import sign_hmac
 from tests.mounts import Mount
 from tests.system.harness import (
     SECRET,

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 
-from bridge.sender import expand_mix, generate_events
+from bridge.cli.sender import expand_mix, generate_events
 from tests.system.attacks import (
     AttackProcess,
     AttackRow,

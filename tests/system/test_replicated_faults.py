@@ -32,7 +32,7 @@ from typing import Final
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bridge.sender import RequestResult
+from bridge.cli.sender import RequestResult
 from tests.kafka_fixtures import KafkaCluster, LocalKafka, free_ports
 from tests.system.faultproxy import FaultProxy
 from tests.system.harness import (
@@ -91,7 +91,7 @@ REPLICATED_ENV: Final = {
 class Senders:
     """ALM's webhooks: each sends one batch at a time and re-sends it until a 2xx.
 
-    Each sender runs :func:`bridge.sender.run_send` over chunks of :data:`CHUNK` batches,
+    Each sender runs :func:`bridge.cli.sender.run_send` over chunks of :data:`CHUNK` batches,
     seeded on their own (so every event id is new), until :meth:`finish` is called.
     """
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.sender.engine import client_context
-from bridge.tls import CHECK_SECONDS
+from bridge.cli.sender.engine import client_context
+from bridge.config.tls import CHECK_SECONDS
 from deploy.kafka.localkafka import issue_certificate, make_tls_material
 from tests.mounts import Mount
 from tests.system.harness import (

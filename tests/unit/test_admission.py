@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 from aiohttp import StreamReader
 
-from bridge.admission import (
+from bridge.service.admission import (
     BodyNotRead,
     BodyReads,
     BodyTooLarge,

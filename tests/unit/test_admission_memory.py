@@ -1,6 +1,6 @@
 """A batch is admitted by what it will hold: the estimate is an upper bound, measured.
 
-``bridge.alm.estimated_memory`` counts bytes and JSON values of the raw body; here the
+``bridge.core.alm.estimated_memory`` counts bytes and JSON values of the raw body; here the
 memory that parsing a body and planning its records really allocates at its peak
 (tracemalloc) is measured for the shapes a sender can choose, and must stay below it.
 """
@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.alm import Batch, Limits, estimated_memory, leading_account_id, parse_body
-from bridge.routing import Router, RoutingPolicy
-from bridge.sender import expand_mix, generate_events
+from bridge.cli.sender import expand_mix, generate_events
+from bridge.core.alm import Batch, Limits, estimated_memory, leading_account_id, parse_body
+from bridge.core.routing import Router, RoutingPolicy
 
 LIMITS = Limits(max_events=5000, max_depth=32, max_string_chars=65_536)
 MIX = expand_mix({"enrollment": 3, "completion": 2, "progress": 4, "learning_object": 1})

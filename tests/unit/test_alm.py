@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.alm import Batch, Challenge, Limits, normalize_time, parse_body
-from bridge.errors import InvalidBatch
+from bridge.core.alm import Batch, Challenge, Limits, normalize_time, parse_body
+from bridge.core.errors import InvalidBatch
 
 
 def sample(name: str) -> bytes:

@@ -169,7 +169,7 @@ def test_only_the_documented_adapters_use_private_members_and_exactly_those_list
     }
     table = {adapter: members for adapter, members in documented().items() if members}
 
-    assert set(table) == {"bridge/batching.py", "bridge/server.py"}
+    assert set(table) == {"bridge/kafka/batching.py", "bridge/service/server.py"}
     outside = {module: used for module, used in found.items() if module not in table}
     assert not outside, f"private members of a dependency outside its adapter: {outside}"
     assert found == table, "docs/architecture.md's table and the code disagree"
@@ -183,7 +183,7 @@ def test_only_the_documented_adapters_import_aiokafkas_protocol_and_connections(
     }
     table = {adapter: members for adapter, members in documented_internal().items() if members}
 
-    assert set(table) == {"bridge/topics.py", "bridge/publisher.py"}
+    assert set(table) == {"bridge/kafka/topics.py", "bridge/kafka/publisher.py"}
     outside = {module: used for module, used in found.items() if module not in table}
     assert not outside, f"aiokafka's protocol or connections outside an adapter: {outside}"
     assert found == table, "docs/architecture.md's table and the code disagree"
@@ -230,12 +230,24 @@ def test_the_scan_finds_private_members_on_objects_and_through_super() -> None:
     assert private_members_in(on_an_object, "probe") == {"_sender"}
     assert private_members_in(through_super, "probe") == {"_make_server"}
     assert private_members_in("x = (1, 2)\ny = x._replace\n", "probe") == set()
-    assert {"_make_server", "_force_close"} <= private_members_used(BRIDGE / "server.py")
+    assert {"_make_server", "_force_close"} <= private_members_used(
+        BRIDGE / "service" / "server.py"
+    )
 
 
 def test_the_module_map_lists_every_module_of_the_package() -> None:
     listed = set(re.findall(r"^\| `(bridge/[\w/]+(?:\.py|/))` \|", ARCHITECTURE.read_text(), re.M))
-    modules = {f"bridge/{p.name}" for p in BRIDGE.glob("*.py") if p.name != "__init__.py"}
-    packages = {f"bridge/{p.name}/" for p in BRIDGE.iterdir() if (p / "__init__.py").exists()}
+    layers = [p for p in BRIDGE.iterdir() if (p / "__init__.py").exists()]
+    modules = {f"bridge/{layer.name}/{p.name}" for layer in layers for p in layer.glob("*.py")} - {
+        f"bridge/{layer.name}/__init__.py" for layer in layers
+    }
+    packages = {
+        f"bridge/{layer.name}/{p.name}/"
+        for layer in layers
+        for p in layer.iterdir()
+        if (p / "__init__.py").exists()
+    }
 
     assert listed == modules | packages
+    # Nothing but the package's entry points outside the layers.
+    assert {p.name for p in BRIDGE.glob("*.py")} == {"__init__.py", "__main__.py"}

@@ -18,9 +18,17 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from bridge.__main__ import app
-from bridge.alm import Batch, parse_body
-from bridge.asyncapi import (
+from bridge.cli.main import app
+from bridge.cli.sender import FAMILIES, generate_batch
+from bridge.config.receivers import policy_for
+from bridge.config.settings import (
+    AuthSettings,
+    DeadLetterSettings,
+    ReceiverSettings,
+    RoutingSettings,
+    Settings,
+)
+from bridge.contract import (
     DEAD_LETTERED_BATCH,
     DEAD_LETTERED_EVENT,
     build_document,
@@ -28,20 +36,12 @@ from bridge.asyncapi import (
     render_yaml,
     sample_bodies,
 )
-from bridge.asyncapi import FAMILIES as FAMILY_MESSAGES
-from bridge.reasons import DeadLetterReason
-from bridge.receivers import policy_for
-from bridge.records import Record
-from bridge.routing import KNOWN_EVENT_NAMES, Router
-from bridge.sender import FAMILIES, generate_batch
-from bridge.settings import (
-    AuthSettings,
-    DeadLetterSettings,
-    ReceiverSettings,
-    RoutingSettings,
-    Settings,
-)
-from bridge.tracing import trace_context
+from bridge.contract import FAMILIES as FAMILY_MESSAGES
+from bridge.core.alm import Batch, parse_body
+from bridge.core.reasons import DeadLetterReason
+from bridge.core.records import Record
+from bridge.core.routing import KNOWN_EVENT_NAMES, Router
+from bridge.core.tracing import trace_context
 from tests.contract import Contract, ContractViolation
 
 ALL_EVENT_MESSAGES = {f.message for f in FAMILY_MESSAGES.values()}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bridge.auth import (
+from bridge.core.auth import (
     ALGORITHMS,
     DEFAULT_HMAC_HEADER,
     ENCODINGS,
@@ -23,7 +23,7 @@ from bridge.auth import (
     secret_from_text,
     sign_hmac,
 )
-from bridge.errors import AuthError
+from bridge.core.errors import AuthError
 
 VECTORS = Path(__file__).parent / "vectors"
 SECRET = b"alm-test-signing-secret-0001"

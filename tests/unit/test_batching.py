@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from bridge.batching import LaneClosed, Lanes
-from bridge.errors import PublishUnavailable
-from bridge.records import Record
+from bridge.core.errors import PublishUnavailable
+from bridge.core.records import Record
+from bridge.kafka.batching import LaneClosed, Lanes
 from tests.clocks import drive_the_loop_clock
 from tests.conditions import until
 
@@ -297,8 +297,8 @@ class ClusterProducer(FakeProducer):
 async def test_a_request_giving_up_on_a_full_batch_does_not_fail_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bridge.publisher import Publisher
-    from bridge.settings import Settings
+    from bridge.config.settings import Settings
+    from bridge.kafka.publisher import Publisher
 
     clock = drive_the_loop_clock(monkeypatch)
     producer = ClusterProducer(capacity=1)

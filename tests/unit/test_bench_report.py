@@ -331,11 +331,11 @@ def test_producer_performance_summary_is_the_final_line() -> None:
 
 def test_profile_summary_shares() -> None:
     text = (
-        "<module> (bridge/__main__.py:1);run (uvloop/__init__.py:2);"
+        "<module> (bridge/cli/main.py:1);run (uvloop/__init__.py:2);"
         "send (aiokafka/producer/producer.py:9);murmur2 (aiokafka/partitioner.py:30) 6\n"
-        "<module> (bridge/__main__.py:1);run (uvloop/__init__.py:2);"
-        "parse_body (bridge/alm.py:141) 3\n"
-        "<module> (bridge/__main__.py:1);run (uvloop/__init__.py:2) 1\n"
+        "<module> (bridge/cli/main.py:1);run (uvloop/__init__.py:2);"
+        "parse_body (bridge/core/alm.py:141) 3\n"
+        "<module> (bridge/cli/main.py:1);run (uvloop/__init__.py:2) 1\n"
         "garbage line\n"
     )
     stacks = parse_collapsed(text)
@@ -348,10 +348,10 @@ def test_profile_summary_shares() -> None:
         "pct": 60.0,
     }
     inclusive = {row["frame"] for row in summary["top_inclusive"]}
-    assert "<module> (bridge/__main__.py)" not in inclusive
+    assert "<module> (bridge/cli/main.py)" not in inclusive
     assert {r["frame"]: r["pct"] for r in summary["leaf_areas"]} == {
         "aiokafka": 60.0,
-        "bridge.alm": 30.0,
+        "bridge.core.alm": 30.0,
         "uvloop": 10.0,
     }
     assert area("f (<string>)") == "<string>"

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bridge import __version__
-from bridge.__main__ import app
-from bridge.settings import CONFIG_FILE_ENV
+from bridge.cli.main import app
+from bridge.config.settings import CONFIG_FILE_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +172,7 @@ def test_a_file_receiver_without_authentication_is_refused(tmp_path: Path) -> No
 
 
 def test_foreign_kafka_variables_are_named_with_the_bridges_own() -> None:
-    from bridge.__main__ import foreign_variables
+    from bridge.cli.main import foreign_variables
 
     warnings = foreign_variables(
         {

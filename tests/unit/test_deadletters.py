@@ -13,9 +13,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from bridge.__main__ import app
-from bridge.alm import parse_body
-from bridge.deadletters import (
+from bridge.cli.deadletters import (
     DeadLetter,
     Filters,
     Item,
@@ -26,11 +24,13 @@ from bridge.deadletters import (
     Tally,
     summary_lines,
 )
-from bridge.reasons import DeadLetterReason
-from bridge.receivers import policy_for
-from bridge.records import Record
-from bridge.routing import Router
-from bridge.settings import DeadLetterSettings, ReceiverSettings, RoutingSettings, Settings
+from bridge.cli.main import app
+from bridge.config.receivers import policy_for
+from bridge.config.settings import DeadLetterSettings, ReceiverSettings, RoutingSettings, Settings
+from bridge.core.alm import parse_body
+from bridge.core.reasons import DeadLetterReason
+from bridge.core.records import Record
+from bridge.core.routing import Router
 
 DLQ = "t.deadletter"
 

@@ -3,7 +3,7 @@
 import asyncio
 import tracemalloc
 
-from bridge.dedupe import (
+from bridge.core.dedupe import (
     DIGEST_BYTES,
     FLEET_PROBE_KEY,
     InFlight,

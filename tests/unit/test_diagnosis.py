@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bridge.__main__ import app
-from bridge.auth import (
+from bridge.cli.main import app
+from bridge.core.auth import (
     ALGORITHMS,
     ENCODINGS,
     Algorithm,
@@ -21,7 +21,7 @@ from bridge.auth import (
     diagnose_hmac,
     sign_hmac,
 )
-from bridge.diagnosis import Throttle, diagnosis_fields, parse_headers
+from bridge.telemetry.diagnosis import Throttle, diagnosis_fields, parse_headers
 
 SECRET = b"s3cret-of-the-account"
 BODY = b'{"accountId": 1, "events": []}'

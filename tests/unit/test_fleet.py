@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge.dedupe import SeenWindow, digest
-from bridge.errors import ConfigError
-from bridge.fleet import MAX_QUEUED_KEYS, Fleet
-from bridge.metrics import Metrics
-from bridge.settings import Settings, load_settings
+from bridge.config.settings import Settings, load_settings
+from bridge.core.dedupe import SeenWindow, digest
+from bridge.core.errors import ConfigError
+from bridge.kafka.fleet import MAX_QUEUED_KEYS, Fleet
+from bridge.telemetry.metrics import Metrics
 
 
 def make_fleet() -> tuple[Fleet, CollectorRegistry]:

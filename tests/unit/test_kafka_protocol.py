@@ -1,7 +1,7 @@
 """The parts of aiokafka below its documented API that the bridge's adapters use, as used.
 
-``bridge/topics.py`` builds ``MetadataRequest`` and ``CreateTopicsRequest`` and reads their
-answers by position; ``bridge/publisher.py`` opens one connection with
+``bridge/kafka/topics.py`` builds ``MetadataRequest`` and ``CreateTopicsRequest`` and reads their
+answers by position; ``bridge/kafka/publisher.py`` opens one connection with
 ``aiokafka.conn.create_conn``. docs/architecture.md lists both as adapters: aiokafka is
 pinned to one release, and these tests fail when that release no longer has the classes,
 fields and positions the code relies on.
@@ -24,8 +24,8 @@ from aiokafka.protocol.admin import CreateTopicsRequest
 from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import SecretStr
 
-from bridge.publisher import client_options
-from bridge.settings import Settings
+from bridge.config.settings import Settings
+from bridge.kafka.publisher import client_options
 
 REPO = Path(__file__).resolve().parents[2]
 # Every version of a request the release can build (the broker picks the highest both know).

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import PublishUnavailable
-from bridge.listener import Listener, first_server, identify
-from bridge.publisher import Publisher, mismatch
-from bridge.settings import CONFIG_FILE_ENV, Settings, load_settings, setting_said
+from bridge.config.settings import CONFIG_FILE_ENV, Settings, load_settings, setting_said
+from bridge.core.errors import PublishUnavailable
+from bridge.kafka.listener import Listener, first_server, identify
+from bridge.kafka.publisher import Publisher, mismatch
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

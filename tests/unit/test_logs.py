@@ -13,7 +13,8 @@ import structlog
 from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import SecretStr
 
-from bridge.logs import (
+from bridge.config.settings import AuthSettings, ReceiverSettings, Settings
+from bridge.telemetry.logs import (
     ClientErrorFilter,
     RepeatFilter,
     Sampler,
@@ -23,7 +24,6 @@ from bridge.logs import (
     render_json,
     valid_text,
 )
-from bridge.settings import AuthSettings, ReceiverSettings, Settings
 
 
 def _record(name: str, msg: str) -> logging.LogRecord:
@@ -340,7 +340,7 @@ def _produce_retry(partition: str, error: object) -> logging.LogRecord:
 def test_a_new_partitions_missing_leader_is_told_once_at_info() -> None:
     from aiokafka.errors import NotLeaderForPartitionError, RequestTimedOutError
 
-    from bridge.logs import NewLeaderFilter
+    from bridge.telemetry.logs import NewLeaderFilter
 
     new_leader = NewLeaderFilter()
     first = _produce_retry("TopicPartition(topic='alm.x', partition=0)", NotLeaderForPartitionError)

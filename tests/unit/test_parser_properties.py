@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge import alm
-from bridge.alm import Batch, Challenge, parse_body
-from bridge.errors import InvalidBatch
-from bridge.routing import Plan, Router, RoutingPolicy, is_legal_topic, legal_topic
+from bridge.core import alm
+from bridge.core.alm import Batch, Challenge, parse_body
+from bridge.core.errors import InvalidBatch
+from bridge.core.routing import Plan, Router, RoutingPolicy, is_legal_topic, legal_topic
 
 DOCUMENTED = sorted(
     json.loads((Path(__file__).parent / "vectors" / "event-names.json").read_text())["names"]

@@ -7,7 +7,7 @@ from aiokafka.partitioner import murmur2 as reference_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.partitioning import murmur2, partition_for
+from bridge.core.partitioning import murmur2, partition_for
 
 
 @settings(max_examples=500, deadline=None, database=None)

@@ -1,4 +1,4 @@
-"""The closed sets of codes are written once, as the enums of bridge.reasons: the code
+"""The closed sets of codes are written once, as the enums of bridge.core.reasons: the code
 gives only their members, the metrics create exactly their series, and the operations
 guide, the README and the AsyncAPI document name no value the enums lack (the metrics
 table names every one)."""
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.asyncapi.document import build_document
-from bridge.metrics import Metrics
-from bridge.reasons import (
+from bridge.config.settings import Settings
+from bridge.contract.document import build_document
+from bridge.core.reasons import (
     AUTH_ERROR_CODES,
     BATCH_OUTCOMES,
     FALLBACK_REASONS,
@@ -31,8 +31,8 @@ from bridge.reasons import (
     ReloadResult,
     RequestOutcome,
 )
-from bridge.settings import Settings
-from bridge.topics import _RECORD_REFUSALS, _TOPIC_REFUSALS
+from bridge.kafka.topics import _RECORD_REFUSALS, _TOPIC_REFUSALS
+from bridge.telemetry.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 ENUMS: tuple[type[StrEnum], ...] = (
@@ -142,7 +142,7 @@ def test_no_code_is_written_as_a_literal_in_the_code() -> None:
         for path, tree in _sources()
         for line, value in _literal_codes(tree)
     ]
-    assert not literals, "use the members of bridge.reasons:\n" + "\n".join(literals)
+    assert not literals, "use the members of bridge.core.reasons:\n" + "\n".join(literals)
 
 
 def test_the_scan_finds_literal_codes() -> None:

@@ -22,10 +22,10 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from bridge.batching import LaneClosed
-from bridge.reasons import DeadLetterReason
-from bridge.sink import Refusal
-from bridge.topics import refusal_for_code, refusal_of
+from bridge.core.reasons import DeadLetterReason
+from bridge.core.sink import Refusal
+from bridge.kafka.batching import LaneClosed
+from bridge.kafka.topics import refusal_for_code, refusal_of
 
 
 @pytest.mark.parametrize(

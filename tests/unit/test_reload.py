@@ -9,11 +9,11 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from bridge.auth import DEFAULT_HMAC_HEADER, sign_hmac
-from bridge.errors import AuthError
-from bridge.receivers import Receiver, resolve
-from bridge.reload import Configuration, Reloader, fixed_changes, watched_files
-from bridge.settings import Settings, load_settings
+from bridge.config.receivers import Receiver, resolve
+from bridge.config.reload import Configuration, Reloader, fixed_changes, watched_files
+from bridge.config.settings import Settings, load_settings
+from bridge.core.auth import DEFAULT_HMAC_HEADER, sign_hmac
+from bridge.core.errors import AuthError
 from tests.mounts import Mount
 
 OLD = b"the-old-signing-secret"

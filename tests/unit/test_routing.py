@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from bridge.alm import Batch, parse_body
-from bridge.errors import InvalidBatch
-from bridge.reasons import DeadLetterReason
-from bridge.records import Record
-from bridge.routing import (
+from bridge.core.alm import Batch, parse_body
+from bridge.core.errors import InvalidBatch
+from bridge.core.reasons import DeadLetterReason
+from bridge.core.records import Record
+from bridge.core.routing import (
     KNOWN_EVENT_NAMES,
     MAX_TOPIC_CHARS,
     RECORD_KEY_FIELDS,

@@ -13,10 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bridge.alm import Batch, parse_body
-from bridge.auth import basic_authorization, sign_hmac
-from bridge.routing import family
-from bridge.sender import (
+from bridge.cli.sender import (
     DEFAULT_MIX,
     FAMILIES,
     BasicUser,
@@ -38,6 +35,9 @@ from bridge.sender import (
     send_command,
     summarize,
 )
+from bridge.core.alm import Batch, parse_body
+from bridge.core.auth import basic_authorization, sign_hmac
+from bridge.core.routing import family
 
 NOW = datetime(2026, 11, 2, 9, 30, 17, 123000, tzinfo=UTC)
 URL = "http://127.0.0.1:1/webhooks/alm"
@@ -410,7 +410,7 @@ def test_the_summary_uses_the_shared_percentile_definition() -> None:
 
     latency = summarize(results, url=URL, seed=1, elapsed_seconds=1.0).latency
 
-    # Linear between closest ranks (bridge.stats), as the benchmark computes it.
+    # Linear between closest ranks (bridge.core.stats), as the benchmark computes it.
     assert (latency.p50, latency.p90, latency.p99, latency.max) == (5.5, 9.1, 9.91, 10.0)
     assert percentile(latencies, 99) == pytest.approx(9.91)
 
@@ -557,8 +557,8 @@ def test_cli_errors_name_the_flag_and_list_every_problem() -> None:
 
 @pytest.mark.parametrize("columns", [80, 100])
 def test_send_help_fits_the_terminal_and_shows_no_python_types(columns: int) -> None:
-    from bridge.__main__ import app
-    from bridge.sender.options import Flag, command_line_fields
+    from bridge.cli.main import app
+    from bridge.cli.sender.options import Flag, command_line_fields
 
     result = CliRunner().invoke(
         app, ["send", "--help"], env={"COLUMNS": str(columns)}, prog_name="alm-bridge"
@@ -583,11 +583,11 @@ def test_serve_and_check_config_never_import_the_sender() -> None:
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from bridge.__main__ import app\n"
-        "import bridge.app\n"
+        "from bridge.cli.main import app\n"
+        "import bridge.service.app\n"
         "result = CliRunner().invoke(app, ['check-config'])\n"
         "assert result.exit_code == 0, result.output\n"
-        "print(sorted(m for m in sys.modules if m.startswith('bridge.sender')))"
+        "print(sorted(m for m in sys.modules if m.startswith('bridge.cli.sender')))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env["BRIDGE_AUTH_METHOD"] = "none"
@@ -601,7 +601,7 @@ def test_serve_and_check_config_never_import_the_sender() -> None:
 def test_the_summary_shows_the_reason_codes_the_bridge_gave() -> None:
     from rich.console import Console
 
-    from bridge.sender.display import summary_table
+    from bridge.cli.sender.display import summary_table
 
     refused = [
         RequestResult(
@@ -634,7 +634,7 @@ def test_the_summary_shows_the_reason_codes_the_bridge_gave() -> None:
 
 
 def test_help_shows_the_auth_default_that_applies() -> None:
-    from bridge.__main__ import app
+    from bridge.cli.main import app
 
     result = CliRunner().invoke(app, ["send", "--help"], env={"COLUMNS": "100"})
 
@@ -657,7 +657,7 @@ def test_a_secret_implies_hmac_and_the_run_is_bounded_by_default() -> None:
 
 
 def test_summary_counts_error_reasons_and_unsent_batches() -> None:
-    from bridge.sender.results import summarize
+    from bridge.cli.sender.results import summarize
 
     def failed(index: int, detail: str | None) -> RequestResult:
         return RequestResult(

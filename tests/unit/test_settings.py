@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 
-from bridge.auth import BasicAuth, HmacAuth, NoAuth, basic_authorization, sign_hmac
-from bridge.config_problems import unknown_variable
-from bridge.errors import AuthError, ConfigError
-from bridge.receivers import Receiver, resolve
-from bridge.settings import (
+from bridge.config.config_problems import unknown_variable
+from bridge.config.receivers import Receiver, resolve
+from bridge.config.settings import (
     CONFIG_FILE_ENV,
     AuthSettings,
     ReceiverSettings,
@@ -22,6 +20,8 @@ from bridge.settings import (
     sasl_password,
     unknown_environment,
 )
+from bridge.core.auth import BasicAuth, HmacAuth, NoAuth, basic_authorization, sign_hmac
+from bridge.core.errors import AuthError, ConfigError
 
 HMAC_SECRET = "prod-signing-secret-7f3a"
 INLINE_SECRET = "inline-yaml-secret-91bc"

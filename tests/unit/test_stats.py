@@ -8,7 +8,7 @@ import random
 import pytest
 
 import bench.stats
-from bridge.stats import percentile
+from bridge.core.stats import percentile
 
 
 def closest_ranks(values: list[float], pct: float) -> float:

@@ -7,8 +7,8 @@ import re
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from bridge.settings import DeadLetterSettings, ReceiverSettings, RoutingSettings, Settings
-from bridge.tail import TailOptions, consumer_options, default_pattern, record_dict, render
+from bridge.cli.tail import TailOptions, consumer_options, default_pattern, record_dict, render
+from bridge.config.settings import DeadLetterSettings, ReceiverSettings, RoutingSettings, Settings
 
 
 def _record(value: bytes | None, key: bytes | None = b"k1") -> ConsumerRecord[bytes, bytes]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.settings import Settings
-from bridge.tls import ServerCertificate, tls_problems
+from bridge.config.settings import Settings
+from bridge.config.tls import ServerCertificate, tls_problems
 from deploy.kafka.localkafka import issue_certificate, make_tls_material
 
 

@@ -16,10 +16,10 @@ import pytest
 from aiokafka.errors import InvalidReplicationFactorError, UnknownTopicOrPartitionError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from bridge.errors import PublishUnavailable
-from bridge.reasons import DeadLetterReason
-from bridge.settings import Settings
-from bridge.topics import Topics
+from bridge.config.settings import Settings
+from bridge.core.errors import PublishUnavailable
+from bridge.core.reasons import DeadLetterReason
+from bridge.kafka.topics import Topics
 
 REFUSED = "Unable to replicate the partition 3 time(s): only 2 broker(s) are registered."
 

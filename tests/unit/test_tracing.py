@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from bridge.tracing import MAX_TRACESTATE_CHARS, trace_context
+from bridge.core.tracing import MAX_TRACESTATE_CHARS, trace_context
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"

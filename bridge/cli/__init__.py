@@ -1,0 +1,1 @@
+"""The commands: serve, check-config, send, tail, replay, canary, asyncapi."""

@@ -1,0 +1,1 @@
+"""Settings and receivers: the configuration read, checked, reloaded."""

@@ -1,0 +1,1 @@
+"""The domain, sans-I/O: ALM's payloads, authentication, routing, records, reasons."""

@@ -1,0 +1,1 @@
+"""The Kafka side: the producer, the topics, batching, the fleet's memory."""

@@ -1,0 +1,1 @@
+"""The HTTP side: the aiohttp adapter, admission, handlers, ingestion, wiring."""

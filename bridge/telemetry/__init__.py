@@ -1,0 +1,1 @@
+"""Logs, metrics and traces: what the bridge tells its operators."""
