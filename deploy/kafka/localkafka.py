@@ -33,6 +33,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -175,10 +176,16 @@ def broker_ready(host: str, port: int, *, timeout_s: float = 2.0) -> bool:
     """True once the broker answers ApiVersions and lists itself in Metadata.
 
     A KRaft broker only processes requests after it has caught up with the metadata log
-    and been unfenced, so an answer here means clients can produce. Blocking: from a
-    coroutine, call it in a thread.
+    and been unfenced, so an answer here means clients can produce. Blocking, like
+    :meth:`LocalKafka.start`, even when called from a coroutine.
     """
-    return asyncio.run(_broker_ready(host, port, timeout_s))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_broker_ready(host, port, timeout_s))
+    # Inside a running event loop (a test's coroutine): the probe gets a loop of its own.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(_broker_ready(host, port, timeout_s))).result()
 
 
 async def _broker_ready(host: str, port: int, timeout_s: float) -> bool:
