@@ -1,25 +1,21 @@
 """The processes of a benchmark run: the broker, the bridge, the HTTP ceiling, the generators.
 
-Every process is started in its own session, listens on 127.0.0.1 on a free port, has its pid
-recorded in the run's ``pids.json``, and is stopped through that pid (its process group) when
-the run ends, whether it ends normally, with an error, or with Ctrl-C / SIGTERM.
+Every process is a :class:`deploy.supervisor.Process`: started in its own session, it listens
+on 127.0.0.1 on a free port, has its pid recorded in the run's ``pids.json``, and is stopped
+through that pid (its process group) when the run ends, whether it ends normally, with an
+error, or with Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
 import orjson
 
-from bench import processes
 from deploy.kafka.localkafka import (
     LOG4J_CONFIG,
     LocalKafka,
@@ -28,6 +24,7 @@ from deploy.kafka.localkafka import (
     kafka_version,
 )
 from deploy.ports import free_ports
+from deploy.supervisor import Exited, NotReady, Process, http_ok
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -38,6 +35,7 @@ __all__ = [
     "classpath",
     "ensure_jars",
     "free_ports",
+    "http_ok",
     "kafka_version",
 ]
 
@@ -50,21 +48,15 @@ class Interrupted(BaseException):
     """SIGTERM, turned into an exception so that every cleanup runs."""
 
 
-def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return 200 <= int(resp.status) < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 class ProcessSet:
     """Processes started by this run, stopped by their recorded pids in reverse order."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.pid_file = run_dir / "pids.json"
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, Process] = {}
+        # The pid each was started with, which stays known after the process has ended.
+        self._pids: dict[str, int] = {}
         self._kafka: LocalKafka | None = None
         self._previous: dict[int, object] = {}
 
@@ -93,7 +85,7 @@ class ProcessSet:
                 signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _record(self) -> None:
-        pids = {name: proc.pid for name, proc in self._procs.items()}
+        pids = dict(self._pids)
         if self._kafka is not None:
             pid = self._kafka.pid()
             if pid is not None:
@@ -108,14 +100,15 @@ class ProcessSet:
         env: dict[str, str] | None = None,
         log: Path,
         console: bool = False,
-    ) -> subprocess.Popen[bytes]:
+    ) -> Process:
         """Start ``command``: stdout to ``log``, stderr there too or (``console``) to ours."""
         if name in self._procs:
             raise BenchError(f"{name} is already running")
-        proc = processes.start(command, log=log, env=env, console=console)
-        self._procs[name] = proc
+        process = Process(name, log=log)
+        self._pids[name] = process.start(command, env=env, cwd=REPO_ROOT, stderr_to_log=not console)
+        self._procs[name] = process
         self._record()
-        return proc
+        return process
 
     def run(
         self,
@@ -128,39 +121,39 @@ class ProcessSet:
         console: bool = False,
     ) -> int:
         """Start a process that ends by itself, wait for it (bounded), then forget it."""
-        proc = self.start(name, command, env=env, log=log, console=console)
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        process = self.start(name, command, env=env, log=log, console=console)
+        if not process.wait_exit(timeout_s):
             self.stop(name)
-            raise BenchError(f"{name} did not finish within {timeout_s:.0f}s") from None
+            raise BenchError(f"{name} did not finish within {timeout_s:.0f}s")
         self._forget(name)
+        code = process.returncode
+        assert code is not None  # started here, and it has ended
         return code
 
     def wait_http(self, name: str, url: str, timeout_s: float) -> None:
-        proc = self._procs[name]
-        deadline = time.monotonic() + timeout_s
-        while not http_ok(url):
-            if proc.poll() is not None:
-                raise BenchError(f"{name} exited with status {proc.returncode}; see its log")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} was not ready at {url} within {timeout_s:.0f}s")
-            time.sleep(0.1)
+        try:
+            self._procs[name].wait_until(lambda: http_ok(url), timeout_s, what=url, interval_s=0.1)
+        except Exited as exc:
+            raise BenchError(f"{name} exited with status {exc.code}; see its log") from None
+        except NotReady:
+            raise BenchError(f"{name} was not ready at {url} within {timeout_s:.0f}s") from None
 
     def pid(self, name: str) -> int:
-        return self._procs[name].pid
+        """The pid ``name`` was started with (KeyError once it is stopped)."""
+        return self._pids[name]
 
     def stop(self, name: str, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM the process and its children, SIGKILL after ``timeout_s``; its exit status."""
-        proc = self._procs.get(name)
-        if proc is None:
+        """SIGTERM the process and its group, SIGKILL after ``timeout_s``; its exit status."""
+        process = self._procs.get(name)
+        if process is None:
             return None
-        code = processes.stop(proc, timeout_s)
+        code = process.stop(timeout_s)
         self._forget(name)
         return code
 
     def _forget(self, name: str) -> None:
         self._procs.pop(name, None)
+        self._pids.pop(name, None)
         self._record()
 
     def adopt_kafka(self, kafka: LocalKafka) -> None:

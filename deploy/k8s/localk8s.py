@@ -1,28 +1,26 @@
 """Run a local Kubernetes control plane on 127.0.0.1, with simulated nodes, for tests and demos.
 
-Stdlib only, like deploy/kafka/localkafka.py:
+Standard library only (with the ``deploy`` package's own stdlib modules), because
+``make k8s-up`` runs it before the virtualenv exists. From the repository root:
 
-    python deploy/k8s/localk8s.py up|down|status|kubeconfig [--state-dir DIR]
+    python3 -m deploy.k8s.localk8s up|down|status|kubeconfig [--state-dir DIR]
 
-Five processes, each started in its own session and stopped only through the pid recorded in
-``<state_dir>/<name>.pid``: etcd (Debian's etcd-server), kube-apiserver,
-kube-controller-manager and kube-scheduler (built from the published Kubernetes Go modules by
-scripts/ensure-tools.sh) and kwok, which plays the kubelets of the fake nodes: pods are
-scheduled, admitted and reported Running, but no container runs. Every port is a free port on
-127.0.0.1; the certificates are made with openssl into the state dir.
+Five processes, each a :class:`deploy.supervisor.Process` (started in its own session and
+stopped only through the pid recorded in ``<state_dir>/<name>.pid``): etcd (Debian's
+etcd-server), kube-apiserver, kube-controller-manager and kube-scheduler (built from the
+published Kubernetes Go modules by scripts/ensure-tools.sh) and kwok, which plays the
+kubelets of the fake nodes: pods are scheduled, admitted and reported Running, but no
+container runs. Every port is a free port on 127.0.0.1 (deploy/ports.py); the certificates
+are made by deploy/pki.py into the state dir.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -32,6 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
+
+from deploy.pki import Authority, PkiError, new_key, public_key
+from deploy.ports import free_ports
+from deploy.supervisor import Exited, Process, SupervisorError, http_ok, wait_until
 
 HERE: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = HERE.parent.parent
@@ -69,44 +71,13 @@ def find_binary(name: str) -> str:
     )
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports that were free on 127.0.0.1 a moment ago."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    done = subprocess.run(
-        ["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
-    if done.returncode != 0:
-        raise LocalK8sError(f"openssl {args[0]} failed: {done.stderr.strip()}")
-
-
-_OPENSSL_CNF: Final = f"""\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca_ext]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:{HOST}, IP:{KUBERNETES_SERVICE_IP}, DNS:localhost, DNS:kubernetes, \
-DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
-[client_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-"""
+# The API server's serving certificate is good for these names.
+APISERVER_NAMES: Final = (
+    f"IP:{HOST}", f"IP:{KUBERNETES_SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+    "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+    "DNS:kubernetes.default.svc.cluster.local",
+)  # fmt: skip
+CERT_DAYS: Final = 30
 
 # Client certificates: file stem -> subject. The components get their own identities and
 # the roles the API server bootstraps for them; kwok acts as the kubelets' stand-in with the
@@ -120,31 +91,12 @@ _CLIENTS: Final = {
 
 def make_pki(pki: Path) -> None:
     """CA, API server serving certificate, client certificates and service-account keys."""
-    pki.mkdir(parents=True, exist_ok=True)
-    pki.chmod(0o700)
-    (pki / "openssl.cnf").write_text(_OPENSSL_CNF)
-    cnf = ("-config", "openssl.cnf")
-    # EC P-256 keys: as good as RSA here and generated in milliseconds, not seconds.
-    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key", cwd=pki)
-    _openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-days", "30", "-subj", "/CN=localk8s-ca",
-        *cnf, "-extensions", "ca_ext", "-out", "ca.crt", cwd=pki,
-    )  # fmt: skip
-    leaves = {"apiserver": ("/CN=kube-apiserver", "server_ext")}
-    leaves |= {name: (subject, "client_ext") for name, subject in _CLIENTS.items()}
-    for name, (subject, ext) in leaves.items():
-        _openssl(
-            "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=pki
-        )
-        _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, *cnf,
-                 "-out", f"{name}.csr", cwd=pki)  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "30", "-extfile", "openssl.cnf", "-extensions", ext,
-            "-out", f"{name}.crt", cwd=pki,
-        )  # fmt: skip
-    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
-    _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    ca = Authority(pki, suffix="crt")
+    ca.create("/CN=localk8s-ca", days=CERT_DAYS, server_names=APISERVER_NAMES)
+    ca.issue("apiserver", subject="/CN=kube-apiserver", usage="server", days=CERT_DAYS)
+    for name, subject in _CLIENTS.items():
+        ca.issue(name, subject=subject, usage="client", days=CERT_DAYS)
+    public_key(new_key(pki / "sa.key"), pki / "sa.pub")
     (pki / "complete").write_text("1\n")
 
 
@@ -203,7 +155,16 @@ class LocalK8s:
         self.state_dir = Path(state_dir).resolve()
         self.apiserver_port = apiserver_port
         self.nodes = nodes
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._processes = {
+            name: Process(
+                name,
+                log=self.log_file(name),
+                pid_file=self.pid_file(name),
+                identity=self._identity(name),
+            )
+            for name in COMPONENTS
+        }
+        self._started: list[Process] = []
 
     # Paths ---------------------------------------------------------------------------
 
@@ -244,24 +205,17 @@ class LocalK8s:
 
     def pid(self, name: str) -> int | None:
         """The recorded pid if that process is alive and still runs this component."""
-        try:
-            pid = int(self.pid_file(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
-        proc = self._procs.get(name)
-        if proc is not None and proc.pid == pid:
-            return pid if proc.poll() is None else None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        # Our processes name the state dir on their command line; a recycled pid does not.
-        # Each component's executable is named like the component.
-        if not cmdline or Path(cmdline[0].decode(errors="replace")).name != name:
-            return None
-        if not any(str(self.state_dir).encode() in arg for arg in cmdline):
-            return None
-        return pid
+        return self._processes[name].pid()
+
+    def _identity(self, name: str) -> Callable[[Sequence[str]], bool]:
+        state_dir = str(self.state_dir)
+
+        def runs_component(argv: Sequence[str]) -> bool:
+            # Each component's executable is named like the component, and our processes
+            # name the state dir on their command line; a recycled pid does not.
+            return Path(argv[0]).name == name and any(state_dir in arg for arg in argv)
+
+        return runs_component
 
     def running(self) -> dict[str, int]:
         return {name: pid for name in COMPONENTS if (pid := self.pid(name)) is not None}
@@ -270,32 +224,12 @@ class LocalK8s:
         return len(self.running()) == len(COMPONENTS)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
-        try:
-            text = self.log_file(name).read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self._processes[name].log_tail(lines)
 
     def _spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_file(name).open("ab") as out:
-            out.write(f"=== start {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
-            out.flush()
-            proc = subprocess.Popen(
-                list(args),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,
-            )
-        self._procs[name] = proc
-        self.pid_file(name).write_text(f"{proc.pid}\n")
-
-    def _check_alive(self, name: str) -> None:
-        if self.pid(name) is None:
-            raise LocalK8sError(f"{name} exited:\n{self.log_tail(name)}")
+        process = self._processes[name]
+        process.start(args, env={**os.environ, **(env or {})}, cwd=self.state_dir, banner=True)
+        self._started.append(process)
 
     # Lifecycle -----------------------------------------------------------------------
 
@@ -309,7 +243,10 @@ class LocalK8s:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not (self.pki / "complete").is_file():
             shutil.rmtree(self.pki, ignore_errors=True)
-            make_pki(self.pki)
+            try:
+                make_pki(self.pki)
+            except PkiError as exc:
+                raise LocalK8sError(str(exc)) from exc
         ports = Ports.pick(self.apiserver_port)
         self.ports_file.write_text(ports.to_json())
         server = f"https://{HOST}:{ports.apiserver}"
@@ -325,7 +262,7 @@ class LocalK8s:
         try:
             self._start_etcd(binaries["etcd"], ports)
             self._wait(
-                deadline, "etcd", lambda: _http_ok(f"http://{HOST}:{ports.etcd_client}/health")
+                deadline, "etcd", lambda: http_ok(f"http://{HOST}:{ports.etcd_client}/health", 2.0)
             )
             self._start_apiserver(binaries["kube-apiserver"], ports)
             self._wait(deadline, "kube-apiserver", lambda: self._api_ok("/readyz"))
@@ -350,38 +287,21 @@ class LocalK8s:
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM each component's process group (reverse start order), SIGKILL stragglers."""
         for name in reversed(COMPONENTS):
-            pid = self.pid(name)
-            if pid is not None:
-                _signal(pid, signal.SIGTERM)
-                if not self._wait_gone(name, pid, timeout_s):
-                    _signal(pid, signal.SIGKILL)
-                    if not self._wait_gone(name, pid, 10.0):
-                        raise LocalK8sError(f"{name} (pid {pid}) survived SIGKILL")
-            self.pid_file(name).unlink(missing_ok=True)
-            self._procs.pop(name, None)
-
-    def _wait_gone(self, name: str, pid: int, timeout_s: float) -> bool:
-        proc = self._procs.get(name)
-        if proc is not None and proc.pid == pid:
             try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        deadline = time.monotonic() + timeout_s
-        while self.pid(name) == pid:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
+                self._processes[name].stop(timeout_s)
+            except SupervisorError as exc:
+                raise LocalK8sError(str(exc)) from exc
+        self._started.clear()
 
     def _wait(self, deadline: float, what: str, ready: Callable[[], bool]) -> None:
-        while not ready():
-            for name in self._procs:
-                self._check_alive(name)
-            if time.monotonic() > deadline:
-                raise LocalK8sError(f"timed out waiting for {what}")
-            time.sleep(0.25)
+        """Until ``ready()``; a started component that exits ends the wait."""
+        try:
+            wait_until(ready, deadline=deadline, what=what, watch=self._started, interval_s=0.25)
+        except Exited as exc:
+            name = exc.process.name
+            raise LocalK8sError(f"{name} exited:\n{self.log_tail(name)}") from None
+        except SupervisorError as exc:
+            raise LocalK8sError(str(exc)) from None
 
     # Components ----------------------------------------------------------------------
 
@@ -576,23 +496,6 @@ class LocalK8s:
         self.stop()
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        # Each component leads its own session, so its group id is its pid.
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:  # noqa: S310 - loopback
-            return int(response.status) == 200
-    except (OSError, ValueError):
-        return False
-
-
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -609,7 +512,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--nodes", type=int, default=2, help="simulated nodes (kwok)")
     common.add_argument("--timeout", type=float, default=180.0, help="seconds (up)")
     parser = argparse.ArgumentParser(
-        prog="localk8s.py",
+        prog="python3 -m deploy.k8s.localk8s",
         description="A local Kubernetes control plane with simulated nodes on 127.0.0.1.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,19 +1,21 @@
-"""Run a single-node Apache Kafka (KRaft) broker on 127.0.0.1 from Maven-resolved jars.
+"""Run Apache Kafka (KRaft) on 127.0.0.1 from Maven-resolved jars: one node, or a cluster.
 
-Stdlib only, so it works before the project's virtualenv exists. From the repository root:
+It runs in the project's virtualenv (the Makefile's ``make kafka-up`` installs the
+service's dependencies first), from the repository root:
 
-    python -m deploy.kafka.localkafka up|down|status|classpath [--port N]
+    .venv/bin/python -m deploy.kafka.localkafka up|down|status|node|run|classpath [--port N]
 
-(``python deploy/kafka/localkafka.py …`` works as well), and the tests and the benchmark
-import it as ``deploy.kafka.localkafka``.
+and the tests and the benchmark import it as ``deploy.kafka.localkafka``. Its readiness
+probe asks the broker with aiokafka's connection, like any client.
 
-The broker is started in its own process group and is only ever stopped through the pid
-recorded in ``<state_dir>/kafka.pid``.
+Each broker is a :class:`deploy.supervisor.Process`: started in its own process group and
+only ever stopped through the pid recorded in ``<state_dir>/kafka.pid``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -22,11 +24,8 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -34,12 +33,19 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from deploy.ports import free_ports
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
+
+from deploy.pki import Authority, PkiError
+from deploy.ports import free_ports, port_free
+from deploy.supervisor import Exited, Process, SupervisorError, log_tail
 
 HERE: Final = Path(__file__).resolve().parent
 POM: Final = HERE / "pom.xml"
@@ -57,9 +63,6 @@ ANONYMOUS: Final = "User:ANONYMOUS"
 # Credentials end up inside JAAS strings, properties files and StorageTool's
 # bracketed --add-scram syntax; a plain charset avoids three layers of escaping.
 _CREDENTIAL_RE: Final = re.compile(r"[A-Za-z0-9._~-]+")
-
-_API_VERSIONS: Final = 18
-_METADATA: Final = 3
 
 
 class LocalKafkaError(RuntimeError):
@@ -161,17 +164,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        # Java binds with SO_REUSEADDR, so sockets in TIME_WAIT after a restart are no obstacle.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
 def new_cluster_id() -> str:
     """A Kafka ``Uuid`` string, as ``StorageTool random-uuid`` prints it, without a JVM."""
     while True:
@@ -180,87 +172,36 @@ def new_cluster_id() -> str:
             return text
 
 
-def _frame(api_key: int, api_version: int, correlation_id: int, body: bytes = b"") -> bytes:
-    client_id = b"localkafka"
-    header = struct.pack(">hhih", api_key, api_version, correlation_id, len(client_id))
-    message = header + client_id + body
-    return struct.pack(">i", len(message)) + message
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed by the broker")
-        data += chunk
-    return bytes(data)
-
-
-def _exchange(sock: socket.socket, frame: bytes) -> bytes:
-    sock.sendall(frame)
-    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-    return _recv_exact(sock, size)
-
-
 def broker_ready(host: str, port: int, *, timeout_s: float = 2.0) -> bool:
     """True once the broker answers ApiVersions and lists itself in Metadata.
 
     A KRaft broker only processes requests after it has caught up with the metadata log
-    and been unfenced, so an answer here means clients can produce.
+    and been unfenced, so an answer here means clients can produce. Blocking, like
+    :meth:`LocalKafka.start`, even when called from a coroutine.
     """
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            reply = _exchange(sock, _frame(_API_VERSIONS, 0, 1))
-            correlation_id, error_code = struct.unpack_from(">ih", reply)
-            if correlation_id != 1 or error_code != 0:
-                return False
-            # Metadata v4: null topic array (= all topics), no auto-creation.
-            reply = _exchange(sock, _frame(_METADATA, 4, 2, struct.pack(">ib", -1, 0)))
-            correlation_id, _throttle_ms, brokers = struct.unpack_from(">iii", reply)
-            return bool(correlation_id == 2 and brokers > 0)
-    except (OSError, struct.error):
-        return False
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_broker_ready(host, port, timeout_s))
+    # Inside a running event loop (a test's coroutine): the probe gets a loop of its own.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(_broker_ready(host, port, timeout_s))).result()
 
 
-def _tail(path: Path, lines: int) -> str:
+async def _broker_ready(host: str, port: int, timeout_s: float) -> bool:
     try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-_OPENSSL_CNF: Final = """\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = localhost
-[ca_ext]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid, issuer
-[client_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid, issuer
-"""
-
-
-def _openssl(*args: str) -> None:
-    done = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise LocalKafkaError(f"openssl {args[0]} failed: {done.stderr.strip()}")
+        async with asyncio.timeout(timeout_s):
+            # create_conn asks for the broker's ApiVersions before it returns.
+            conn = await create_conn(
+                host, port, client_id="localkafka", request_timeout_ms=int(timeout_s * 1000)
+            )
+            try:
+                metadata = await conn.send(MetadataRequest([]))
+            finally:
+                conn.close()
+    except (OSError, TimeoutError, KafkaError):
+        return False
+    return len(metadata.brokers) > 0
 
 
 def issue_certificate(
@@ -268,78 +209,31 @@ def issue_certificate(
 ) -> tuple[Path, Path]:
     """A new key and certificate ``<name>.key``/``<name>.pem`` signed by the CA in ``tls_dir``.
 
-    ``server_ext`` certificates are for 127.0.0.1 and localhost. Returns (certificate, key).
+    ``server_ext`` certificates are for 127.0.0.1 and localhost (``client_ext``: client
+    certificates). Returns (certificate, key).
     """
-    cnf, ca_key, ca_pem = (tls_dir / f for f in ("openssl.cnf", "ca.key", "ca.pem"))
-    key, csr, pem = (tls_dir / f"{name}.{suffix}" for suffix in ("key", "csr", "pem"))
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
-    _openssl(
-        "req", "-new", "-config", str(cnf), "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr)
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca_pem),
-        "-CAkey",
-        str(ca_key),
-        "-set_serial",
-        f"0x{secrets.token_hex(16)}",
-        "-days",
-        "825",
-        "-extfile",
-        str(cnf),
-        "-extensions",
-        extensions,
-        "-out",
-        str(pem),
-    )
-    csr.unlink()
-    return pem, key
+    try:
+        return Authority(tls_dir).issue(
+            name, subject=f"/CN={cn}", usage="client" if extensions == "client_ext" else "server"
+        )
+    except PkiError as exc:
+        raise LocalKafkaError(str(exc)) from exc
 
 
 def make_tls_material(tls_dir: Path) -> None:
     """A throw-away CA plus a server cert for 127.0.0.1/localhost and a client cert (PEM)."""
-    if shutil.which("openssl") is None:
-        raise LocalKafkaError("openssl is needed for the TLS listeners; not on PATH")
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    tls_dir.chmod(0o700)
-    cnf = tls_dir / "openssl.cnf"
-    cnf.write_text(_OPENSSL_CNF)
-    ca_key, ca_pem = tls_dir / "ca.key", tls_dir / "ca.pem"
-    _openssl(
-        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(ca_key)
-    )
-    _openssl(
-        "req",
-        "-new",
-        "-x509",
-        "-config",
-        str(cnf),
-        "-extensions",
-        "ca_ext",
-        "-key",
-        str(ca_key),
-        "-subj",
-        "/CN=alm-bridge local Kafka CA",
-        "-days",
-        "3650",
-        "-out",
-        str(ca_pem),
-    )
-    for name, cn, ext in (
-        ("server", "localhost", "server_ext"),
-        ("client", "client", "client_ext"),
-    ):
-        issue_certificate(tls_dir, name, cn=cn, extensions=ext)
+    try:
+        Authority(tls_dir).create("/CN=alm-bridge local Kafka CA", days=3650)
+    except PkiError as exc:
+        raise LocalKafkaError(str(exc)) from exc
+    issue_certificate(tls_dir, "server", cn="localhost", extensions="server_ext")
+    issue_certificate(tls_dir, "client", cn="client", extensions="client_ext")
     # Kafka's PEM key store wants the PKCS#8 key and the chain in one file.
     keystore = tls_dir / "server-keystore.pem"
     keystore.write_text(
         (tls_dir / "server.key").read_text()
         + (tls_dir / "server.pem").read_text()
-        + ca_pem.read_text()
+        + (tls_dir / "ca.pem").read_text()
     )
     for path in tls_dir.iterdir():
         path.chmod(0o600)
@@ -427,7 +321,9 @@ class LocalKafka:
         self.cluster_id = cluster_id
         self.internal_port = internal_port
         self.advertised_port = advertised_port
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = Process(
+            "Kafka", log=self.console_log, pid_file=self.pid_file, identity=self._runs_this_broker
+        )
 
     # Paths and addresses -------------------------------------------------------------
 
@@ -538,33 +434,10 @@ class LocalKafka:
 
     def pid(self) -> int | None:
         """The recorded pid if that process is alive and is this state dir's broker."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if self._is_our_broker(pid) else None
+        return self._process.pid()
 
-    def _is_our_broker(self, pid: int) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
-        proc_dir = Path(f"/proc/{pid}")
-        if proc_dir.is_dir():
-            try:
-                stat = (proc_dir / "stat").read_text()
-                cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                return False
-            # The field after the parenthesised command name is the state; Z is a zombie.
-            if stat.rpartition(")")[2].split()[0] == "Z":
-                return False
-            return b"kafka.Kafka" in cmdline and str(self.properties_file).encode() in cmdline
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    def _runs_this_broker(self, argv: Sequence[str]) -> bool:
+        return "kafka.Kafka" in argv and str(self.properties_file) in argv
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -572,7 +445,7 @@ class LocalKafka:
     def log_tail(self, lines: int = 40) -> str:
         parts = []
         for path in (self.console_log, self.server_log):
-            text = _tail(path, lines)
+            text = log_tail(path, lines)
             if text:
                 parts.append(f"--- {path} ---\n{text}")
         return "\n".join(parts) or "(no log output)"
@@ -653,7 +526,7 @@ class LocalKafka:
         jars = self.ensure_jars()
         java = _java()
         for name, port in {**self._listeners(), "CONTROLLER": self.controller_port}.items():
-            if not _port_free(port):
+            if not port_free(port):
                 raise LocalKafkaError(f"{name} port {port} on {HOST} is already in use")
         for directory in (self.state_dir, self.data_dir, self.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -680,108 +553,57 @@ class LocalKafka:
             "kafka.Kafka",
             str(self.properties_file),
         ]
-        with self.console_log.open("ab") as out:
-            out.write(f"=== start {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
-            out.flush()
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{self._proc.pid}\n")
+        self._process.start(cmd, cwd=self.state_dir, banner=True)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Wait until the launched broker serves clients; stop it if it does not in time."""
-        proc = self._proc
-        deadline = time.monotonic() + timeout_s
-        while True:
-            code = proc.poll() if proc is not None else None
-            if proc is not None and code is not None:
-                self.pid_file.unlink(missing_ok=True)
-                self._proc = None
-                raise LocalKafkaError(f"Kafka exited with status {code}:\n{self.log_tail()}")
-            if proc is None and not self.is_running():
-                raise LocalKafkaError("Kafka is not running")
-            if broker_ready(HOST, self.port, timeout_s=1.0):
-                return
-            if time.monotonic() > deadline:
-                tail = self.log_tail()
-                self.stop()
-                raise LocalKafkaError(f"Kafka was not ready within {timeout_s:g}s:\n{tail}")
-            time.sleep(0.2)
+        try:
+            self._process.wait_until(
+                lambda: broker_ready(HOST, self.port, timeout_s=1.0), timeout_s, what="Kafka"
+            )
+        except Exited as exc:
+            self._process.stop()  # nothing runs: only the pid file goes
+            if exc.code is None:
+                raise LocalKafkaError("Kafka is not running") from None
+            raise LocalKafkaError(
+                f"Kafka exited with status {exc.code}:\n{self.log_tail()}"
+            ) from None
+        except SupervisorError:
+            tail = self.log_tail()
+            self.stop()
+            raise LocalKafkaError(f"Kafka was not ready within {timeout_s:g}s:\n{tail}") from None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM the broker's process group, SIGKILL it after ``timeout_s``; idempotent."""
-        pid = self.pid()
-        if pid is not None:
-            # A frozen broker cannot act on SIGTERM: let it run again first.
-            self._signal(pid, signal.SIGCONT)
-            self._signal(pid, signal.SIGTERM)
-            if not self._wait_gone(pid, timeout_s):
-                self._signal(pid, signal.SIGKILL)
-                if not self._wait_gone(pid, 10.0):
-                    raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
-        self.pid_file.unlink(missing_ok=True)
-        self._proc = None
+        try:
+            self._process.stop(timeout_s)
+        except SupervisorError as exc:
+            raise LocalKafkaError(str(exc)) from exc
+
+    def terminate(self) -> None:
+        """SIGTERM the broker's process group (thawed first), without waiting."""
+        self._process.terminate()
 
     def kill(self) -> None:
         """SIGKILL the broker's process group (a crash: no controlled shutdown); idempotent."""
-        pid = self.pid()
-        if pid is not None:
-            self._signal(pid, signal.SIGKILL)
-            if not self._wait_gone(pid, 10.0):
-                raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
-        self.pid_file.unlink(missing_ok=True)
-        self._proc = None
+        try:
+            self._process.kill()
+        except SupervisorError as exc:
+            raise LocalKafkaError(str(exc)) from exc
 
     def freeze(self) -> None:
         """SIGSTOP the broker's process group: it keeps its sockets but answers nothing."""
-        pid = self.pid()
-        if pid is None:
+        if self.pid() is None:
             raise LocalKafkaError("Kafka is not running")
-        self._signal(pid, signal.SIGSTOP)
+        self._process.signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
         """SIGCONT the broker's process group after :meth:`freeze`."""
-        pid = self.pid()
-        if pid is not None:
-            self._signal(pid, signal.SIGCONT)
+        self._process.signal(signal.SIGCONT)
 
     def frozen(self) -> bool:
         """Whether the broker's JVM is stopped by a signal (state T in /proc)."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rpartition(")")[2].split()[0] == "T"
-
-    def _signal(self, pid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            # The broker leads its own session, so its group id is its pid.
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-
-    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        deadline = time.monotonic() + timeout_s
-        while self._is_our_broker(pid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
+        return self._process.frozen()
 
     def __enter__(self) -> Self:
         self.start()
@@ -1084,12 +906,9 @@ class LocalKafkaCluster:
         All are signalled first and then waited for, so that no node waits for a
         controlled shutdown that its stopped peers can no longer grant.
         """
-        pids = [(node, node.pid()) for node in self.nodes]
-        for node, pid in pids:
-            if pid is not None:
-                node._signal(pid, signal.SIGCONT)
-                node._signal(pid, signal.SIGTERM)
-        for node, _ in pids:
+        for node in self.nodes:
+            node.terminate()
+        for node in self.nodes:
             node.stop(timeout_s)
 
     def __enter__(self) -> Self:

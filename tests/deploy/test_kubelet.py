@@ -15,21 +15,20 @@ children are stopped by recorded pids.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deploy.k8s.localk8s import LocalK8s
+from deploy.supervisor import Process, SupervisorError
 from tests.deploy.conftest import Image
 from tests.deploy.toolbox import find_tool, tools_bin
 from tests.kafka_fixtures import free_ports
@@ -45,36 +44,18 @@ GRACE_PERIOD_SECONDS = 30
 SHUTDOWN_TIMEOUT_SECONDS = 6
 
 
-class Daemon:
+def _daemon(name: str, args: list[str], directory: Path) -> Process:
     """A process in its own session, its pid recorded in ``<dir>/<name>.pid``."""
+    process = Process(name, log=directory / f"{name}.log", pid_file=directory / f"{name}.pid")
+    process.start(args, cwd=directory)
+    return process
 
-    def __init__(self, name: str, args: list[str], directory: Path) -> None:
-        self.name = name
-        self.log = directory / f"{name}.log"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=directory, start_new_session=True,
-            )  # fmt: skip
-        (directory / f"{name}.pid").write_text(f"{self.proc.pid}\n")
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 30) -> None:
-        if not self.alive():
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+def _wait(process: Process, ready: Callable[[], bool], timeout_s: float, interval_s: float) -> None:
+    try:
+        process.wait_until(ready, timeout_s, what=f"{process.name} to serve", interval_s=interval_s)
+    except SupervisorError as exc:
+        raise AssertionError(f"{exc}:\n{process.log_tail(30)}") from None
 
 
 def _unmount_under(directory: Path) -> None:
@@ -159,19 +140,22 @@ state = "{ctrd / "state"}"
         assert done.returncode == 0, done.stderr
         archives[tag] = archive
 
-    daemons: list[Daemon] = []
+    daemons: list[Process] = []
     k8s = LocalK8s(base / "control-plane", nodes=0)
     ctr = [find_tool("ctr"), "--address", str(socket), "--namespace", "k8s.io"]
     try:
-        containerd = Daemon(
+        containerd = _daemon(
             "containerd", [find_tool("containerd"), "--config", str(ctrd / "config.toml")], base
         )
         daemons.append(containerd)
-        deadline = time.monotonic() + 30
-        while subprocess.run([*ctr, "version"], capture_output=True, check=False).returncode:
-            assert containerd.alive(), containerd.tail()
-            assert time.monotonic() < deadline, containerd.tail()
-            time.sleep(0.3)
+        _wait(
+            containerd,
+            lambda: (
+                subprocess.run([*ctr, "version"], capture_output=True, check=False).returncode == 0
+            ),
+            30,
+            0.3,
+        )
         for archive in archives.values():
             _run([*ctr, "images", "import", str(archive)], timeout=300)
 
@@ -203,7 +187,7 @@ state = "{ctrd / "state"}"
             "podLogsDir": str(base / "pod-logs"),
         }
         (base / "kubelet.json").write_text(json.dumps(config))
-        kubelet_daemon = Daemon(
+        kubelet_daemon = _daemon(
             "kubelet",
             [
                 kubelet, f"--kubeconfig={k8s.state_dir / 'admin.kubeconfig'}",
@@ -222,11 +206,7 @@ state = "{ctrd / "state"}"
             conditions = json.loads(done.stdout)["status"].get("conditions", [])
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-        deadline = time.monotonic() + 120
-        while not ready():
-            assert kubelet_daemon.alive(), kubelet_daemon.tail()
-            assert time.monotonic() < deadline, kubelet_daemon.tail()
-            time.sleep(1)
+        _wait(kubelet_daemon, ready, 120, 1.0)
         yield found
         # The kubelet stops what it started once the pods are gone.
         found.kubectl("delete", "pods", "--all", "--grace-period=0", "--force", "--wait=false")
@@ -246,7 +226,7 @@ state = "{ctrd / "state"}"
                         capture_output=True,
                         check=False,
                     )
-            daemon.stop()
+            daemon.stop(30)
         k8s.stop()
         _unmount_under(base)
 

@@ -1,4 +1,5 @@
-"""`make k8s-up` / `make k8s-down`: the command line of deploy/k8s/localk8s.py."""
+"""`make k8s-up` / `make k8s-down`: the command line of deploy/k8s/localk8s.py, run as the
+Makefile runs it (``python3 -m deploy.k8s.localk8s`` from the repository root)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from tests.deploy.toolbox import REPO, find_tool
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(240)]
 
-LOCALK8S = REPO / "deploy" / "k8s" / "localk8s.py"
-
 
 def localk8s(*args: str, state_dir: Path, timeout: float = 200) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(LOCALK8S), *args, "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "deploy.k8s.localk8s", *args, "--state-dir", str(state_dir)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from bench import benthospeer, processes
+from bench import benthospeer
 from bench.bodies import BodyFactory
 from bench.peer import NOT_TOPIC_CHARS
-from bench.services import http_ok
+from deploy.supervisor import Process, SupervisorError, http_ok
 from tests.kafka_fixtures import consume_all, free_ports
 
 pytestmark = pytest.mark.kafka
@@ -44,21 +43,18 @@ def peer(kafka_bootstrap: str, tmp_path: Path) -> Iterator[str]:
         secret=SECRET,
         path=PATH,
     )
-    proc = processes.start(how.command, log=tmp_path / "peer.log", env=how.env)
+    process = Process("the Benthos peer", log=tmp_path / "peer.log")
+    process.start(how.command, env=how.env)
     try:
-        _wait_ready(how.ready_url, tmp_path / "peer.log")
+        try:
+            process.wait_until(lambda: http_ok(how.ready_url), 60.0, what=how.ready_url)
+        except SupervisorError as exc:
+            raise AssertionError(
+                f"the Benthos peer did not start: {exc}\n{process.log_tail()}"
+            ) from None
         yield how.url
     finally:
-        processes.stop(proc)
-
-
-def _wait_ready(url: str, log: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if http_ok(url):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the Benthos peer was not ready in {timeout_s} s: {log.read_text()}")
+        process.stop()
 
 
 def _topic(event_name: object) -> str:

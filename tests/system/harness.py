@@ -2,10 +2,11 @@
 
 A :class:`BridgeProcess` is ``python -m bridge serve`` (or the ``alm-bridge`` script) with
 its settings in the environment, its output in a log file, and it is only ever signalled
-through the pid of the process we started. :class:`Load` drives
-:func:`bridge.cli.sender.run_send` in the test's event loop and keeps every answer, the
-response headers included. :func:`read_prefix` reads every topic of a run from the
-beginning, and :func:`tally` compares what was acknowledged with what Kafka holds.
+through the pid of the process we started (a :class:`deploy.supervisor.Process`).
+:class:`Load` drives :func:`bridge.cli.sender.run_send` in the test's event loop and keeps
+every answer, the response headers included. :func:`read_prefix` reads every topic of a
+run from the beginning, and :func:`tally` compares what was acknowledged with what Kafka
+holds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -46,6 +46,7 @@ from bridge.cli.sender import (
 from bridge.cli.sender.engine import client_context
 from bridge.config.settings import Settings
 from bridge.core.auth import sign_hmac
+from deploy.supervisor import Exited, NotReady, Process, wait_until_async
 from tests.contract import Contract, contract_for
 from tests.kafka_fixtures import free_ports
 
@@ -128,7 +129,8 @@ class BridgeProcess:
             **(env or {}),
         }
         self.settings = {name: value for name, value in settings.items() if value is not None}
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = Process("the bridge", log=log_path)
+        self._pid: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -144,45 +146,36 @@ class BridgeProcess:
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
+        if self._pid is None:
             raise RuntimeError("the bridge was not started")
-        return self._proc.pid
+        return self._pid
 
     def start(self) -> None:
-        if self._proc is not None:
+        if self._pid is not None:
             raise RuntimeError("a BridgeProcess is started once; make a new one to restart")
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(self.settings)
         env["PYTHONUNBUFFERED"] = "1"
         # Its own session: a Ctrl-C on pytest must not reach it; we signal it ourselves.
-        self._proc = processes.start(self.command, log=self.log_path, env=env)
+        self._pid = self._process.start(self.command, env=env, cwd=REPO_ROOT)
 
     @property
     def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+        return self._process.returncode
 
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._process.running()
 
     def send_signal(self, sig: signal.Signals) -> None:
-        if self.running():
-            assert self._proc is not None
-            self._proc.send_signal(sig)
+        self._process.signal(sig)
 
     async def wait_exit(self, timeout_s: float) -> int | None:
         """The exit code, or None if the process is still running after ``timeout_s``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            code = self.returncode
-            if code is not None or loop.time() >= deadline:
-                return code
-            # A child's exit has no awaitable here (Popen, not asyncio's subprocess).
-            await asyncio.sleep(0.02)
+        return await self._process.wait_exit_async(timeout_s)
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM, wait, SIGKILL; blocking, idempotent."""
-        return None if self._proc is None else processes.stop(self._proc, timeout_s)
+        return self._process.stop(timeout_s)
 
     async def _get(
         self, session: aiohttp.ClientSession, path: str
@@ -200,20 +193,25 @@ class BridgeProcess:
         return await self._get(session, "/readyz")
 
     async def _wait_for(self, path: str, timeout_s: float, *, want_ready: bool) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         async with aiohttp.ClientSession() as session:
-            while loop.time() < deadline:
-                if self.returncode is not None:
-                    raise AssertionError(
-                        f"the bridge exited with {self.returncode} while we waited for "
-                        f"{path}:\n{self.log_tail()}"
-                    )
+
+            async def answered() -> bool:
                 answer = await self._get(session, path)
-                if answer is not None and (answer[0] == 200 or not want_ready):
-                    return
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"{path} was not 200 within {timeout_s:g}s:\n{self.log_tail()}")
+                return answer is not None and (answer[0] == 200 or not want_ready)
+
+            try:
+                await wait_until_async(
+                    answered, what=path, timeout_s=timeout_s, watch=[self._process]
+                )
+            except Exited:
+                raise AssertionError(
+                    f"the bridge exited with {self.returncode} while we waited for "
+                    f"{path}:\n{self.log_tail()}"
+                ) from None
+            except NotReady:
+                raise AssertionError(
+                    f"{path} was not 200 within {timeout_s:g}s:\n{self.log_tail()}"
+                ) from None
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Until GET /readyz answers 200."""

@@ -50,6 +50,7 @@ from bench.targets import (
     targets,
     trust_problems,
 )
+from deploy.supervisor import Process
 
 # Percentiles and ratios -------------------------------------------------------------------
 
@@ -251,22 +252,21 @@ def test_rss_growth_compares_first_and_last_third() -> None:
 def test_a_started_process_is_measured_then_stopped_with_its_children(tmp_path: Path) -> None:
     # A shell that starts a child which ignores nothing, burns a little CPU, then waits.
     script = "sleep 60 & i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo ready; wait"
-    proc = processes.start(["sh", "-c", script], log=tmp_path / "p.log")
-    deadline = time.monotonic() + 20
-    while b"ready" not in (tmp_path / "p.log").read_bytes() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = psutil.Process(proc.pid).children()[0]
-    assert processes.alive(proc.pid)
-    assert (processes.cpu_seconds(proc.pid) or 0.0) > 0.0
-    rss, peak = processes.memory_mb(proc.pid)
+    process = Process("sh", log=tmp_path / "p.log")
+    pid = process.start(["sh", "-c", script])
+    process.wait_until(lambda: "ready" in process.log_tail(), 20, what="ready", interval_s=0.05)
+    child = psutil.Process(pid).children()[0]
+    assert processes.alive(pid)
+    assert (processes.cpu_seconds(pid) or 0.0) > 0.0
+    rss, peak = processes.memory_mb(pid)
     assert rss is not None
     assert peak is not None
     assert 0 < rss <= peak
-    assert processes.stop(proc, timeout_s=5.0) == -signal.SIGTERM
-    assert not processes.alive(proc.pid)
+    assert process.stop(grace_s=5.0) == -signal.SIGTERM
+    assert not processes.alive(pid)
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-    assert processes.stop(proc) == -signal.SIGTERM  # idempotent
-    assert processes.cpu_seconds(proc.pid) is None
+    assert process.stop() == -signal.SIGTERM  # idempotent
+    assert processes.cpu_seconds(pid) is None
 
 
 def test_host_busy_time_grows_with_work() -> None:
