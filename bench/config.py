@@ -63,6 +63,28 @@ class Config:
         return out
 
 
+def side_config(kafka_bootstrap: str | None, results_dir: str) -> Config:
+    """The quick configuration of a side measurement (``bench.cores``, ``bench.topicadmin``):
+    no soak, no comparison, no profile, no Java ceiling, no peer."""
+    return make_config(
+        argparse.Namespace(
+            quick=True,
+            soak_seconds=0,
+            compare_url=None,
+            compare_secret=None,
+            kafka_bootstrap=kafka_bootstrap,
+            keep_kafka=False,
+            profile=False,
+            profile_batch=10,
+            no_java=True,
+            no_peer=True,
+            results_dir=results_dir,
+            bridge_env=[],
+            handover="adapter",
+        )
+    )
+
+
 def make_config(args: argparse.Namespace) -> Config:
     quick = bool(args.quick)
     all_cells = [(n, b) for n in (1, 4, 16) for b in (1, 10, 100)]

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import orjson
 
-from bench.config import RESULTS_ROOT, make_config
+from bench.config import RESULTS_ROOT, side_config
 from bench.handover import DESIGNS
 from bench.loadgen import PhaseSpec
 from bench.phases import Driver
@@ -162,23 +162,7 @@ def render(rows: list[dict[str, Any]], rounds: int, meta: dict[str, Any]) -> str
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = make_config(
-        argparse.Namespace(
-            quick=True,
-            soak_seconds=0,
-            compare_url=None,
-            compare_secret=None,
-            kafka_bootstrap=args.kafka_bootstrap,
-            keep_kafka=False,
-            profile=False,
-            profile_batch=10,
-            no_java=True,
-            no_peer=True,
-            results_dir=args.results_dir,
-            bridge_env=[],
-            handover="adapter",
-        )
-    )
+    config = side_config(args.kafka_bootstrap, args.results_dir)
     run_dir = Path(args.results_dir) / (datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-cores")
     run_dir.mkdir(parents=True, exist_ok=True)
     layouts: dict[str, tuple[str, ...]] = dict(PROCESS_LAYOUTS)

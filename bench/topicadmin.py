@@ -46,7 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import LeaderNotAvailableError, TopicAlreadyExistsError
 
-from bench.config import CROWD_TOPICS, RESULTS_ROOT, make_config
+from bench.config import CROWD_TOPICS, RESULTS_ROOT, side_config
 from bench.results import Results
 from bench.servers import Servers, say
 from bench.services import LocalKafka, ProcessSet, free_ports
@@ -348,23 +348,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = make_config(
-        argparse.Namespace(
-            quick=True,
-            soak_seconds=0,
-            compare_url=None,
-            compare_secret=None,
-            kafka_bootstrap=args.kafka_bootstrap,
-            keep_kafka=False,
-            profile=False,
-            profile_batch=10,
-            no_java=True,
-            no_peer=True,
-            results_dir=args.results_dir,
-            bridge_env=[],
-            handover="adapter",
-        )
-    )
+    config = side_config(args.kafka_bootstrap, args.results_dir)
     run_dir = Path(args.results_dir) / (datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-topicadmin")
     run_dir.mkdir(parents=True, exist_ok=True)
     count_kafka_traffic()
