@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from bridge.config.receivers import Receiver
 from bridge.config.settings import Settings
@@ -28,6 +28,7 @@ from bridge.telemetry.logs import get_logger
 from bridge.telemetry.metrics import Metrics
 
 log = get_logger("bridge.ingest")
+K = TypeVar("K")
 _TRUNCATED: Final = "dlq_truncated_from_bytes"
 # An event Kafka refused for its size is kept in the dead-letter topic cut to this size:
 # the topic's own limit, which refused it, is not known.
@@ -51,8 +52,8 @@ class Summary:
     # Keyed by the reasons' plain strings: orjson refuses a str subclass as a key.
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     families: dict[str, int] = field(default_factory=dict)
-    # (family, the event's own time) of each event Kafka stored: its freshness.
-    event_times: list[tuple[str, str]] = field(default_factory=list)
+    # How many events Kafka stored per (family, the event's own time): their freshness.
+    event_times: dict[tuple[str, str], int] = field(default_factory=dict)
     # Of the duplicates, those known from the fleet topic (another replica, an earlier run).
     fleet_duplicates: int = 0
 
@@ -272,11 +273,11 @@ class Ingestor:
         if not summary.event_times:
             return
         now = time.time()
-        lag = self.metrics.event_lag_by
-        for fam, when in summary.event_times:
+        observe = self.metrics.event_lag.observe
+        for (fam, when), count in summary.event_times.items():
             seconds = epoch_seconds(when)
             if seconds is not None:
-                lag(receiver.name, fam).observe(max(0.0, now - seconds))
+                observe((receiver.name, fam), max(0.0, now - seconds), count)
         summary.event_times.clear()
 
     async def _publish(
@@ -477,7 +478,7 @@ def _remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def _count(counts: dict[str, int], key: str) -> None:
+def _count(counts: dict[K, int], key: K) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
@@ -490,7 +491,7 @@ def _count_published(summary: Summary, record: Record) -> None:
     else:
         _count(summary.families, record.family)
         if record.time is not None:
-            summary.event_times.append((record.family, record.time))
+            _count(summary.event_times, (record.family, record.time))
 
 
 def _total(summary: Summary) -> None:
