@@ -515,7 +515,10 @@ class Router:
                     )
                 )
                 continue
-            records.append(Record(topic, key, value, headers, event.event_id, fam, time=event.time))
+            # Positional: keywords cost a NamedTuple more, and this runs for every event.
+            records.append(
+                Record(topic, key, value, headers, event.event_id, fam, False, None, event.time)
+            )
         return Plan(tuple(records), filtered, fallbacks, canaries)
 
     def dead_letter(

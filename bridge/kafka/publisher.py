@@ -524,27 +524,29 @@ class _Handover:
         # Nothing here waits in the common case (topics known, room in every batch), so
         # a deadline timer is only armed around a wait that actually happens.
         await self._check_topics()
-        lanes = self._lanes
+        # Locals: this loop runs for every record.
+        lanes, cluster, max_request = self._lanes, self._cluster, self._max_request
+        partitions, refused, handles = self._partitions, self.refused, self.handles
         for index, record in enumerate(self.records):
             topic = record.topic
             refusal = self._refused_topics.get(topic)
-            if refusal is None and record.exceeds(self._max_request):
+            if refusal is None and record.exceeds(max_request):
                 refusal = Refusal(
                     DeadLetterReason.RECORD_TOO_LARGE,
                     f"a record of {record.size} bytes is larger than a Kafka request "
-                    f"({self._max_request} bytes)",
+                    f"({max_request} bytes)",
                 )
             if refusal is not None:
-                self.refused[index] = refusal
+                refused[index] = refusal
                 continue
-            known = self._partitions.get(topic)
+            known = partitions.get(topic)
             if known is None:
                 known = await self._partitions_of(topic)
                 if known is None:
-                    self.refused[index] = self._refused_topics[topic]
+                    refused[index] = self._refused_topics[topic]
                     continue
             if record.key is None:
-                available = sorted(self._cluster.available_partitions_for_topic(topic))
+                available = sorted(cluster.available_partitions_for_topic(topic))
                 partition = partition_for(None, known, available)
             else:
                 partition = partition_for(record.key, known, known)
@@ -556,7 +558,7 @@ class _Handover:
                     break
                 # Shielded: the room future is shared with other requests.
                 await _within(self.deadline, asyncio.shield(lane.room()))
-            self.handles.append((index, lane.append(record)))
+            handles.append((index, lane.append(record)))
 
     async def _check_topics(self) -> None:
         """Make the records' topics exist, unless known; remembers the ones refused."""
