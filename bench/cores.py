@@ -4,6 +4,7 @@
     python -m bench.cores --handover [--seconds 8] [--rounds 5]
     python -m bench.cores --fleet [--seconds 8] [--rounds 5]
     python -m bench.cores --tracing [--seconds 8] [--rounds 5]
+    python -m bench.cores --baseline DIR [--seconds 8] [--rounds 5]
 
 Default: one bridge process or two. Two processes on their own ports stand for two one-core
 pods behind a Service: the generator hands requests (open loop) or senders (closed loop) to
@@ -13,9 +14,11 @@ designs on the public API). ``--fleet``: one bridge without and one with
 ``BRIDGE_DEDUPE_FLEET_TOPIC`` (the fleet's memory of duplicates), the cost of sharing every
 acknowledged event's digest. ``--tracing``: one bridge without and one with
 ``BRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT`` (spans exported to bench/otlpsink.py), the cost of
-tracing.
+tracing. ``--baseline DIR``: this tree's bridge and the one of another checkout (``git
+worktree add DIR REV``), run with this tree's virtualenv: a change's cost, in turns.
 
-Each round measures every layout with the same workloads: 16 ALM-like senders of 100-event
+Each round measures every layout, every other round in the reverse order, with the same
+workloads: 16 ALM-like senders of 100-event
 batches (what a burst gets through, and the CPU per event), an open loop at a fixed rate
 (the tail a steady flow sees), and one sender of 10-event batches (the single-request
 latency). Taking turns cancels most of the drift of a shared host; the medians over the
@@ -58,6 +61,7 @@ TRACING_LAYOUTS: Final = {
     "tracing off": ("bridge-tracing-off",),
     "tracing on": ("bridge-tracing-on",),
 }
+BASELINE_LAYOUTS: Final = {"this tree": ("bridge-here",), "baseline": ("bridge-baseline",)}
 OPEN_SHARE: Final = 0.6  # of what one process got through closed-loop, in the first round
 
 
@@ -82,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tracing",
         action="store_true",
         help="compare a bridge without and with spans exported over OTLP instead",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="compare this tree's bridge with the one checked out in DIR instead",
     )
     parser.add_argument("--kafka-bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--results-dir", default=str(RESULTS_ROOT))
@@ -184,8 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         [sink_port] = free_ports(1)
         endpoint = f"http://127.0.0.1:{sink_port}"
         envs = {"bridge-tracing-on": {"BRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}}
+    if args.baseline:
+        layouts = dict(BASELINE_LAYOUTS)
+        processes = {"bridge-here": "adapter", "bridge-baseline": "adapter"}
+        # Its package first on the path, and not the working directory's (this tree's).
+        baseline = str(Path(args.baseline).resolve())
+        envs = {"bridge-baseline": {"PYTHONSAFEPATH": "1", "PYTHONPATH": baseline}}
     meta = {
-        "title": "Without and with spans exported over OTLP"
+        "title": f"This tree and the baseline in {args.baseline}"
+        if args.baseline
+        else "Without and with spans exported over OTLP"
         if args.tracing
         else "Without and with the fleet's memory of duplicates"
         if args.fleet
@@ -222,7 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate: float | None = None
             for index in range(args.rounds):
                 this: dict[str, dict[str, PhaseStats]] = {}
-                for layout, names in layouts.items():
+                # Every other round in the reverse order: whichever goes first in a round
+                # (a broker that has just caught up, a colder cache) does not always favour
+                # the same layout.
+                turns = list(layouts.items())
+                for layout, names in turns if index % 2 == 0 else reversed(turns):
                     chosen = [urls[name] for name in names]
                     watch = {name: procs.pid(name) for name in names}
                     watch.update(servers.kafka_watch())
